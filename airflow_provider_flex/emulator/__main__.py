@@ -1,0 +1,5 @@
+import sys
+
+from airflow_provider_flex.emulator.server import main
+
+sys.exit(main())

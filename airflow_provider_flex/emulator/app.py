@@ -1,0 +1,670 @@
+"""The emulator's HTTP surface: the Gemini API calls the SDK makes, plus admin endpoints.
+
+API routes live under ``/v1`` and ``/v1beta``; test controls live under
+``/__emulator__``, a prefix no Gemini path can take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from airflow_provider_flex.emulator import model as lm
+from airflow_provider_flex.emulator.capacity import (
+    Capacity,
+    CapacityRefusal,
+    SlidingWindowLimiter,
+    format_duration,
+)
+from airflow_provider_flex.emulator.config import (
+    DEFAULT_OUTPUT_TOKEN_LIMIT,
+    DEFAULT_SERVER_TIMEOUT_S,
+    EmulatorConfig,
+)
+from airflow_provider_flex.emulator.faults import ERROR_FAULTS, Fault, FaultQueue, FaultSpecError, parse_fault
+
+ADMIN_PREFIX = "/__emulator__"
+API_VERSIONS = ("v1", "v1beta")
+SERVICE_TIER_HEADER = "x-gemini-service-tier"
+_TIER_ALIASES = {"flex": "flex", "standard": "standard", "priority": "priority", "unspecified": "standard"}
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered in Gemini's error format."""
+
+    def __init__(
+        self,
+        code: int,
+        status: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        outcome: str = "invalid",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+        self.details = details
+        self.outcome = outcome
+
+    def response(self) -> JSONResponse:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return JSONResponse({"error": error}, status_code=self.code)
+
+
+class ConnectionDropped(Exception):
+    """Raised after a response started, so the server closes the connection mid-answer."""
+
+
+def retry_info(delay_s: float) -> dict[str, Any]:
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_duration(delay_s)}
+
+
+def rate_limited_error(delay_s: float, quota_id: str) -> ApiError:
+    return ApiError(
+        429,
+        "RESOURCE_EXHAUSTED",
+        f"You exceeded your current quota, please check your plan and billing details. Please retry in {delay_s:.2f}s.",
+        details=[
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {"quotaMetric": "generativelanguage.googleapis.com/generate_requests", "quotaId": quota_id}
+                ],
+            },
+            retry_info(delay_s),
+        ],
+        outcome="rate_limited",
+    )
+
+
+def normalize_tier(value: Any) -> str:
+    """The tier named by any spelling the API accepts (``flex``, ``FLEX``, ``SERVICE_TIER_FLEX``)."""
+    if value is None:
+        return "standard"
+    if not isinstance(value, str):
+        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid value for service_tier: {value!r}")
+    tier = _TIER_ALIASES.get(value.strip().lower().removeprefix("service_tier_"))
+    if tier is None:
+        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid value at 'service_tier': \"{value}\"")
+    return tier
+
+
+def _pick(mapping: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in mapping:
+            return mapping[name]
+    return None
+
+
+@dataclass
+class GenerateRequest:
+    """The parts of a generateContent body the emulator acts on."""
+
+    contents: list[Any]
+    system_instruction: Any
+    tier: str
+    max_output_tokens: int | None
+    schema: Mapping[str, Any] | None
+    thinking_budget: int | None
+
+    @property
+    def prompt(self) -> str:
+        system_text = lm.content_text(self.system_instruction)[0] if self.system_instruction else ""
+        return (
+            f"{system_text}\n{lm.content_text(self.contents)[0]}" if system_text else lm.content_text(self.contents)[0]
+        )
+
+    @property
+    def prompt_tokens(self) -> int:
+        return lm.prompt_tokens(self.contents, self.system_instruction)
+
+
+def _validate_contents(contents: Any) -> list[Any]:
+    if contents is None:
+        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
+    if isinstance(contents, dict):
+        contents = [contents]
+    if not isinstance(contents, list) or not contents:
+        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
+    for index, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list) or not parts:
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty.",
+            )
+    text, other_parts = lm.content_text(contents)
+    if not text.strip() and not other_parts:
+        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: the prompt is empty.")
+    return contents
+
+
+def parse_generate_request(body: Any) -> GenerateRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
+    config = _pick(body, "generationConfig", "generation_config") or {}
+    if not isinstance(config, dict):
+        raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. generationConfig must be an object.")
+    mime = _pick(config, "responseMimeType", "response_mime_type")
+    schema = _pick(config, "responseJsonSchema", "response_json_schema", "_responseJsonSchema")
+    if schema is None:
+        schema = _pick(config, "responseSchema", "response_schema")
+    if schema is not None and mime != "application/json":
+        raise ApiError(400, "INVALID_ARGUMENT", "responseSchema requires responseMimeType 'application/json'.")
+    if schema is not None and not isinstance(schema, dict):
+        raise ApiError(400, "INVALID_ARGUMENT", "responseSchema must be an object.")
+    max_tokens = _pick(config, "maxOutputTokens", "max_output_tokens")
+    thinking = _pick(config, "thinkingConfig", "thinking_config") or {}
+    budget = _pick(thinking, "thinkingBudget", "thinking_budget") if isinstance(thinking, dict) else None
+    try:
+        max_tokens = None if max_tokens is None else int(max_tokens)
+        budget = None if budget is None else int(budget)
+    except (TypeError, ValueError):
+        raise ApiError(400, "INVALID_ARGUMENT", "maxOutputTokens and thinkingBudget must be integers.") from None
+    if max_tokens is not None and max_tokens < 1:
+        raise ApiError(400, "INVALID_ARGUMENT", "maxOutputTokens must be positive.")
+    if schema is None and mime == "application/json":
+        schema = {}
+    return GenerateRequest(
+        contents=_validate_contents(body.get("contents")),
+        system_instruction=_pick(body, "systemInstruction", "system_instruction"),
+        tier=normalize_tier(_pick(body, "serviceTier", "service_tier")),
+        max_output_tokens=max_tokens,
+        schema=schema,
+        thinking_budget=budget,
+    )
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str
+    output_tokens: int
+    thoughts_tokens: int
+    blocked: bool = False
+
+
+def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool) -> Answer:
+    """What the model says: a pure function of the request."""
+    prompt = request.prompt
+    if blocked or "[emulator:block]" in prompt:
+        return Answer("", "SAFETY", 0, 0, blocked=True)
+    if request.schema is not None:
+        text = (
+            lm.json_answer(prompt, request.schema) if request.schema else json.dumps({"answer": lm.text_answer(prompt)})
+        )
+    else:
+        text = lm.text_answer(prompt, min_tokens=config.answer_tokens[0], max_tokens=config.answer_tokens[1])
+    finish = "STOP"
+    if request.max_output_tokens is not None and lm.count_tokens(text) > request.max_output_tokens:
+        text = lm.truncate_to_tokens(text, request.max_output_tokens)
+        finish = "MAX_TOKENS"
+    return Answer(text, finish, lm.count_tokens(text), lm.thoughts_tokens(prompt, request.thinking_budget))
+
+
+class Stats:
+    """Counters the admin endpoint reports."""
+
+    def __init__(self, log_size: int) -> None:
+        self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.call_log: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self.sequence = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    def record(self, *, model: str, tier: str, method: str, outcome: str, prompt: str, answer: Answer | None) -> None:
+        self.calls[tier][outcome] += 1
+        if answer is not None:
+            usage = self.tokens[tier]
+            usage["prompt"] += lm.count_tokens(prompt)
+            usage["output"] += answer.output_tokens
+            usage["thoughts"] += answer.thoughts_tokens
+        self.sequence += 1
+        self.call_log.append(
+            {
+                "seq": self.sequence,
+                "time": time.time(),
+                "model": model,
+                "tier": tier,
+                "method": method,
+                "outcome": outcome,
+                "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+                "prompt": prompt[:200],
+            }
+        )
+
+    @asynccontextmanager
+    async def tracking_in_flight(self) -> AsyncIterator[None]:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+class EmulatorState:
+    """Everything one emulator instance knows; lives on the server's event loop."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.faults = FaultQueue()
+        self.reset()
+
+    def reset(self) -> None:
+        config = self.config
+        self.rng = random.Random(config.seed)
+        self.capacity = Capacity(config.slots, config.queue_depth)
+        self.requests_per_second = SlidingWindowLimiter(config.rps, 1.0)
+        self.tokens_per_minute = SlidingWindowLimiter(config.tpm, 60.0)
+        self.stats = Stats(config.call_log_size)
+        self.faults.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        capacity = self.capacity
+        calls = {tier: dict(counter) for tier, counter in self.stats.calls.items()}
+        return {
+            "calls": calls,
+            "calls_by_tier": {tier: sum(counter.values()) for tier, counter in calls.items()},
+            "tokens": {tier: dict(counter) for tier, counter in self.stats.tokens.items()},
+            "requests": self.stats.sequence,
+            "in_flight": self.stats.in_flight,
+            "peak_in_flight": self.stats.peak_in_flight,
+            "in_service": capacity.in_service,
+            "peak_in_service": capacity.peak_in_service,
+            "queue_depth": {tier: capacity.queued(tier) for tier in capacity.queues},
+            "peak_queue_depth": capacity.peak_queued,
+            "pending_faults": len(self.faults.pending()),
+        }
+
+
+def _model_resource(model_id: str, config: EmulatorConfig) -> dict[str, Any]:
+    return {
+        "name": f"models/{model_id}",
+        "baseModelId": model_id,
+        "version": "emulated",
+        "displayName": model_id.replace("-", " ").title(),
+        "description": f"{model_id} served by the airflow-provider-flex emulator.",
+        "inputTokenLimit": config.input_token_limit,
+        "outputTokenLimit": DEFAULT_OUTPUT_TOKEN_LIMIT,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        "temperature": 1.0,
+        "maxTemperature": 2.0,
+        "topP": 0.95,
+        "topK": 64,
+        "thinking": True,
+    }
+
+
+def _usage(request: GenerateRequest, answer: Answer | None, tier: str) -> dict[str, Any]:
+    prompt = request.prompt_tokens
+    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    if answer is not None:
+        usage["candidatesTokenCount"] = answer.output_tokens
+        if answer.thoughts_tokens:
+            usage["thoughtsTokenCount"] = answer.thoughts_tokens
+    usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    usage["serviceTier"] = tier
+    return usage
+
+
+def _response_body(
+    request: GenerateRequest,
+    model: str,
+    tier: str,
+    response_id: str,
+    *,
+    text: str,
+    answer: Answer | None,
+    finish: str | None,
+) -> dict[str, Any]:
+    """One GenerateContentResponse: a whole answer, or one stream chunk (``answer`` None until the last)."""
+    body: dict[str, Any] = {}
+    if answer is not None and answer.blocked:
+        body["promptFeedback"] = {"blockReason": "SAFETY"}
+    else:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        body["candidates"] = [candidate]
+    body["usageMetadata"] = _usage(request, answer, tier)
+    body["modelVersion"] = model
+    body["responseId"] = response_id
+    return body
+
+
+class _HeldSlotStreamingResponse(StreamingResponse):
+    """A stream that holds its serving slot until it ends, however it ends."""
+
+    def __init__(self, content: AsyncIterator[str], *, resources: AsyncExitStack, headers: Mapping[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=dict(headers))
+        self._resources = resources
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._resources.aclose()
+
+
+class _DroppedResponse(Response):
+    """Sends headers and part of the body, then drops the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise ConnectionDropped("fault injected: connection dropped mid-answer")
+
+
+@asynccontextmanager
+async def _cancelled_on_disconnect(request: Request) -> AsyncIterator[dict[str, bool]]:
+    """Cancel the enclosed wait if the client hangs up (a client timeout frees the queue place)."""
+    task = asyncio.current_task()
+    assert task is not None
+    flag = {"disconnected": False}
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        flag["disconnected"] = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield flag
+    finally:
+        watcher.cancel()
+
+
+class _DropFaultLogFilter(logging.Filter):
+    """Keep injected connection drops out of the server's error log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+def _sse(body: Mapping[str, Any]) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\r\n\r\n"
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    """The emulator as an ASGI app; ``app.state.emulator`` holds its state."""
+    config = config or EmulatorConfig()
+    state = EmulatorState(config)
+    logging.getLogger("uvicorn.error").addFilter(_DropFaultLogFilter())
+
+    def authenticate(request: Request) -> str:
+        key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+        if not key:
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+            )
+        if config.api_key is not None and key != config.api_key:
+            raise ApiError(403, "PERMISSION_DENIED", "API key not valid. Please pass a valid API key.")
+        return key
+
+    def known_model(version: str, model: str, method: str) -> str:
+        if version not in API_VERSIONS:
+            raise ApiError(404, "NOT_FOUND", f"API version {version!r} is not served by this emulator.")
+        model_id = model.removeprefix("models/")
+        if model_id not in config.models:
+            raise ApiError(
+                404,
+                "NOT_FOUND",
+                f"models/{model_id} is not found for API version {version}, or is not supported for {method}. "
+                "Call ListModels to see the list of available models and their supported methods.",
+            )
+        return model_id
+
+    async def read_json(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}") from None
+
+    def server_timeout(request: Request) -> float:
+        try:
+            return max(0.0, float(request.headers.get("x-server-timeout", DEFAULT_SERVER_TIMEOUT_S)))
+        except ValueError:
+            return DEFAULT_SERVER_TIMEOUT_S
+
+    def admit(request: GenerateRequest, answer: Answer, key: str) -> None:
+        wait = state.requests_per_second.try_admit(key)
+        if wait:
+            raise rate_limited_error(wait, "GenerateRequestsPerSecondPerProjectPerModel")
+        tokens = request.prompt_tokens + answer.output_tokens + answer.thoughts_tokens
+        wait = state.tokens_per_minute.try_admit(key, tokens)
+        if wait:
+            raise rate_limited_error(wait, "GenerateContentInputTokensPerModelPerMinute")
+
+    def fault_error(fault: Fault) -> ApiError:
+        code, status, message = ERROR_FAULTS[fault.kind]
+        details = None
+        if fault.kind == "rate_limited":
+            details = [retry_info(fault.retry_delay_s if fault.retry_delay_s is not None else 1.0)]
+        return ApiError(code, status, fault.message or message, details=details, outcome=f"fault:{fault.kind}")
+
+    async def generate(request: Request, model: str, key: str, *, stream: bool) -> Response:
+        method = "stream" if stream else "generate"
+        parsed = parse_generate_request(await read_json(request))
+        tier = parsed.tier
+        prompt = parsed.prompt
+
+        def record(outcome: str, answer: Answer | None = None) -> None:
+            state.stats.record(model=model, tier=tier, method=method, outcome=outcome, prompt=prompt, answer=answer)
+
+        try:
+            if parsed.prompt_tokens > config.input_token_limit:
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"The input token count ({parsed.prompt_tokens}) exceeds the maximum number of tokens allowed "
+                    f"({config.input_token_limit}).",
+                )
+            fault = state.faults.take(method)
+            if fault is not None and fault.kind in ERROR_FAULTS:
+                raise fault_error(fault)
+            answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked")
+            admit(parsed, answer, key)
+        except ApiError as error:
+            record(error.outcome)
+            raise
+
+        preempt = tier == "flex" and config.preempt_rate > 0 and state.rng.random() < config.preempt_rate
+        service_s = state.rng.uniform(*config.service_time)
+        extra_delay = fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
+        headers = {SERVICE_TIER_HEADER: tier}
+        response_id = uuid.uuid4().hex[:22]
+        resources = AsyncExitStack()
+        try:
+            async with _cancelled_on_disconnect(request) as watch:
+                try:
+                    await resources.enter_async_context(
+                        state.capacity.slot(tier, queue_timeout_s=server_timeout(request), preempt=preempt)
+                    )
+                    await asyncio.sleep(extra_delay + (0.0 if stream else service_s))
+                except asyncio.CancelledError:
+                    await resources.aclose()
+                    if not watch["disconnected"]:
+                        raise
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    record("cancelled")
+                    return Response(status_code=499)
+        except CapacityRefusal as refusal:
+            record(refusal.outcome)
+            raise ApiError(refusal.code, refusal.status, refusal.message, outcome=refusal.outcome) from None
+
+        kind = fault.kind if fault is not None else None
+        record("ok" if kind in (None, "slow", "blocked") else f"fault:{kind}", answer)
+        if not stream:
+            await resources.aclose()
+            if kind == "non_json":
+                return Response(
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                    status_code=fault.status_code,
+                    media_type="text/html",
+                )
+            body = _response_body(
+                parsed, model, tier, response_id, text=answer.text, answer=answer, finish=answer.finish_reason
+            )
+            if kind == "drop":
+                return _DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
+            return JSONResponse(body, headers=headers)
+
+        chunks = [""] if answer.blocked else lm.split_into_chunks(answer.text, config.stream_chunk_tokens)
+        stop_after = fault.after_chunks if kind in ("drop", "stream_cut") else None
+
+        async def events() -> AsyncIterator[str]:
+            for index, chunk in enumerate(chunks):
+                if stop_after is not None and index >= stop_after:
+                    if kind == "drop":
+                        raise ConnectionDropped("fault injected: stream dropped")
+                    return  # stream_cut: a quiet end with no finishReason
+                await asyncio.sleep(service_s / len(chunks))
+                last = index == len(chunks) - 1
+                yield _sse(
+                    _response_body(
+                        parsed,
+                        model,
+                        tier,
+                        response_id,
+                        text=chunk,
+                        answer=answer if last else None,
+                        finish=answer.finish_reason if last else None,
+                    )
+                )
+
+        return _HeldSlotStreamingResponse(events(), resources=resources, headers=headers)
+
+    async def count_tokens(request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
+        inner = _pick(body, "generateContentRequest", "generate_content_request")
+        source = inner if isinstance(inner, dict) else body
+        contents = _validate_contents(source.get("contents"))
+        total = lm.prompt_tokens(contents, _pick(source, "systemInstruction", "system_instruction"))
+        return JSONResponse({"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]})
+
+    def api_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Answer every failure in Gemini's error format, never with a traceback."""
+
+        async def endpoint(request: Request) -> Response:
+            async with state.stats.tracking_in_flight():
+                try:
+                    return await handler(request)
+                except ApiError as error:
+                    return error.response()
+                except Exception:
+                    log.exception("emulator error on %s", request.url.path)
+                    return ApiError(500, "INTERNAL", "Internal error in the emulator.").response()
+
+        return endpoint
+
+    @api_endpoint
+    async def model_action(request: Request) -> Response:
+        key = authenticate(request)
+        rest = request.path_params["rest"]
+        version = request.path_params["version"]
+        if request.method == "GET" and ":" not in rest:
+            return JSONResponse(_model_resource(known_model(version, rest, "get"), config))
+        name, _, action = rest.rpartition(":")
+        if not name or request.method != "POST":
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {request.url.path}")
+        if action not in ("generateContent", "streamGenerateContent", "countTokens"):
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {action}")
+        model_id = known_model(version, name, action)
+        if action == "countTokens":
+            return await count_tokens(request)
+        return await generate(request, model_id, key, stream=action == "streamGenerateContent")
+
+    @api_endpoint
+    async def list_models(request: Request) -> Response:
+        authenticate(request)
+        known_model(request.path_params["version"], config.models[0], "list")
+        try:
+            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
+            start = int(request.query_params.get("pageToken") or 0)
+        except ValueError:
+            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
+        page = config.models[start : start + size]
+        body: dict[str, Any] = {"models": [_model_resource(m, config) for m in page]}
+        if start + size < len(config.models):
+            body["nextPageToken"] = str(start + size)
+        return JSONResponse(body)
+
+    async def admin_stats(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    async def admin_calls(request: Request) -> Response:
+        since = int(request.query_params.get("since", 0))
+        return JSONResponse({"calls": [c for c in state.stats.call_log if c["seq"] > since]})
+
+    async def admin_faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.faults.clear()
+        elif request.method == "POST":
+            try:
+                body = json.loads(await request.body() or b"null")
+                specs = body if isinstance(body, list) else [body]
+                faults = [parse_fault(spec) for spec in specs]
+            except (json.JSONDecodeError, FaultSpecError) as exc:
+                return ApiError(400, "INVALID_ARGUMENT", f"bad fault: {exc}").response()
+            for fault in faults:
+                state.faults.add(fault)
+        return JSONResponse({"faults": state.faults.pending()})
+
+    async def admin_reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse(state.snapshot())
+
+    async def admin_health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "config": asdict(config)})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        code = exc.status_code if isinstance(exc, HTTPException) else 404
+        status = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT"}.get(code, "INVALID_ARGUMENT")
+        return ApiError(code, status, f"{request.method} {request.url.path} is not a Gemini API method.").response()
+
+    routes = [
+        Route("/{version}/models", list_models, methods=["GET"]),
+        Route("/{version}/models/{rest:path}", model_action, methods=["GET", "POST"]),
+        Route(f"{ADMIN_PREFIX}/health", admin_health, methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/stats", admin_stats, methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/calls", admin_calls, methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/faults", admin_faults, methods=["GET", "POST", "DELETE"]),
+        Route(f"{ADMIN_PREFIX}/reset", admin_reset, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app.state.emulator = state
+    return app

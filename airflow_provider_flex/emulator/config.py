@@ -1,0 +1,60 @@
+"""Settings of one emulator instance (the ``flex-emulator`` flags, as data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_provider_flex.pricing import FLEX_MODELS
+
+DEFAULT_INPUT_TOKEN_LIMIT = 1_048_576
+DEFAULT_OUTPUT_TOKEN_LIMIT = 65_536
+#: The server-side patience for a queued call when the client sends no X-Server-Timeout.
+DEFAULT_SERVER_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How the emulated flex tier behaves.
+
+    ``service_time`` is ``(min, max)`` seconds a call holds a slot; ``rps`` and
+    ``tpm`` are per-API-key limits (0 = unlimited); ``api_key`` None accepts any
+    non-empty key.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    slots: int = 8
+    service_time: tuple[float, float] = (0.0, 0.0)
+    queue_depth: int = 64
+    preempt_rate: float = 0.0
+    rps: float = 0.0
+    tpm: float = 0.0
+    seed: int | None = None
+    api_key: str | None = None
+    models: tuple[str, ...] = FLEX_MODELS
+    input_token_limit: int = DEFAULT_INPUT_TOKEN_LIMIT
+    answer_tokens: tuple[int, int] = (24, 96)
+    stream_chunk_tokens: int = 8
+    call_log_size: int = 200_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.slots < 1:
+            problems.append(f"slots must be at least 1, got {self.slots}")
+        low, high = self.service_time
+        if low < 0 or high < low:
+            problems.append(f"service time must be MIN[:MAX] with 0 <= MIN <= MAX, got {low}:{high}")
+        if self.queue_depth < 0:
+            problems.append(f"queue depth must be >= 0, got {self.queue_depth}")
+        if not 0.0 <= self.preempt_rate <= 1.0:
+            problems.append(f"preempt rate must be between 0 and 1, got {self.preempt_rate}")
+        if self.rps < 0 or self.tpm < 0:
+            problems.append("rps and tpm must be >= 0 (0 = unlimited)")
+        if self.answer_tokens[0] < 1 or self.answer_tokens[1] < self.answer_tokens[0]:
+            problems.append(f"answer tokens must be MIN[:MAX] with 1 <= MIN <= MAX, got {self.answer_tokens}")
+        if self.stream_chunk_tokens < 1:
+            problems.append("stream chunk tokens must be at least 1")
+        if not self.models:
+            problems.append("at least one model is required")
+        if problems:
+            raise ValueError("; ".join(problems))

@@ -1,0 +1,251 @@
+"""Running the emulator: in a background thread for tests and demos, or as ``flex-emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import uvicorn
+
+from airflow_provider_flex.emulator.app import ADMIN_PREFIX, create_app
+from airflow_provider_flex.emulator.config import EmulatorConfig
+from airflow_provider_flex.emulator.faults import FAULT_KINDS
+from airflow_provider_flex.pricing import FLEX_MODELS
+
+
+class EmulatorAdmin:
+    """The admin endpoints of a running emulator (in-process or another process)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url + ADMIN_PREFIX, timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        return self._request("GET", "/stats")
+
+    def calls(self, since: int = 0) -> list[dict[str, Any]]:
+        return self._request("GET", "/calls", params={"since": since})["calls"]
+
+    def inject(self, kind: str, **fields: Any) -> list[dict[str, Any]]:
+        """Queue a fault for the next matching calls; see :class:`~.faults.Fault` for fields."""
+        return self._request("POST", "/faults", json={"kind": kind, **fields})["faults"]
+
+    def clear_faults(self) -> None:
+        self._request("DELETE", "/faults")
+
+    def reset(self) -> dict[str, Any]:
+        """Forget stats, queued faults and rate-limit windows."""
+        return self._request("POST", "/reset")
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+
+class FlexEmulator:
+    """An emulator on a free port in a background thread; stop it or use ``with``.
+
+    >>> with FlexEmulator(slots=2, service_time=(0.1, 0.2)) as emulator:
+    ...     client = genai.Client(api_key="k", http_options={"base_url": emulator.base_url})
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, **settings: Any) -> None:
+        self.config = replace(config or EmulatorConfig(), **settings)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self.base_url = ""
+        self.admin: EmulatorAdmin | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def start(self) -> FlexEmulator:
+        self._socket = bind_socket(self.config.host, self.config.port)
+        host, port = self._socket.getsockname()[:2]
+        self.base_url = f"http://{_url_host(host)}:{port}"
+        self._server = uvicorn.Server(_uvicorn_config(self.config))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="flex-emulator", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the flex emulator did not start")
+            time.sleep(0.01)
+        self.admin = EmulatorAdmin(self.base_url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.admin is not None:
+            self.admin.close()
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def __enter__(self) -> FlexEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _uvicorn_config(config: EmulatorConfig, log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(config),
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        loop="asyncio",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+
+
+def _range(text: str, kind: type[float] | type[int]) -> tuple[Any, Any]:
+    low, _, high = text.partition(":")
+    try:
+        return kind(low), kind(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN[:MAX], got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = EmulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="flex-emulator",
+        description="A local Gemini-API-compatible emulator of the flex tier: capacity, queue, shedding, "
+        "rate limits and injectable faults. Point google-genai at the URL it prints.",
+    )
+    parser.add_argument("--host", default=defaults.host, help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help="port to bind; 0 picks a free one (default %(default)s)"
+    )
+    parser.add_argument("--slots", type=int, default=defaults.slots, help="calls served at once (default %(default)s)")
+    parser.add_argument(
+        "--service-time",
+        type=lambda t: _range(t, float),
+        default=defaults.service_time,
+        metavar="MIN[:MAX]",
+        help="seconds each call holds a slot, uniform in [MIN, MAX] (default 0)",
+    )
+    parser.add_argument(
+        "--queue-depth",
+        type=int,
+        default=defaults.queue_depth,
+        help="flex calls that may wait; more get 503 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--preempt-rate",
+        type=float,
+        default=defaults.preempt_rate,
+        help="fraction of flex calls evicted with 503 when their turn comes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rps", type=float, default=defaults.rps, help="requests per second per API key; 0 = unlimited"
+    )
+    parser.add_argument("--tpm", type=float, default=defaults.tpm, help="tokens per minute per API key; 0 = unlimited")
+    parser.add_argument("--seed", type=int, default=None, help="seed for service times and preemption")
+    parser.add_argument("--api-key", default=None, help="the only API key accepted (default: any non-empty key)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="ID",
+        help=f"serve another model id as well (repeatable); always served: {', '.join(FLEX_MODELS)}",
+    )
+    parser.add_argument(
+        "--input-token-limit",
+        type=int,
+        default=defaults.input_token_limit,
+        help="prompt tokens above which a call gets 400 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--answer-tokens",
+        type=lambda t: _range(t, int),
+        default=defaults.answer_tokens,
+        metavar="MIN[:MAX]",
+        help="length of plain-text answers in tokens (default 24:96)",
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.epilog = (
+        f"Admin endpoints under {ADMIN_PREFIX}/: GET stats, GET calls, GET|POST|DELETE faults, POST reset, GET health. "
+        f"Fault kinds: {', '.join(FAULT_KINDS)}."
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        slots=args.slots,
+        service_time=args.service_time,
+        queue_depth=args.queue_depth,
+        preempt_rate=args.preempt_rate,
+        rps=args.rps,
+        tpm=args.tpm,
+        seed=args.seed,
+        api_key=args.api_key,
+        models=tuple(dict.fromkeys([*FLEX_MODELS, *args.model])),
+        input_token_limit=args.input_token_limit,
+        answer_tokens=args.answer_tokens,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        sock = bind_socket(config.host, config.port)
+    except OSError as exc:
+        print(f"flex-emulator: cannot bind {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    print(f"flex-emulator listening on http://{_url_host(host)}:{port}", flush=True)
+    server = uvicorn.Server(_uvicorn_config(config, args.log_level))
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Token prices for the models that support the flex tier.
+
+Prices are data, not code: USD per 1M tokens, paid tier, prompts up to 200k
+tokens, by served tier. Flex is 50% of standard. Output prices include thinking
+tokens. Prices change; pass your own table to the hook (``prices=``) or extend
+this one rather than editing code paths.
+
+Priority prices are not published as exact numbers ("75-100% more than
+standard"), so priority is left out: a call served on priority gets
+``cost_usd = None`` rather than a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+
+class TokenPrice(NamedTuple):
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+
+
+def _standard_and_flex(input_usd: float, output_usd: float) -> dict[str, TokenPrice]:
+    return {
+        "standard": TokenPrice(input_usd, output_usd),
+        "flex": TokenPrice(input_usd / 2, output_usd / 2),
+    }
+
+
+#: model id -> served tier -> price. Standard prices from copies of the Gemini
+#: pricing page (Sep 2026); flex = 50% of standard.
+DEFAULT_PRICES: Mapping[str, Mapping[str, TokenPrice]] = {
+    "gemini-3.1-flash-lite-preview": _standard_and_flex(0.25, 1.50),
+    "gemini-3.1-pro-preview": _standard_and_flex(2.00, 12.00),
+    "gemini-3-flash-preview": _standard_and_flex(0.50, 3.00),
+    "gemini-2.5-pro": _standard_and_flex(1.25, 10.00),
+    "gemini-2.5-flash": _standard_and_flex(0.30, 2.50),
+    "gemini-2.5-flash-lite": _standard_and_flex(0.10, 0.40),
+}
+
+#: The text models the flex documentation lists as supporting flex.
+FLEX_MODELS: tuple[str, ...] = tuple(DEFAULT_PRICES)
+
+
+def token_cost(
+    prompt_tokens: int,
+    output_tokens: int,
+    *,
+    model: str,
+    tier: str,
+    prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES,
+) -> float | None:
+    """USD for the tokens at ``tier``'s price, or None when the table has no price.
+
+    ``output_tokens`` must already include thinking tokens, which are billed as
+    output.
+    """
+    price = prices.get(_bare_model_id(model), {}).get(tier)
+    if price is None:
+        return None
+    return (prompt_tokens * price.input + output_tokens * price.output) / 1_000_000
+
+
+def _bare_model_id(model: str) -> str:
+    return model.removeprefix("models/")

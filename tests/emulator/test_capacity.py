@@ -1,0 +1,207 @@
+"""The flex capacity model: slots, tier priority, the bounded queue, shedding, rate limits, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from google.genai import errors, types
+
+from airflow_provider_flex.emulator.capacity import SlidingWindowLimiter, format_duration
+
+
+async def _call(client, tier: str, prompt: str, **config) -> tuple[str, int | str]:
+    try:
+        response = await client.aio.models.generate_content(
+            model="gemini-2.5-flash", contents=prompt, config=types.GenerateContentConfig(service_tier=tier, **config)
+        )
+        return tier, response.sdk_http_response.headers["x-gemini-service-tier"]
+    except errors.APIError as error:
+        return tier, error.code
+
+
+def test_flex_is_shed_beyond_slots_and_queue_while_standard_is_served(start_emulator, make_client):
+    emulator = start_emulator(slots=2, queue_depth=2, service_time=(0.5, 0.5))
+    client = make_client(emulator)
+
+    async def burst():
+        standard = [asyncio.create_task(_call(client, "standard", f"std {i}")) for i in range(4)]
+        await asyncio.sleep(0.2)  # the standard calls hold both slots and wait in their own queue
+        flex = [asyncio.create_task(_call(client, "flex", f"flex {i}")) for i in range(10)]
+        return await asyncio.gather(*standard, *flex)
+
+    results = asyncio.run(burst())
+    standard = [outcome for tier, outcome in results if tier == "standard"]
+    flex = [outcome for tier, outcome in results if tier == "flex"]
+    assert standard == ["standard"] * 4
+    assert sorted(flex, key=str) == [503] * 8 + ["flex"] * 2
+
+    stats = emulator.admin.stats()
+    assert stats["calls"]["flex"] == {"shed": 8, "ok": 2}
+    assert stats["peak_in_service"] == 2
+    assert stats["queue_depth"] == {"priority": 0, "standard": 0, "flex": 0}
+    log = [(c["tier"], c["outcome"]) for c in emulator.admin.calls() if c["outcome"] == "ok"]
+    assert log == [("standard", "ok")] * 4 + [("flex", "ok")] * 2, "standard must be served before queued flex"
+
+
+def test_priority_is_served_before_standard(start_emulator, make_client):
+    emulator = start_emulator(slots=1, service_time=(0.3, 0.3))
+    client = make_client(emulator)
+
+    async def burst():
+        first = asyncio.create_task(_call(client, "flex", "occupies the slot"))
+        await asyncio.sleep(0.1)
+        standard = asyncio.create_task(_call(client, "standard", "s"))
+        await asyncio.sleep(0.05)
+        priority = asyncio.create_task(_call(client, "priority", "p"))
+        await asyncio.gather(first, standard, priority)
+
+    asyncio.run(burst())
+    assert [c["tier"] for c in emulator.admin.calls()] == ["flex", "priority", "standard"]
+
+
+def test_queued_flex_call_gets_504_when_its_server_timeout_expires(start_emulator, make_client):
+    emulator = start_emulator(slots=1, service_time=(2.0, 2.0))
+    client = make_client(emulator)
+    patient = make_client(emulator, headers={"X-Server-Timeout": "1"})
+
+    async def contend():
+        busy = asyncio.create_task(_call(client, "standard", "holds the slot"))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        try:
+            await patient.aio.models.generate_content(
+                model="gemini-2.5-flash", contents="waits", config=types.GenerateContentConfig(service_tier="flex")
+            )
+        except errors.ServerError as error:
+            return error, time.monotonic() - started, await busy
+        raise AssertionError("expected 504")
+
+    error, waited, busy = asyncio.run(contend())
+    assert (error.code, error.status) == (504, "DEADLINE_EXCEEDED")
+    assert 0.9 <= waited < 1.9
+    assert busy == ("standard", "standard")
+    assert emulator.admin.stats()["calls"]["flex"] == {"deadline_exceeded": 1}
+
+
+def test_preempt_rate_sheds_flex_but_not_standard(start_emulator, make_client):
+    emulator = start_emulator(preempt_rate=1.0)
+    client = make_client(emulator)
+    with pytest.raises(errors.ServerError) as raised:
+        client.models.generate_content(model="gemini-2.5-flash", contents="x", config={"service_tier": "flex"})
+    assert (raised.value.code, raised.value.status) == (503, "UNAVAILABLE")
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="x").text
+
+
+def test_preempt_rate_sheds_about_that_fraction(start_emulator, make_client):
+    emulator = start_emulator(preempt_rate=0.3, seed=42)
+    client = make_client(emulator)
+    outcomes = [asyncio.run(_call(client, "flex", f"row {i}"))[1] for i in range(200)]
+    assert 40 <= outcomes.count(503) <= 80
+
+
+def test_rate_limit_answers_429_with_retry_delay(start_emulator, make_client):
+    emulator = start_emulator(rps=2)
+    client = make_client(emulator)
+    client.models.generate_content(model="gemini-2.5-flash", contents="1", config={"service_tier": "flex"})
+    client.models.generate_content(model="gemini-2.5-flash", contents="2", config={"service_tier": "flex"})
+    with pytest.raises(errors.ClientError) as raised:
+        client.models.generate_content(model="gemini-2.5-flash", contents="3", config={"service_tier": "flex"})
+    error = raised.value
+    assert (error.code, error.status) == (429, "RESOURCE_EXHAUSTED")
+    retry = [d for d in error.details["error"]["details"] if d["@type"].endswith("google.rpc.RetryInfo")]
+    delay = float(retry[0]["retryDelay"].removesuffix("s"))
+    assert 0 < delay <= 1.0
+    time.sleep(delay)
+    assert client.models.generate_content(model="gemini-2.5-flash", contents="4", config={"service_tier": "flex"}).text
+
+
+def test_rate_limit_is_per_api_key(start_emulator, make_client):
+    emulator = start_emulator(rps=1)
+    first = make_client(emulator)
+    first.models.generate_content(model="gemini-2.5-flash", contents="a")
+    with pytest.raises(errors.ClientError, match="429"):
+        first.models.generate_content(model="gemini-2.5-flash", contents="b")
+    other = make_client(emulator, api_key="another-key")
+    assert other.models.generate_content(model="gemini-2.5-flash", contents="b").text
+
+
+def test_tokens_per_minute_limit(start_emulator, make_client):
+    emulator = start_emulator(tpm=150, answer_tokens=(50, 50))
+    client = make_client(emulator)
+    config = {"thinking_config": {"thinking_budget": 0}}
+    client.models.generate_content(model="gemini-2.5-flash", contents="first call", config=config)
+    client.models.generate_content(model="gemini-2.5-flash", contents="second call", config=config)
+    with pytest.raises(errors.ClientError) as raised:
+        client.models.generate_content(model="gemini-2.5-flash", contents="third call", config=config)
+    assert raised.value.code == 429
+    assert "retryDelay" in str(raised.value.details)
+
+
+def test_client_timeout_frees_its_queue_place(start_emulator, make_client):
+    emulator = start_emulator(slots=1, service_time=(1.5, 1.5), queue_depth=1)
+    client = make_client(emulator)
+    impatient = make_client(emulator, timeout_ms=300, headers={"X-Server-Timeout": "60"})
+
+    async def contend():
+        busy = asyncio.create_task(_call(client, "standard", "busy"))
+        await asyncio.sleep(0.1)
+        try:
+            await impatient.aio.models.generate_content(
+                model="gemini-2.5-flash", contents="x", config={"service_tier": "flex"}
+            )
+        except Exception as error:  # the SDK's timeout class depends on its transport
+            return error, await busy
+        raise AssertionError("expected a client timeout")
+
+    error, _ = asyncio.run(contend())
+    assert "timeout" in type(error).__name__.lower() or isinstance(error, TimeoutError)
+    stats = emulator.admin.stats()
+    assert stats["queue_depth"]["flex"] == 0
+    assert stats["calls"]["flex"] == {"cancelled": 1}
+
+
+def test_service_time_holds_slots(start_emulator, make_client):
+    emulator = start_emulator(slots=3, service_time=(0.3, 0.3), queue_depth=100)
+    client = make_client(emulator)
+
+    async def burst():
+        return await asyncio.gather(*[_call(client, "flex", f"r{i}") for i in range(9)])
+
+    started = time.monotonic()
+    assert all(outcome == "flex" for _, outcome in asyncio.run(burst()))
+    elapsed = time.monotonic() - started
+    assert 0.85 <= elapsed < 3.0  # three waves of three
+    stats = emulator.admin.stats()
+    assert stats["peak_in_service"] == 3
+    assert stats["peak_queue_depth"] >= 5
+    assert stats["peak_in_flight"] == 9
+
+
+def test_sliding_window_limiter_waits_for_the_oldest_event():
+    now = [100.0]
+    limiter = SlidingWindowLimiter(2, 1.0, clock=lambda: now[0])
+    assert limiter.try_admit("k") == 0
+    now[0] = 100.4
+    assert limiter.try_admit("k") == 0
+    assert limiter.try_admit("k") == pytest.approx(0.6)
+    assert limiter.try_admit("other") == 0
+    now[0] = 101.0
+    assert limiter.try_admit("k") == 0
+
+
+def test_sliding_window_limiter_admits_an_oversized_request_alone():
+    limiter = SlidingWindowLimiter(10, 60.0, clock=lambda: 0.0)
+    assert limiter.try_admit("k", 50) == 0
+    assert limiter.try_admit("k", 1) == 60.0
+
+
+def test_unlimited_limiter_always_admits():
+    limiter = SlidingWindowLimiter(0, 1.0)
+    assert all(limiter.try_admit("k") == 0 for _ in range(1000))
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(53, "53s"), (0.25, "0.250s"), (1.0001, "1.001s"), (2.0, "2s")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
