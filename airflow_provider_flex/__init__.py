@@ -7,6 +7,32 @@ from typing import Any
 __version__ = "0.1.0"
 
 
+def _field(label: str, kind: str | list[str], description: str, default: Any = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
+
+
+#: Connection extras the Airflow UI shows as form fields (Airflow 3.2+ declarative form).
+CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
+    "default_model": _field(
+        "Default model", ["string", "null"], "Model used when a task names none.", "gemini-3-flash-preview"
+    ),
+    "timeout": _field(
+        "Timeout per attempt (s)", ["number", "null"], "Covers the flex queue wait; sent as X-Server-Timeout.", 900
+    ),
+    "max_attempts": _field("Max attempts", ["integer", "null"], "Calls made at most for one request.", 10),
+    "initial_delay": _field("Initial backoff (s)", ["number", "null"], "First wait before a retry.", 5),
+    "max_delay": _field("Max backoff (s)", ["number", "null"], "Longest backoff between attempts.", 120),
+    "deadline": _field("Deadline (s)", ["number", "null"], "Total patience for one request, waits included.", 3600),
+    "fallback_to_standard": _field(
+        "Fall back to standard", ["boolean", "null"], "Last attempt on the standard tier at full price.", False
+    ),
+    "api_version": _field("API version", ["string", "null"], "v1 (default) or v1beta."),
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
     return {
@@ -14,4 +40,30 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Gemini Flex",
         "description": "Run Gemini API calls on the cheap, sheddable flex tier from Airflow.",
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Gemini Flex",
+                "external-doc-url": "https://ai.google.dev/gemini-api/docs/flex-inference",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Gemini Flex",
+                "python-modules": ["airflow_provider_flex.hooks.gemini_flex"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "gemini_flex",
+                "hook-class-name": "airflow_provider_flex.hooks.gemini_flex.GeminiFlexHook",
+                "hook-name": "Gemini Flex",
+                "conn-fields": CONNECTION_FIELDS,
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"password": "API key", "host": "Base URL (optional)"},
+                    "placeholders": {"host": "https://generativelanguage.googleapis.com"},
+                },
+            }
+        ],
     }
