@@ -236,6 +236,7 @@ class Stats:
         self.sequence = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.api_requests = 0
 
     def record(self, *, model: str, tier: str, method: str, outcome: str, prompt: str, answer: Answer | None) -> None:
         self.calls[tier][outcome] += 1
@@ -260,6 +261,7 @@ class Stats:
 
     @asynccontextmanager
     async def tracking_in_flight(self) -> AsyncIterator[None]:
+        self.api_requests += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -293,6 +295,7 @@ class EmulatorState:
             "calls_by_tier": {tier: sum(counter.values()) for tier, counter in calls.items()},
             "tokens": {tier: dict(counter) for tier, counter in self.stats.tokens.items()},
             "requests": self.stats.sequence,
+            "api_requests": self.stats.api_requests,
             "in_flight": self.stats.in_flight,
             "peak_in_flight": self.stats.peak_in_flight,
             "in_service": capacity.in_service,
