@@ -14,7 +14,7 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/python scripts/demo.py
+	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/python scripts/demo.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
