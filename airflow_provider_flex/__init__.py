@@ -53,6 +53,18 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_flex.hooks.gemini_flex"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Gemini Flex",
+                "python-modules": ["airflow_provider_flex.operators.gemini_flex"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Gemini Flex",
+                "python-modules": ["airflow_provider_flex.triggers.gemini_flex"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "gemini_flex",

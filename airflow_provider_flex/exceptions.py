@@ -62,3 +62,46 @@ class FlexStreamInterrupted(FlexError):
         self.chars_received = chars_received
         self.attempts = attempts
         super().__init__(f"Stream interrupted after {chars_received} characters (attempt {attempts}): {message}")
+
+
+def error_payload(exc: BaseException) -> dict[str, object]:
+    """A JSON-safe description of an error, to carry it across a trigger event."""
+    payload: dict[str, object] = {"status": "error", "error_type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, FlexCapacityError):
+        payload.update(
+            attempts=exc.attempts,
+            waited_s=exc.waited_s,
+            last_status=exc.last_status,
+            last_api_status=exc.last_api_status,
+            last_message=exc.last_message,
+            fallback_tried=exc.fallback_tried,
+        )
+    elif isinstance(exc, FlexRequestError):
+        payload.update(code=exc.code, api_status=exc.status, api_message=exc.message)
+    elif isinstance(exc, FlexResponseError):
+        payload.update(reason=exc.reason, reason_message=exc.message)
+    elif isinstance(exc, FlexStreamInterrupted):
+        payload.update(chars_received=exc.chars_received, attempts=exc.attempts)
+    return payload
+
+
+def error_from_payload(payload: dict) -> FlexError:
+    """Rebuild the exception :func:`error_payload` described, as the same class where it is ours."""
+    kind = payload.get("error_type")
+    try:
+        if kind == "FlexCapacityError":
+            return FlexCapacityError(
+                attempts=int(payload["attempts"]),
+                waited_s=float(payload["waited_s"]),
+                last_status=payload.get("last_status"),
+                last_api_status=payload.get("last_api_status"),
+                last_message=str(payload.get("last_message", "")),
+                fallback_tried=bool(payload.get("fallback_tried")),
+            )
+        if kind == "FlexRequestError":
+            return FlexRequestError(payload.get("code"), payload.get("api_status"), str(payload.get("api_message")))
+        if kind == "FlexResponseError":
+            return FlexResponseError(str(payload["reason"]), str(payload.get("reason_message", "")))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return FlexError(f"{kind or 'Error'}: {payload.get('message', 'no message')}")

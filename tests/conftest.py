@@ -7,6 +7,10 @@ import tempfile
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-provider-flex-tests-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+# dag.test() re-parses the DAG from the dags folder: tests write their DAG files here.
+TEST_DAGS_FOLDER = os.path.join(_AIRFLOW_HOME, "dags")
+os.makedirs(TEST_DAGS_FOLDER, exist_ok=True)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = TEST_DAGS_FOLDER
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):

@@ -1,0 +1,240 @@
+"""Operators for flex generate and stream calls.
+
+Each returns :meth:`FlexResponse.to_dict` (text, parsed, usage, cost, served tier,
+attempts) as its XCom, and logs the usage and cost in a summary line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_provider_flex.exceptions import FlexError, error_from_payload
+from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy, GeminiFlexHook, normalize_tier
+from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Seconds the deferral may outlive the retry deadline (connection set-up, the event's trip back).
+DEFERRAL_MARGIN_S = 300
+#: A streamed line is logged once it is complete, or once it grows this long.
+STREAM_LOG_LINE_CHARS = 400
+
+
+def _is_pydantic_model(value: Any) -> bool:
+    return isinstance(value, type) and hasattr(value, "model_json_schema")
+
+
+def response_json_schema(schema: Any) -> dict[str, Any] | None:
+    """The JSON Schema for ``schema`` (a dict or a pydantic model class), or None."""
+    if schema is None:
+        return None
+    if _is_pydantic_model(schema):
+        return schema.model_json_schema()
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    raise TypeError(
+        f"response_schema must be a JSON Schema dict or a pydantic model class, got {type(schema).__name__}"
+    )
+
+
+def _check_contents(contents: Any, task_id: str) -> None:
+    empty = contents is None or (isinstance(contents, str) and not contents.strip())
+    if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
+        raise ValueError(f"Task {task_id!r}: contents is empty; give the prompt text or a list of contents")
+
+
+class _GeminiFlexBaseOperator(BaseOperator):
+    """What generate and stream share: arguments, validation, config and the summary line."""
+
+    template_fields: Sequence[str] = (
+        "contents",
+        "system_instruction",
+        "model",
+        "generation_config",
+        "response_schema",
+    )
+    template_ext: Sequence[str] = (".txt", ".md", ".j2")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: dict[str, Any] | None = None,
+        response_schema: Any = None,
+        service_tier: str = "flex",
+        gemini_flex_conn_id: str = GeminiFlexHook.default_conn_name,
+        retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.contents = contents
+        self.model = model
+        self.system_instruction = system_instruction
+        self.generation_config = generation_config
+        self.response_schema = response_schema
+        self.service_tier = normalize_tier(service_tier)
+        self.gemini_flex_conn_id = gemini_flex_conn_id
+        self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
+        self.timeout = timeout
+        if not isinstance(response_schema, str):
+            response_json_schema(response_schema)  # fail at parse time, not at run time
+
+    def get_hook(self) -> GeminiFlexHook:
+        return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
+
+    def _request_config(self) -> dict[str, Any]:
+        """The generate config as JSON-safe data, so the triggerer gets exactly what the worker would send."""
+        _check_contents(self.contents, self.task_id)
+        config = dict(self.generation_config or {})
+        if self.system_instruction:
+            config["system_instruction"] = self.system_instruction
+        schema = response_json_schema(self.response_schema)
+        if schema is not None:
+            config["response_mime_type"] = "application/json"
+            config["response_json_schema"] = schema
+        return config
+
+    def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        usage = result.get("usage") or {}
+        cost = result.get("cost_usd")
+        self.log.info(
+            "Flex result: model=%s tier=%s tokens in=%s out=%s thoughts=%s cost=%s attempts=%s elapsed=%ss",
+            result.get("model"),
+            result.get("service_tier"),
+            usage.get("prompt_tokens"),
+            usage.get("output_tokens"),
+            usage.get("thoughts_tokens"),
+            "n/a" if cost is None else f"${cost:.6f}",
+            result.get("attempts"),
+            result.get("elapsed_s"),
+        )
+        return dict(result)
+
+
+class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
+    """Generate content on the Gemini flex tier; deferrable, so a long queue wait holds no worker slot.
+
+    :param contents: the prompt: text, or a list of Gemini contents. Templated; a
+        path ending in ``.txt``, ``.md`` or ``.j2`` is rendered as a template file.
+    :param model: model id; default from the connection (``default_model``).
+    :param system_instruction: optional system instruction. Templated.
+    :param generation_config: extra ``GenerateContentConfig`` fields as a dict. Templated.
+    :param response_schema: a JSON Schema dict or a pydantic model class; the result's
+        ``parsed`` then holds the validated JSON. Templated.
+    :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
+    :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's.
+    :param timeout: seconds per attempt, overriding the connection's.
+    :param deferrable: hand the call to the triggerer. A triggerer restart re-runs the
+        trigger, which re-sends the request.
+    """
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        config = self._request_config()
+        if not self.deferrable:
+            hook = self.get_hook()
+            response = hook.generate_content(
+                contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
+            )
+            return self._summarize(response.to_dict())
+        deadline = self.get_hook().retry_policy.deadline
+        self.defer(
+            trigger=GeminiFlexGenerateContentTrigger(
+                contents=self.contents,
+                model=self.model,
+                config=config,
+                service_tier=self.service_tier,
+                gemini_flex_conn_id=self.gemini_flex_conn_id,
+                retry_policy=self.retry_policy.to_dict() if self.retry_policy else None,
+                timeout=self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=deadline + DEFERRAL_MARGIN_S),
+        )
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Check the trigger's event; raise the same errors the non-deferrable path raises."""
+        if not isinstance(event, Mapping) or event.get("status") not in ("success", "error"):
+            raise FlexError(f"Task {self.task_id!r}: the trigger sent an unexpected event: {event!r:.200}")
+        if event["status"] == "error":
+            raise error_from_payload(dict(event))
+        result = event.get("result")
+        if not isinstance(result, Mapping) or "text" not in result:
+            raise FlexError(f"Task {self.task_id!r}: the trigger's success event carries no result")
+        return self._summarize(result)
+
+
+class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
+    """Stream an answer from the Gemini flex tier into the task log, and optionally a file.
+
+    It runs on the worker, not the triggerer, since the log streams from there.
+    Text is logged in whole lines as it arrives. With ``output_path`` (a local path
+    or an ``ObjectStoragePath`` URL such as ``s3://bucket/digest.md``) the full text
+    is written only once the stream has ended whole: an interrupted stream fails the
+    task and leaves no file behind. Takes the arguments of
+    :class:`GeminiFlexGenerateContentOperator` except ``deferrable``.
+    """
+
+    template_fields: Sequence[str] = (*_GeminiFlexBaseOperator.template_fields, "output_path")
+
+    def __init__(self, *, output_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_path = output_path
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        config = self._request_config()
+        stream = self.get_hook().stream_content(
+            contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
+        )
+        pending = ""
+        for piece in stream:
+            pending += piece
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                self.log.info("%s", line)
+            while len(pending) >= STREAM_LOG_LINE_CHARS:
+                cut = pending.rfind(" ", 0, STREAM_LOG_LINE_CHARS) + 1 or STREAM_LOG_LINE_CHARS
+                self.log.info("%s", pending[:cut].rstrip())
+                pending = pending[cut:]
+        if pending:
+            self.log.info("%s", pending)
+        result = stream.result
+        if result is None:  # pragma: no cover - the hook raises before this can happen
+            raise FlexError(f"Task {self.task_id!r}: the stream ended without a result")
+        if self.output_path:
+            _write_text(self.output_path, result.text or "")
+            self.log.info("Wrote %d characters to %s", len(result.text or ""), self.output_path)
+        return self._summarize(result.to_dict())
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write the whole text at once; local files appear only when complete (write, then rename)."""
+    if "://" in path and not path.startswith("file://"):
+        from airflow.sdk import ObjectStoragePath
+
+        ObjectStoragePath(path).write_text(text)
+        return
+    target = Path(path.removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)

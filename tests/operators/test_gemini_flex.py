@@ -1,0 +1,202 @@
+"""Operators and the trigger against the emulator, including real DAG runs under dag.test()."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+import pydantic
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_flex.exceptions import FlexCapacityError, FlexError, FlexRequestError, FlexResponseError
+from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.operators.gemini_flex import (
+    DEFERRAL_MARGIN_S,
+    GeminiFlexGenerateContentOperator,
+    GeminiFlexStreamContentOperator,
+)
+from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
+from tests.hooks.conftest import API_KEY
+
+FAST = FlexRetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.1, jitter=0, deadline=30)
+
+
+class Review(pydantic.BaseModel):
+    sentiment: str
+    stars: int
+
+
+def _operator(**kwargs) -> GeminiFlexGenerateContentOperator:
+    kwargs.setdefault("task_id", "generate")
+    kwargs.setdefault("contents", "Summarise the flex tier")
+    kwargs.setdefault("retry_policy", FAST)
+    return GeminiFlexGenerateContentOperator(**kwargs)
+
+
+def test_non_deferrable_execute_returns_the_summary(connection, captured_logs):
+    result = _operator(deferrable=False, model="gemini-2.5-flash", response_schema=Review).execute(context={})
+    assert result["service_tier"] == "flex"
+    assert Review.model_validate(result["parsed"])
+    assert result["cost_usd"] > 0 and result["usage"]["prompt_tokens"] > 0
+    assert json.loads(json.dumps(result)) == result
+    assert "Flex result: model=gemini-2.5-flash tier=flex" in captured_logs()
+
+
+def test_deferrable_execute_defers_with_a_keyless_round_tripping_trigger(connection):
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(deferrable=True, system_instruction="Be brief.").execute(context={})
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout == timedelta(seconds=FAST.deadline + DEFERRAL_MARGIN_S)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_flex.triggers.gemini_flex.GeminiFlexGenerateContentTrigger"
+    assert API_KEY not in json.dumps(kwargs)
+    assert GeminiFlexGenerateContentTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert connection.admin.stats()["requests"] == 0, "the worker must not call the API when deferring"
+
+
+def _run_trigger(trigger: GeminiFlexGenerateContentTrigger) -> dict:
+    async def first_event():
+        return (await anext(trigger.run())).payload
+
+    return asyncio.run(first_event())
+
+
+def test_trigger_runs_to_success(connection):
+    event = _run_trigger(GeminiFlexGenerateContentTrigger(contents="hello", retry_policy=FAST.to_dict()))
+    assert event["status"] == "success"
+    assert event["result"]["service_tier"] == "flex"
+    assert _operator().execute_complete({}, event)["text"] == event["result"]["text"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_class"),
+    [("unavailable", FlexCapacityError), ("invalid_argument", FlexRequestError), ("blocked", FlexResponseError)],
+)
+def test_trigger_error_events_raise_the_same_errors(connection, kind, error_class):
+    connection.admin.inject(kind, count=5)
+    event = _run_trigger(GeminiFlexGenerateContentTrigger(contents="hello", retry_policy=FAST.to_dict()))
+    assert event["status"] == "error"
+    assert event["error_type"] == error_class.__name__
+    assert API_KEY not in json.dumps(event)
+    with pytest.raises(error_class) as raised:
+        _operator().execute_complete({}, event)
+    if error_class is FlexCapacityError:
+        assert raised.value.attempts == 3 and raised.value.last_status == 503
+
+
+@pytest.mark.parametrize("event", [None, {}, {"status": "weird"}, {"status": "success"}])
+def test_execute_complete_rejects_malformed_events(event):
+    with pytest.raises(FlexError):
+        _operator().execute_complete({}, event)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"service_tier": "cheapest"}, "Unknown service tier"),
+        ({"response_schema": 42}, "response_schema must be a JSON Schema dict or a pydantic model class"),
+        ({"response_schema": str}, "response_schema must be a JSON Schema dict or a pydantic model class"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        _operator(**kwargs)
+
+
+@pytest.mark.parametrize("contents", ["", "   ", [], None])
+def test_empty_contents_fail_before_any_call(connection, contents):
+    with pytest.raises(ValueError, match="contents is empty"):
+        _operator(contents=contents, deferrable=False).execute(context={})
+    assert connection.admin.stats()["api_requests"] == 0
+
+
+def test_stream_operator_logs_whole_lines_and_writes_the_file(connection, tmp_path, captured_logs):
+    output = tmp_path / "out" / "digest.md"
+    operator = GeminiFlexStreamContentOperator(
+        task_id="stream", contents="Write a digest", output_path=str(output), retry_policy=FAST
+    )
+    result = operator.execute(context={})
+    text = output.read_text()
+    assert text == result["text"] and result["finish_reason"] == "STOP"
+    logs = captured_logs()
+    assert text in logs, "a single-line answer is logged as one whole line"
+    assert not list(output.parent.glob(".*partial"))
+
+
+def test_interrupted_stream_writes_no_file(connection, tmp_path):
+    connection.admin.inject("stream_cut", after_chunks=2)
+    output = tmp_path / "digest.md"
+    operator = GeminiFlexStreamContentOperator(
+        task_id="s", contents="digest", output_path=str(output), retry_policy=FAST
+    )
+    with pytest.raises(FlexError, match="Stream interrupted"):
+        operator.execute(context={})
+    assert not output.exists()
+
+
+def test_templated_fields_render_in_a_real_dag_run(connection, run_dag_file, tmp_path):
+    (tmp_path / "prompt.txt").write_text("Classify {{ params.item }} in {{ dag.dag_id }}")
+    results = tmp_path / "results.json"
+    dag_id = f"templating_{uuid.uuid4().hex[:8]}"
+    source = f"""
+        import json
+        from airflow.sdk import DAG, task
+        from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
+
+        with DAG({dag_id!r}, schedule=None, template_searchpath=[{str(tmp_path)!r}], params={{"item": "a teapot"}}):
+            generate = GeminiFlexGenerateContentOperator(
+                task_id="generate",
+                contents="prompt.txt",
+                system_instruction="You label {{{{ params.item }}}}.",
+                model="{{{{ 'gemini-2.5-' ~ 'flash' }}}}",
+                deferrable=False,
+            )
+
+            @task
+            def save(result: dict) -> None:
+                open({str(results)!r}, "w").write(json.dumps(result))
+
+            save(generate.output)
+    """
+    dag_run = run_dag_file(source, dag_id)
+    assert dag_run.state == "success"
+    result = json.loads(results.read_text())
+    assert result["model"] == "gemini-2.5-flash"
+    assert [call["prompt"] for call in connection.admin.calls()] == [
+        f"You label a teapot.\nClassify a teapot in {dag_id}"
+    ]
+
+
+def test_deferrable_task_completes_under_dag_test(connection, run_dag_file, tmp_path):
+    results = tmp_path / "results.json"
+    dag_id = f"deferred_{uuid.uuid4().hex[:8]}"
+    source = f"""
+        import json
+        from airflow.sdk import DAG, task
+        from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
+
+        with DAG({dag_id!r}, schedule=None):
+            generate = GeminiFlexGenerateContentOperator(
+                task_id="generate",
+                contents="Judge this answer",
+                response_schema={{"type": "object", "properties": {{"stars": {{"type": "integer"}}}}, "required": ["stars"]}},
+                retry_policy={{"max_attempts": 3, "initial_delay": 0.05}},
+                deferrable=True,
+            )
+
+            @task
+            def save(result: dict) -> None:
+                open({str(results)!r}, "w").write(json.dumps(result))
+
+            save(generate.output)
+    """
+    dag_run = run_dag_file(source, dag_id)
+    assert dag_run.state == "success"
+    result = json.loads(results.read_text())
+    assert result["service_tier"] == "flex"
+    assert isinstance(result["parsed"]["stars"], int)
+    assert connection.admin.stats()["calls"]["flex"] == {"ok": 1}
