@@ -18,7 +18,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -402,6 +402,8 @@ class GeminiFlexHook(BaseHook):
         self.prices = prices if prices is not None else DEFAULT_PRICES
         self._settings: _ConnectionSettings | None = None
         self._rng = random.Random()
+        #: Called with every retryable failure (429, 5xx, timeout, drop), e.g. to adapt concurrency.
+        self.failure_listeners: list[Callable[[Failure], None]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -692,6 +694,8 @@ class _Call:
         def plan(state: tenacity.RetryCallState) -> float | None:
             if state.attempt_number not in planned:
                 failure = state.outcome.exception().failure  # type: ignore[union-attr]
+                for listener in self.hook.failure_listeners:
+                    listener(failure)
                 planned[state.attempt_number] = plan_retry(
                     policy,
                     attempt=self.attempts - attempts_before,

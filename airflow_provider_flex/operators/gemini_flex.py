@@ -43,6 +43,20 @@ def response_json_schema(schema: Any) -> dict[str, Any] | None:
     )
 
 
+def generate_config(
+    system_instruction: str | None, generation_config: Mapping[str, Any] | None, response_schema: Any
+) -> dict[str, Any]:
+    """The generate config as JSON-safe data, so a triggerer gets exactly what a worker would send."""
+    config = dict(generation_config or {})
+    if system_instruction:
+        config["system_instruction"] = system_instruction
+    schema = response_json_schema(response_schema)
+    if schema is not None:
+        config["response_mime_type"] = "application/json"
+        config["response_json_schema"] = schema
+    return config
+
+
 def _check_contents(contents: Any, task_id: str) -> None:
     empty = contents is None or (isinstance(contents, str) and not contents.strip())
     if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
@@ -93,16 +107,8 @@ class _GeminiFlexBaseOperator(BaseOperator):
         return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
 
     def _request_config(self) -> dict[str, Any]:
-        """The generate config as JSON-safe data, so the triggerer gets exactly what the worker would send."""
         _check_contents(self.contents, self.task_id)
-        config = dict(self.generation_config or {})
-        if self.system_instruction:
-            config["system_instruction"] = self.system_instruction
-        schema = response_json_schema(self.response_schema)
-        if schema is not None:
-            config["response_mime_type"] = "application/json"
-            config["response_json_schema"] = schema
-        return config
+        return generate_config(self.system_instruction, self.generation_config, self.response_schema)
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
         usage = result.get("usage") or {}
@@ -238,3 +244,153 @@ def _write_text(path: str, text: str) -> None:
     partial = target.with_name(f".{target.name}.partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)
+
+
+class GeminiFlexEnrichOperator(BaseOperator):
+    """Enrich every row of a table on the flex tier: concurrent, rate-adaptive, resumable, nothing lost.
+
+    Each row's prompt is ``prompt_template`` (Jinja, with the row as ``row`` and the
+    task's ``params``) rendered per row; it is deliberately not an Airflow template
+    field, so ``{{ row.title }}`` survives Airflow's own rendering. Calls run
+    concurrently on one event loop through :class:`GeminiFlexHook`'s retry policy;
+    concurrency adapts between 1 and ``max_concurrency`` (grows while calls
+    succeed, shrinks on 429/503, pauses for a server's ``retryDelay``).
+
+    Output under ``output_path`` (local or ``ObjectStoragePath`` URL): result files
+    ``results-*.jsonl`` (``key``, ``text``, ``parsed``, ``usage``, ``service_tier``,
+    ``cost_usd``...) written as checkpoints every few seconds or 200 rows, and
+    dead letters in ``failed-*.jsonl`` (``key``, ``error``). A retry or rerun with
+    the same ``output_path`` skips rows that already have a result (nothing is paid
+    twice) and retries dead letters.
+
+    It runs on the worker: a whole enrichment does not belong in the triggerer. To
+    cap concurrency across several enrichment tasks sharing one API key, give them
+    one Airflow pool (``pool="gemini_flex"``) and split ``max_concurrency`` between
+    them, since a pool counts tasks, not calls.
+
+    :param records: rows as a list of dicts (e.g. an upstream XCom); or
+    :param input_path: a JSONL or CSV file, local path or ``ObjectStoragePath`` URL, read as a stream.
+    :param key_field: the field holding each row's unique id.
+    :param max_failed_fraction: the task fails, after writing everything, when more
+        than this fraction of rows ends as dead letters.
+    :param max_cost_usd: no new row starts once the estimated spend reaches it; the
+        task then fails and resumes where it stopped after the cap is raised.
+    """
+
+    template_fields: Sequence[str] = (
+        "records",
+        "input_path",
+        "output_path",
+        "model",
+        "system_instruction",
+        "response_schema",
+        "generation_config",
+    )
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        records: Any = None,
+        input_path: str | None = None,
+        key_field: str,
+        prompt_template: str,
+        output_path: str,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        response_schema: Any = None,
+        generation_config: dict[str, Any] | None = None,
+        service_tier: str = "flex",
+        max_concurrency: int = 32,
+        max_failed_fraction: float = 0.0,
+        max_cost_usd: float | None = None,
+        gemini_flex_conn_id: str = GeminiFlexHook.default_conn_name,
+        retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if records is None and input_path is None:
+            raise ValueError(f"Task {self.task_id!r}: give records or input_path")
+        if records is not None and input_path is not None:
+            raise ValueError(f"Task {self.task_id!r}: give records or input_path, not both")
+        if max_concurrency < 1:
+            raise ValueError(f"Task {self.task_id!r}: max_concurrency must be at least 1, got {max_concurrency}")
+        if not 0.0 <= max_failed_fraction <= 1.0:
+            raise ValueError(f"Task {self.task_id!r}: max_failed_fraction must be in [0, 1], got {max_failed_fraction}")
+        self.records = records
+        self.input_path = input_path
+        self.key_field = key_field
+        self.prompt_template = prompt_template
+        self.output_path = output_path
+        self.model = model
+        self.system_instruction = system_instruction
+        self.response_schema = response_schema
+        self.generation_config = generation_config
+        self.service_tier = normalize_tier(service_tier)
+        self.max_concurrency = max_concurrency
+        self.max_failed_fraction = max_failed_fraction
+        self.max_cost_usd = max_cost_usd
+        self.gemini_flex_conn_id = gemini_flex_conn_id
+        self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
+        self.timeout = timeout
+        if not isinstance(response_schema, str):
+            response_json_schema(response_schema)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_flex.enrichment.engine import Enrichment, run_enrichment
+        from airflow_provider_flex.enrichment.records import (
+            EnrichInputError,
+            PromptTemplate,
+            check_keys,
+            iter_rows,
+        )
+        from airflow_provider_flex.enrichment.store import OutputStore
+
+        def rows():
+            return iter_rows(self.records, self.input_path)
+
+        template = PromptTemplate(self.prompt_template, {"params": context.get("params") or {}})
+        total = check_keys(rows(), self.key_field)
+        first = next(rows(), None)
+        if first is not None:
+            try:
+                template.render(first[1])
+            except Exception as exc:
+                raise EnrichInputError(f"prompt_template fails on row {first[0]}: {exc}") from None
+        store = OutputStore(self.output_path)
+        done = store.done_keys()
+        self.log.info(
+            "Enriching %d rows (%d already have a result in %s), max concurrency %d",
+            total,
+            len(done),
+            self.output_path,
+            self.max_concurrency,
+        )
+        engine = Enrichment(
+            hook=GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout),
+            store=store,
+            template=template,
+            key_field=self.key_field,
+            model=self.model,
+            config=generate_config(self.system_instruction, self.generation_config, self.response_schema),
+            service_tier=self.service_tier,
+            max_concurrency=self.max_concurrency,
+            max_cost_usd=self.max_cost_usd,
+            log=self.log,
+        )
+        engine.stats.total = total
+        summary = run_enrichment(engine, rows, done)
+        if summary["stopped_by_cost_cap"]:
+            raise FlexError(
+                f"Stopped at the cost cap: spent ${summary['cost_usd']:.4f} of max_cost_usd=${self.max_cost_usd}; "
+                f"{summary['not_started']} rows not started. Results so far are in {self.output_path}; "
+                "raise max_cost_usd and rerun to resume where it stopped."
+            )
+        if total and summary["failed"] / total > self.max_failed_fraction:
+            raise FlexError(
+                f"{summary['failed']} of {total} rows failed ({summary['failed'] / total:.1%}), more than "
+                f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
+                f"files under {self.output_path}, and a rerun retries them."
+            )
+        return summary

@@ -1,0 +1,105 @@
+"""Rows in: read JSONL or CSV as a stream, check keys, render each row's prompt."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import jinja2
+import jinja2.sandbox
+
+
+class EnrichInputError(ValueError):
+    """Input that cannot be enriched; the message names the row or the problem."""
+
+
+@contextmanager
+def open_text(path: str, mode: str = "r") -> Iterator[TextIO]:
+    """A local path or an ``ObjectStoragePath`` URL, opened as text."""
+    if "://" in path and not path.startswith("file://"):
+        from airflow.sdk import ObjectStoragePath
+
+        with ObjectStoragePath(path).open(mode) as handle:
+            yield handle if isinstance(handle, io.TextIOBase) else io.TextIOWrapper(handle, encoding="utf-8")
+        return
+    with open(path.removeprefix("file://"), mode, encoding="utf-8", newline="" if mode == "r" else None) as handle:
+        yield handle
+
+
+def iter_rows(
+    records: Sequence[Mapping[str, Any]] | None, input_path: str | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, row)`` pairs, streaming from the input; numbers start at 1 (CSV: the data row)."""
+    if records is not None:
+        for number, row in enumerate(records, start=1):
+            if not isinstance(row, Mapping):
+                raise EnrichInputError(f"records[{number - 1}] is a {type(row).__name__}, not a dict")
+            yield number, dict(row)
+        return
+    if input_path is None:
+        raise EnrichInputError("give either records or input_path")
+    suffix = Path(input_path.split("?", 1)[0]).suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv"):
+        raise EnrichInputError(f"input_path {input_path!r}: expected a .jsonl, .ndjson or .csv file")
+    try:
+        with open_text(input_path) as handle:
+            if suffix == ".csv":
+                reader = csv.DictReader(handle)
+                for number, row in enumerate(reader, start=1):
+                    if None in row or any(value is None for value in row.values()):
+                        raise EnrichInputError(
+                            f"{input_path} row {number} (line {reader.line_num}): "
+                            f"expected {len(reader.fieldnames or [])} fields"
+                        )
+                    yield number, row
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise EnrichInputError(f"{input_path} line {number}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise EnrichInputError(f"{input_path} line {number}: expected a JSON object")
+                yield number, row
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise EnrichInputError(f"cannot read input_path {input_path!r}: {exc}") from None
+
+
+def row_key(row: Mapping[str, Any], key_field: str, number: int) -> str:
+    value = row.get(key_field)
+    if value is None or value == "":
+        raise EnrichInputError(f"row {number} has no value for key_field {key_field!r}")
+    return str(value)
+
+
+def check_keys(rows: Iterator[tuple[int, dict[str, Any]]], key_field: str) -> int:
+    """Count the rows, failing on a missing or duplicate key; holds only the keys in memory."""
+    first_seen: dict[str, int] = {}
+    for number, row in rows:
+        key = row_key(row, key_field, number)
+        if key in first_seen:
+            raise EnrichInputError(f"duplicate key {key!r} in rows {first_seen[key]} and {number}")
+        first_seen[key] = number
+    return len(first_seen)
+
+
+class PromptTemplate:
+    """A Jinja template rendered per row with the row as ``row``; a missing field is an error."""
+
+    def __init__(self, source: str, extra_context: Mapping[str, Any] | None = None) -> None:
+        environment = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            self._template = environment.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise EnrichInputError(f"prompt_template is not a valid template: {exc}") from None
+        self._context = dict(extra_context or {})
+
+    def render(self, row: Mapping[str, Any]) -> str:
+        return self._template.render(**self._context, row=row)

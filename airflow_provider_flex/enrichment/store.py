@@ -1,0 +1,94 @@
+"""Results out: checkpointed part files under ``output_path``, read back to resume without paying twice.
+
+Result files are ``results-<run>-<part>.jsonl``; dead letters ``failed-<run>.jsonl``.
+Each file is written whole (locally: to a hidden temporary name, then renamed;
+on object storage: one put), so a crash never leaves a half-written file that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "results-"
+FAILED_PREFIX = "failed"
+
+
+class OutputStore:
+    """The files of one ``output_path``, local or on object storage."""
+
+    def __init__(self, output_path: str) -> None:
+        self.output_path = output_path.rstrip("/")
+        self.run_id = uuid.uuid4().hex[:12]
+        self._next_part = 1
+        self._is_remote = "://" in output_path and not output_path.startswith("file://")
+        if not self._is_remote:
+            self._local_dir().mkdir(parents=True, exist_ok=True)
+
+    def _local_dir(self) -> Path:
+        return Path(self.output_path.removeprefix("file://"))
+
+    def _entries(self) -> Iterator[tuple[str, Any]]:
+        if self._is_remote:
+            from airflow.sdk import ObjectStoragePath
+
+            root = ObjectStoragePath(self.output_path)
+            if root.exists():
+                for entry in root.iterdir():
+                    yield entry.name, entry
+            return
+        for entry in self._local_dir().iterdir():
+            yield entry.name, entry
+
+    def result_files(self) -> list[Any]:
+        return sorted(
+            (e for name, e in self._entries() if name.endswith(".jsonl") and not name.startswith((FAILED_PREFIX, "."))),
+            key=lambda e: e.name,
+        )
+
+    def failed_files(self) -> list[Any]:
+        return [e for name, e in self._entries() if name.startswith(FAILED_PREFIX) and name.endswith(".jsonl")]
+
+    def done_keys(self) -> set[str]:
+        """Keys that already have a result: these rows are skipped, not paid for again."""
+        keys: set[str] = set()
+        for entry in self.result_files():
+            for line in entry.read_text().splitlines():
+                if line.strip():
+                    keys.add(str(json.loads(line)["key"]))
+        return keys
+
+    def write_results(self, rows: list[dict[str, Any]]) -> str:
+        name = f"{RESULT_PREFIX}{self.run_id}-{self._next_part:05d}.jsonl"
+        self._next_part += 1
+        self._write(name, rows)
+        return name
+
+    def write_failed(self, rows: list[dict[str, Any]]) -> str | None:
+        """Replace earlier dead-letter files with this run's (their rows were retried in this run)."""
+        earlier = self.failed_files()
+        name = f"{FAILED_PREFIX}-{self.run_id}.jsonl"
+        if rows:
+            self._write(name, rows)
+        for entry in earlier:
+            if entry.name != name:
+                entry.unlink()
+        return name if rows else None
+
+    def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if self._is_remote:
+            from airflow.sdk import ObjectStoragePath
+
+            (ObjectStoragePath(self.output_path) / name).write_text(text)
+            return
+        target = self._local_dir() / name
+        partial = target.with_name(f".{name}.partial")
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+        partial.replace(target)
