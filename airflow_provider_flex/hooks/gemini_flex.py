@@ -146,15 +146,17 @@ def plan_retry(
 ) -> float | None:
     """Seconds to wait before the next attempt after ``attempt`` failed, or None to give up.
 
-    ``jitter_draw`` is a number in [0, 1). The wait is never shorter than the
-    server's delay, and a wait that would end past the deadline means giving up.
+    ``jitter_draw`` is a number in [0, 1). A server-given delay (``retryDelay``,
+    ``Retry-After``) replaces the exponential backoff, so the wait is never shorter
+    than what the server asked; a wait that would end past the deadline means giving up.
     """
     if attempt >= policy.max_attempts:
         return None
-    backoff = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (attempt - 1))
-    delay = backoff * (1 + policy.jitter * jitter_draw)
     if server_delay_s is not None:
-        delay = max(delay, server_delay_s)
+        base = server_delay_s  # the server knows when capacity frees up: wait that, not a blind backoff
+    else:
+        base = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (attempt - 1))
+    delay = base * (1 + policy.jitter * jitter_draw)
     if elapsed_s + delay >= policy.deadline:
         return None
     return delay
