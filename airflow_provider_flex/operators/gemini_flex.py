@@ -249,8 +249,8 @@ def _write_text(path: str, text: str) -> None:
 class GeminiFlexEnrichOperator(BaseOperator):
     """Enrich every row of a table on the flex tier: concurrent, rate-adaptive, resumable, nothing lost.
 
-    Each row's prompt is ``prompt_template`` (Jinja, with the row as ``row`` and the
-    task's ``params``) rendered per row; it is deliberately not an Airflow template
+    Each row's prompt is ``prompt_template`` (Jinja, with the row as ``row`` beside the
+    usual task context: ``params``, ``ds``, ``dag``...) rendered per row; it is deliberately not an Airflow template
     field, so ``{{ row.title }}`` survives Airflow's own rendering. Calls run
     concurrently on one event loop through :class:`GeminiFlexHook`'s retry policy;
     concurrency adapts between 1 and ``max_concurrency`` (grows while calls
@@ -350,7 +350,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         def rows():
             return iter_rows(self.records, self.input_path)
 
-        template = PromptTemplate(self.prompt_template, {"params": context.get("params") or {}})
+        template = PromptTemplate(self.prompt_template, dict(context))
         total = check_keys(rows(), self.key_field)
         first = next(rows(), None)
         if first is not None:

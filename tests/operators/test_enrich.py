@@ -206,3 +206,35 @@ def test_bad_files_fail_before_any_call(connection, tmp_path, name, content, mes
     with pytest.raises(EnrichInputError, match=re.escape(message)):
         operator.execute(context={})
     assert connection.admin.stats()["api_requests"] == 0
+
+
+def test_prompt_template_survives_airflow_rendering_in_a_dag_run(connection, run_dag_file, tmp_path):
+    import uuid
+
+    dag_id = f"enrich_{uuid.uuid4().hex[:8]}"
+    output = tmp_path / "enriched"
+    source = f"""
+        from airflow.sdk import DAG, task
+        from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+
+        with DAG({dag_id!r}, schedule=None, params={{"shop": "Garden Hut"}}):
+            @task
+            def extract() -> list[dict]:
+                return [{{"id": "a1", "title": "rake"}}, {{"id": "a2", "title": "hose"}}]
+
+            GeminiFlexEnrichOperator(
+                task_id="enrich",
+                records=extract(),
+                key_field="id",
+                prompt_template="For {{{{ params.shop }}}} ({{{{ dag.dag_id }}}}), categorise: {{{{ row.title }}}}",
+                output_path={str(output)!r} + "/{{{{ dag.dag_id }}}}",
+            )
+    """
+    dag_run = run_dag_file(source, dag_id)
+    assert dag_run.state == "success"
+    assert sorted(r["key"] for r in _results(output / dag_id)) == ["a1", "a2"]
+    prompts = sorted(c["prompt"] for c in connection.admin.calls())
+    assert prompts == [
+        "For Garden Hut (" + dag_id + "), categorise: hose",
+        "For Garden Hut (" + dag_id + "), categorise: rake",
+    ]
