@@ -72,6 +72,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         "model",
         "generation_config",
         "response_schema",
+        "gemini_flex_conn_id",
     )
     template_ext: Sequence[str] = (".txt", ".md", ".j2")
     ui_color = "#e8f0fe"
@@ -285,6 +286,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "system_instruction",
         "response_schema",
         "generation_config",
+        "gemini_flex_conn_id",
     )
     ui_color = "#e8f0fe"
 
@@ -380,7 +382,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             log=self.log,
         )
         engine.stats.total = total
-        summary = run_enrichment(engine, rows, done)
+        summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path}
         if summary["stopped_by_cost_cap"]:
             raise FlexError(
                 f"Stopped at the cost cap: spent ${summary['cost_usd']:.4f} of max_cost_usd=${self.max_cost_usd}; "
