@@ -201,14 +201,22 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
     :class:`GeminiFlexGenerateContentOperator` except ``deferrable``.
     """
 
-    template_fields: Sequence[str] = (*_GeminiFlexBaseOperator.template_fields, "output_path")
-
     def __init__(self, *, output_path: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.output_path = output_path
 
+    def _rendered_output_path(self, context: Context) -> str | None:
+        """``output_path`` rendered as a Jinja string: it names a file to write, never a template to read.
+
+        (As a template field, a path ending in ``.md`` would be loaded as a template file.)
+        """
+        if not self.output_path:
+            return None
+        return self.get_template_env().from_string(self.output_path).render(**context)
+
     def execute(self, context: Context) -> dict[str, Any]:
         config = self._request_config()
+        output_path = self._rendered_output_path(context)  # before the call: a bad path costs nothing
         stream = self.get_hook().stream_content(
             contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
         )
@@ -227,9 +235,9 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         result = stream.result
         if result is None:  # pragma: no cover - the hook raises before this can happen
             raise FlexError(f"Task {self.task_id!r}: the stream ended without a result")
-        if self.output_path:
-            _write_text(self.output_path, result.text or "")
-            self.log.info("Wrote %d characters to %s", len(result.text or ""), self.output_path)
+        if output_path:
+            _write_text(output_path, result.text or "")
+            self.log.info("Wrote %d characters to %s", len(result.text or ""), output_path)
         return self._summarize(result.to_dict())
 
 
