@@ -17,6 +17,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from starlette.applications import Starlette
@@ -130,14 +131,14 @@ class GenerateRequest:
     schema: Mapping[str, Any] | None
     thinking_budget: int | None
 
-    @property
+    @cached_property
     def prompt(self) -> str:
         system_text = lm.content_text(self.system_instruction)[0] if self.system_instruction else ""
         return (
             f"{system_text}\n{lm.content_text(self.contents)[0]}" if system_text else lm.content_text(self.contents)[0]
         )
 
-    @property
+    @cached_property
     def prompt_tokens(self) -> int:
         return lm.prompt_tokens(self.contents, self.system_instruction)
 
@@ -238,11 +239,21 @@ class Stats:
         self.peak_in_flight = 0
         self.api_requests = 0
 
-    def record(self, *, model: str, tier: str, method: str, outcome: str, prompt: str, answer: Answer | None) -> None:
+    def record(
+        self,
+        *,
+        model: str,
+        tier: str,
+        method: str,
+        outcome: str,
+        prompt: str,
+        prompt_tokens: int,
+        answer: Answer | None,
+    ) -> None:
         self.calls[tier][outcome] += 1
         if answer is not None:
             usage = self.tokens[tier]
-            usage["prompt"] += lm.count_tokens(prompt)
+            usage["prompt"] += prompt_tokens
             usage["output"] += answer.output_tokens
             usage["thoughts"] += answer.thoughts_tokens
         self.sequence += 1
@@ -484,7 +495,15 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         prompt = parsed.prompt
 
         def record(outcome: str, answer: Answer | None = None) -> None:
-            state.stats.record(model=model, tier=tier, method=method, outcome=outcome, prompt=prompt, answer=answer)
+            state.stats.record(
+                model=model,
+                tier=tier,
+                method=method,
+                outcome=outcome,
+                prompt=prompt,
+                prompt_tokens=parsed.prompt_tokens,
+                answer=answer,
+            )
 
         try:
             if parsed.prompt_tokens > config.input_token_limit:
