@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import sys
 import threading
@@ -102,6 +103,13 @@ class FlexEmulator:
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = None
+
+    def connection_json(self, api_key: str = "emulator-key", **extra: Any) -> str:
+        """This emulator as a ``gemini_flex`` Airflow connection, for ``AIRFLOW_CONN_<ID>``.
+
+        ``extra`` holds connection settings such as ``initial_delay`` or ``timeout``.
+        """
+        return json.dumps({"conn_type": "gemini_flex", "host": self.base_url, "password": api_key, "extra": extra})
 
     def __enter__(self) -> FlexEmulator:
         return self.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,16 +26,15 @@ def test_dags_folder_imports_without_errors():
         assert dag.doc_md, f"{dag_id} needs doc_md"
 
 
-def _airflow_env(emulator: FlexEmulator, tmp_path: Path) -> dict[str, str]:
+def _airflow_env(emulator: FlexEmulator, tmp_path: Path, api_key: str = "k") -> dict[str, str]:
+    """An Airflow CLI environment: its own home, the repo's dags, the emulator as the flex connection."""
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": json.dumps(
-            {"conn_type": "gemini_flex", "host": emulator.base_url, "password": "k", "extra": {"initial_delay": 0.1}}
-        ),
-        "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "products.db")}),
+        "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(api_key, initial_delay=0.1),
+        "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "demo.db")}),
         "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(tmp_path / "output"),
     }
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
@@ -70,32 +70,11 @@ def test_stream_digest_writes_the_whole_answer_to_a_file(tmp_path):
 
 
 def test_product_enrichment_loads_every_product_with_the_airflow_cli(tmp_path):
-    home = tmp_path / "airflow"
-    database = tmp_path / "products.db"
     with FlexEmulator(slots=4, service_time=(0.01, 0.05), rps=50, preempt_rate=0.2, seed=3) as emulator:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": json.dumps(
-                {
-                    "conn_type": "gemini_flex",
-                    "host": emulator.base_url,
-                    "password": "k",
-                    "extra": {"initial_delay": 0.1},
-                }
-            ),
-            "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(database)}),
-            "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(tmp_path / "output"),
-        }
-        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-        for args in (["db", "migrate"], ["dags", "test", "flex_product_enrichment"]):
-            result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
-            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        output = _dags_test("flex_product_enrichment", _airflow_env(emulator, tmp_path))
         stats = emulator.admin.stats()
-    assert "Enriched 100 of 100 products (0 failed" in result.stdout
-    with sqlite3.connect(database) as db:
+    assert "Enriched 100 of 100 products (0 failed" in output
+    with sqlite3.connect(tmp_path / "demo.db") as db:
         rows = db.execute("SELECT sku, category, attributes, service_tier FROM enriched_products").fetchall()
     assert len(rows) == 100 == len({row[0] for row in rows})
     from dags.flex_product_enrichment import TAXONOMY
@@ -104,3 +83,27 @@ def test_product_enrichment_loads_every_product_with_the_airflow_cli(tmp_path):
     assert all(isinstance(json.loads(attributes), list) for _, _, attributes, _ in rows)
     assert set(stats["calls_by_tier"]) == {"flex"}
     assert stats["calls"]["flex"]["ok"] == 100
+
+
+def test_llm_judge_eval_scores_every_candidate_through_mapped_tasks(tmp_path):
+    candidates = [json.loads(line) for line in (DAGS / "data" / "eval_candidates.jsonl").read_text().splitlines()]
+    with FlexEmulator(slots=3, service_time=(0.05, 0.2), preempt_rate=0.3, seed=11) as emulator:
+        output = _dags_test("flex_llm_judge_eval", _airflow_env(emulator, tmp_path))
+        calls = emulator.admin.calls()
+    assert f"Judged {len(candidates)} candidates" in output
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        rows = db.execute("SELECT candidate_id, score, verdict, service_tier FROM judge_scores").fetchall()
+    assert sorted(row[0] for row in rows) == sorted(c["id"] for c in candidates)
+    assert all(1 <= score <= 5 and verdict == ("pass" if score >= 4 else "fail") for _, score, verdict, _ in rows)
+    assert {row[3] for row in rows} == {"flex"}
+    answered = [c for c in calls if c["outcome"] == "ok"]
+    assert len(answered) == len(candidates) and {c["tier"] for c in calls} == {"flex"}
+    # Each prompt reached the API exactly as built: mapped values are not rendered as templates,
+    # so the braces in q05's answer survive.
+    from dags.flex_llm_judge_eval import RUBRIC
+
+    expected = {
+        f"{RUBRIC}\nQuestion: {c['question']}\nReference answer: {c['reference']}\nCandidate answer: {c['candidate']}"
+        for c in candidates
+    }
+    assert {c["prompt_sha256"] for c in answered} == {hashlib.sha256(p.encode()).hexdigest() for p in expected}
