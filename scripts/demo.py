@@ -43,14 +43,7 @@ def main() -> None:
             "AIRFLOW_HOME": str(HOME),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": json.dumps(
-                {
-                    "conn_type": "gemini_flex",
-                    "host": emulator.base_url,
-                    "password": "demo-key",
-                    "extra": {"initial_delay": 0.5},
-                }
-            ),
+            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json("demo-key", initial_delay=0.5),
             "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(database)}),
             "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(HOME / "output" / str(int(time.time()))),
         }

@@ -1,0 +1,154 @@
+"""A real Airflow deployment for tests: api-server, scheduler, dag-processor and triggerer processes.
+
+Each runs as its own process (LocalExecutor, SQLite) in a temporary home, as in
+`airflow standalone` but with every component's console in its own file, so a
+test can tell which process did what. State is read straight from the metadata
+database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+AIRFLOW = Path(sys.executable).parent / "airflow"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+FINISHED = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowDeployment:
+    """Start with ``with AirflowDeployment(home, dags_folder, env) as airflow:``."""
+
+    def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str]) -> None:
+        self.home = home
+        api_port = free_port()
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            **env,
+        }
+        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        self.api_url = f"http://127.0.0.1:{api_port}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        result = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        return result.stdout
+
+    def start(self, timeout: float = 180) -> AirflowDeployment:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate")
+        for component in COMPONENTS:
+            with self.console(component).open("wb") as console:
+                self.processes[component] = subprocess.Popen(
+                    [AIRFLOW, component], env=self.env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+                )
+        deadline = time.monotonic() + timeout
+        while not self._api_healthy():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the api-server did not answer in {timeout}s; see {self.console('api-server')}")
+            time.sleep(0.5)
+        return self
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def __enter__(self) -> AirflowDeployment:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def console(self, component: str) -> Path:
+        return self.home / f"{component}.console.log"
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Until the dag-processor has serialized ``dag_id``."""
+        self._wait(lambda: self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id), timeout, dag_id)
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
+        """Unpause and trigger ``dag_id``; the new run's id."""
+        self.wait_for_dag(dag_id)
+        self.cli("dags", "unpause", dag_id)
+        output = self.cli("dags", "trigger", dag_id, "--conf", json.dumps(dict(conf or {})), "--output", "json")
+        return json.loads(output[output.index("[{") :])[0]["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """The run's final state, once it has one."""
+
+        def finished() -> str | None:
+            rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", dag_id, run_id)
+            return rows[0][0] if rows and rows[0][0] in FINISHED else None
+
+        return self._wait(finished, timeout, f"{dag_id} run {run_id}")
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(sql, params).fetchall()
+
+    def _wait(self, check: Any, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                found = check()
+            except sqlite3.OperationalError:  # database locked or a table not there yet
+                found = None
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {timeout}s for {what}; consoles in {self.home}")
+            time.sleep(0.5)
+
+    def _api_healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _check_alive(self) -> None:
+        for component, process in self.processes.items():
+            if process.poll() is not None:
+                tail = self.console(component).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"airflow {component} exited with {process.returncode}:\n{tail}")

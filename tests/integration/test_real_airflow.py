@@ -1,0 +1,105 @@
+"""The example DAGs on a real Airflow: api-server, scheduler, dag-processor and triggerer processes.
+
+One deployment for the module (about a minute to start and run here). It proves
+what `airflow dags test` cannot: deferred tasks pass through the triggerer
+process, the pool caps concurrent flex calls, and the API key stays out of
+every file the deployment writes (task logs, trigger logs, consoles, the
+metadata database with its XComs, rendered fields and triggers).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_flex.emulator import FlexEmulator
+from tests.deployment import AirflowDeployment
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+API_KEY = f"it-key-{secrets.token_hex(16)}"
+POOL_SLOTS = 2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with FlexEmulator(api_key=API_KEY, slots=8, service_time=(0.4, 0.8), seed=5) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def airflow(emulator, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deployment")
+    env = {
+        "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(API_KEY, initial_delay=0.2),
+        "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(root / "demo.db")}),
+        "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(root / "output"),
+    }
+    with AirflowDeployment(root / "home", DAGS, env) as deployment:
+        deployment.cli("pools", "set", "gemini_flex", str(POOL_SLOTS), "Gemini flex calls", "--include-deferred")
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def judge_run(airflow, emulator):
+    """One scheduled run of flex_llm_judge_eval; its run id."""
+    emulator.admin.reset()
+    run_id = airflow.trigger("flex_llm_judge_eval")
+    assert airflow.wait_for_run("flex_llm_judge_eval", run_id, timeout=400) == "success", _consoles(airflow)
+    return run_id
+
+
+def test_mapped_judge_tasks_defer_through_the_triggerer_process(airflow, judge_run):
+    candidates = (DAGS / "data" / "eval_candidates.jsonl").read_text().splitlines()
+    triggerer_jobs = {row[0] for row in airflow.query("SELECT id FROM job WHERE job_type = 'TriggererJob'")}
+    assert triggerer_jobs
+    judges = airflow.query(
+        "SELECT map_index, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'judge'",
+        "flex_llm_judge_eval",
+        judge_run,
+    )
+    assert sorted(judges) == [(i, "success", 1) for i in range(len(candidates))]
+    run_logs = airflow.home / "logs" / "dag_id=flex_llm_judge_eval" / f"run_id={judge_run}" / "task_id=judge"
+    for map_index in range(len(candidates)):
+        task_log = (run_logs / f"map_index={map_index}" / "attempt=1.log").read_text()
+        # the worker deferred, then resumed with the trigger's event
+        assert "Pausing task as DEFERRED" in task_log and "Flex result:" in task_log
+        trigger_logs = list((run_logs / f"map_index={map_index}").glob("attempt=1.log.trigger.*.log"))
+        assert len(trigger_logs) == 1, trigger_logs
+        # written by the triggerer process (its job id in the name): the call ran there
+        assert int(trigger_logs[0].name.rsplit(".", 2)[-2]) in triggerer_jobs
+        assert "Trigger fired event" in trigger_logs[0].read_text()
+
+
+def test_pool_counting_deferred_tasks_caps_concurrent_flex_calls(airflow, emulator, judge_run):
+    stats = emulator.admin.stats()
+    assert stats["calls"]["flex"]["ok"] == len((DAGS / "data" / "eval_candidates.jsonl").read_text().splitlines())
+    assert set(stats["calls_by_tier"]) == {"flex"}
+    assert 1 <= stats["peak_in_flight"] <= POOL_SLOTS
+
+
+def test_scores_land_in_the_sql_table(airflow, judge_run):
+    with sqlite3.connect(airflow.home.parent / "demo.db") as db:
+        rows = db.execute("SELECT candidate_id, score FROM judge_scores WHERE run_id = ?", (judge_run,)).fetchall()
+    assert len(rows) == 12 and all(1 <= score <= 5 for _, score in rows)
+
+
+def test_api_key_is_in_no_file_the_deployment_wrote(airflow, judge_run):
+    """Task and trigger logs, component consoles, the metadata DB (XCom, rendered fields, triggers)."""
+    files = [path for path in airflow.home.parent.rglob("*") if path.is_file()]
+    assert any("task_id=judge" in str(path) for path in files)
+    assert any(path.name == "airflow.db" for path in files)
+    leaks = [str(path) for path in files if API_KEY.encode() in path.read_bytes()]
+    assert leaks == []
+
+
+def _consoles(airflow: AirflowDeployment) -> str:
+    return "\n".join(
+        f"--- {c}\n{airflow.console(c).read_text(errors='replace')[-1500:]}"
+        for c in ("scheduler", "triggerer", "dag-processor")
+    )
