@@ -39,7 +39,7 @@ from airflow_provider_flex.emulator.config import (
     DEFAULT_SERVER_TIMEOUT_S,
     EmulatorConfig,
 )
-from airflow_provider_flex.emulator.faults import ERROR_FAULTS, Fault, FaultQueue, FaultSpecError, parse_fault
+from airflow_provider_flex.emulator.faults import API_STATUS_BY_CODE, ERROR_FAULTS, Fault, FaultQueue, FaultSpecError, parse_fault
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")
@@ -482,7 +482,12 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             raise rate_limited_error(wait, "GenerateContentInputTokensPerModelPerMinute")
 
     def fault_error(fault: Fault) -> ApiError:
-        code, status, message = ERROR_FAULTS[fault.kind]
+        if fault.kind == "http_error":
+            code = fault.status_code
+            status = API_STATUS_BY_CODE.get(code, "UNKNOWN")
+            message = f"Injected HTTP {code} ({status})."
+        else:
+            code, status, message = ERROR_FAULTS[fault.kind]
         details = None
         if fault.kind == "rate_limited":
             details = [retry_info(fault.retry_delay_s if fault.retry_delay_s is not None else 1.0)]
@@ -514,7 +519,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     f"({config.input_token_limit}).",
                 )
             fault = state.faults.take(method)
-            if fault is not None and fault.kind in ERROR_FAULTS:
+            if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
                 raise fault_error(fault)
             answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked")
             admit(parsed, answer, key)

@@ -17,10 +17,28 @@ ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
     "permission_denied": (403, "PERMISSION_DENIED", "The caller does not have permission."),
 }
 
+#: The API status Google pairs with each HTTP code, for ``http_error`` faults of any code.
+API_STATUS_BY_CODE: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    412: "FAILED_PRECONDITION",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 #: Faults that change how an otherwise normal answer is delivered.
 DELIVERY_FAULTS: frozenset[str] = frozenset({"slow", "drop", "stream_cut", "non_json", "blocked"})
 
-FAULT_KINDS: tuple[str, ...] = (*ERROR_FAULTS, *sorted(DELIVERY_FAULTS))
+FAULT_KINDS: tuple[str, ...] = (*ERROR_FAULTS, "http_error", *sorted(DELIVERY_FAULTS))
 METHODS: frozenset[str] = frozenset({"generate", "stream"})
 
 
@@ -37,7 +55,7 @@ class Fault:
     - ``retry_delay_s``: the ``RetryInfo`` delay of a ``rate_limited`` fault.
     - ``delay_s``: the extra wait of a ``slow`` fault.
     - ``after_chunks``: chunks sent before a ``drop`` or ``stream_cut``.
-    - ``status_code``: the HTTP code of a ``non_json`` body.
+    - ``status_code``: the HTTP code of a ``non_json`` body or an ``http_error`` (any 4xx or 5xx).
     """
 
     kind: str
@@ -80,6 +98,8 @@ def parse_fault(spec: Any) -> Fault:
         raise FaultSpecError(f"bad fault field: {exc}") from None
     if fault.count < 1:
         raise FaultSpecError("count must be at least 1")
+    if kind == "http_error" and not 400 <= fault.status_code <= 599:
+        raise FaultSpecError(f"an http_error needs a 4xx or 5xx status_code, got {fault.status_code}")
     return fault
 
 
