@@ -39,7 +39,14 @@ from airflow_provider_flex.emulator.config import (
     DEFAULT_SERVER_TIMEOUT_S,
     EmulatorConfig,
 )
-from airflow_provider_flex.emulator.faults import API_STATUS_BY_CODE, ERROR_FAULTS, Fault, FaultQueue, FaultSpecError, parse_fault
+from airflow_provider_flex.emulator.faults import (
+    API_STATUS_BY_CODE,
+    ERROR_FAULTS,
+    Fault,
+    FaultQueue,
+    FaultSpecError,
+    parse_fault,
+)
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")

@@ -256,7 +256,7 @@ def run_enrichment(
     """Run ``engine`` to the end on a fresh event loop, closing the async client after."""
 
     async def main() -> dict[str, Any]:
-        await engine.hook.aload_settings()
+        await engine.hook.aprepare()
         try:
             return await engine.run(rows_factory(), done)
         finally:

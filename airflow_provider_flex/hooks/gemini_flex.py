@@ -12,6 +12,7 @@ small pure functions shared by the sync and async paths; only the I/O differs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -404,6 +405,7 @@ class GeminiFlexHook(BaseHook):
         self.prices = prices if prices is not None else DEFAULT_PRICES
         self._settings: _ConnectionSettings | None = None
         self._rng = random.Random()
+        self._sdk_warm = False
         #: Called with every retryable failure (429, 5xx, timeout, drop), e.g. to adapt concurrency.
         self.failure_listeners: list[Callable[[Failure], None]] = []
 
@@ -430,6 +432,36 @@ class GeminiFlexHook(BaseHook):
         if self._settings is None:
             self._settings = self._load_settings(await self.aget_connection(self.gemini_flex_conn_id))
         return self._settings
+
+    async def aprepare(self) -> None:
+        """Read the connection and do google-genai's one-time work in a thread, off the event loop.
+
+        The first client and first call cost ~0.2 s of imports, SSL contexts and pydantic
+        schema building; on a triggerer's shared loop that would stall every other trigger.
+        """
+        await self.aload_settings()
+        if not self._sdk_warm:
+            await asyncio.to_thread(self._warm_sdk)
+            self._sdk_warm = True
+
+    def _warm_sdk(self) -> None:
+        import anyio
+        from google.genai import types
+
+        anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
+
+        self.client  # noqa: B018  (the cached client, with its SSL contexts)
+        types.GenerateContentConfig(
+            service_tier="flex",
+            http_options=types.HttpOptions(timeout=1000),
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        types.GenerateContentResponse.model_validate(
+            {
+                "candidates": [{"content": {"role": "model", "parts": [{"text": "x"}]}, "finish_reason": "STOP"}],
+                "usage_metadata": {"prompt_token_count": 1},
+            }
+        )
 
     @property
     def retry_policy(self) -> FlexRetryPolicy:
@@ -474,7 +506,7 @@ class GeminiFlexHook(BaseHook):
         self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
     ) -> FlexResponse:
         """Async twin of :meth:`generate_content`, for triggers and the enrichment engine."""
-        await self.aload_settings()
+        await self.aprepare()
         call = self._prepare(model, config, service_tier)
         for tier, policy in call.legs():
             try:
@@ -535,7 +567,7 @@ class GeminiFlexHook(BaseHook):
     async def _astream(
         self, model: Any, config: Any, service_tier: str, contents: Any
     ) -> AsyncIterator[str | FlexResponse]:
-        await self.aload_settings()
+        await self.aprepare()
         call = self._prepare(model, config, service_tier)
         for tier, policy in call.legs():
             try:

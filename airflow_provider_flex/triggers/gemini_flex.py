@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,10 +56,9 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
-        # The first google.genai import takes ~0.4 s: keep it off the shared event loop.
-        await asyncio.to_thread(importlib.import_module, "google.genai")
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
+            await hook.aprepare()  # imports, client and SDK warm-up in a thread, off the shared loop
             response = await hook.agenerate_content(
                 contents=self.contents, model=self.model, config=self.config, service_tier=self.service_tier
             )

@@ -32,9 +32,7 @@ policies = st.builds(
     deadline=st.floats(0.5, 7200),
 )
 # one failed attempt: how long it took, the server's requested delay (if any), the jitter draw
-failures = st.tuples(
-    st.floats(0, 120), st.one_of(st.none(), st.floats(0, 900)), st.floats(0, 1, exclude_max=True)
-)
+failures = st.tuples(st.floats(0, 120), st.one_of(st.none(), st.floats(0, 900)), st.floats(0, 1, exclude_max=True))
 
 
 @given(policy=policies, attempts=st.lists(failures, min_size=1, max_size=50))
@@ -65,7 +63,9 @@ def test_schedule_stays_within_deadline_and_attempts_and_honours_server_delay(po
 def test_only_429_and_server_errors_are_retryable(code, seconds):
     from google.genai import errors
 
-    details = [] if seconds is None else [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}]
+    details = (
+        [] if seconds is None else [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}]
+    )
     body = {"error": {"code": code, "message": "m", "status": "S", "details": details}}
     failure = classify_error(errors.APIError(code, body))
     assert failure.retryable == (code in RETRYABLE_STATUS_CODES)
