@@ -1,8 +1,10 @@
 """The enrichment engine: many flex calls on one event loop, at the concurrency the API allows.
 
-Concurrency adapts AIMD-style between 1 and a cap: it grows by one per window of
-successes and is cut by 30% on a 429 or 503, and no call starts while a
-server-requested ``retryDelay`` is pending. Every call still goes through the
+The limit is on API calls in flight, not rows: a row sitting out a retry backoff
+holds no call slot, so a shedding storm does not idle the capacity the rate limit
+allows. The limit adapts AIMD-style between 1 and a cap: it grows by one per
+window of successes and is cut by 30% at most once per window on 429s, and no
+call starts while a server-requested ``retryDelay`` is pending. Every call still goes through the
 hook's retry policy; the engine only decides how many run at once.
 """
 
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +26,26 @@ CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
 SHRINK_FACTOR = 0.7
+#: Rows in progress (calling, or sitting out a retry backoff) per allowed call in flight.
+ROWS_PER_CALL_SLOT = 8
 
 
 @dataclass
 class AdaptiveLimit:
-    """How many calls may run at once: additive increase, multiplicative decrease."""
+    """How many calls may run at once: additive increase on success, multiplicative decrease on 429.
+
+    A 429 is our own quota talking: cut by 30%, at most once per window of calls,
+    since the calls already in flight when the first 429 came back mostly get one
+    too and cutting for each would collapse the limit. A 503 is the server's shared
+    capacity, not our rate: the row's own backoff already thins its calls while it
+    holds its slot, so the limit stays. Any server-requested delay pauses new calls.
+    """
 
     maximum: int
     current: float = 4.0
     paused_until: float = 0.0
+    finished_calls: int = 0
+    finished_at_last_cut: int | None = None
 
     def __post_init__(self) -> None:
         self.current = float(min(self.maximum, max(1.0, self.current)))
@@ -41,12 +55,19 @@ class AdaptiveLimit:
         return max(1, int(self.current))
 
     def on_success(self) -> None:
+        self.finished_calls += 1
         self.current = min(float(self.maximum), self.current + 1.0 / self.current)
 
-    def on_pushback(self, server_delay_s: float | None, now: float) -> None:
-        self.current = max(1.0, self.current * SHRINK_FACTOR)
-        if server_delay_s:
-            self.paused_until = max(self.paused_until, now + server_delay_s)
+    def on_failure(self, failure: Failure, now: float) -> None:
+        self.finished_calls += 1
+        if failure.server_delay_s:
+            self.paused_until = max(self.paused_until, now + failure.server_delay_s)
+        if failure.status_code != 429:
+            return
+        last = self.finished_at_last_cut
+        if last is None or self.finished_calls - last >= self.allowed:
+            self.current = max(1.0, self.current * SHRINK_FACTOR)
+            self.finished_at_last_cut = self.finished_calls
 
 
 @dataclass
@@ -118,24 +139,25 @@ class Enrichment:
         self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
         self._last_progress = time.monotonic()
-        self._in_flight = 0
+        self._calls_in_flight = 0
+        self._rows_in_progress = 0
+        self._row_slots = asyncio.Semaphore(max_concurrency * ROWS_PER_CALL_SLOT)
         self._slot_freed = asyncio.Event()
         hook.failure_listeners.append(self._on_failure)
+        hook.attempt_gate = self._call_slot
 
     def _on_failure(self, failure: Failure) -> None:
         if failure.status_code == 429:
             self.stats.rate_limited_429 += 1
         elif failure.status_code == 503:
             self.stats.unavailable_503 += 1
-        else:
-            return
-        self.limit.on_pushback(failure.server_delay_s, time.monotonic())
+        self.limit.on_failure(failure, time.monotonic())
 
     def _over_budget(self) -> bool:
         if self.max_cost_usd is None:
             return False
         done = self.stats.succeeded
-        expected_in_flight = self._in_flight * (self.stats.cost_usd / done) if done else 0.0
+        expected_in_flight = self._rows_in_progress * (self.stats.cost_usd / done) if done else 0.0
         return self.stats.cost_usd + expected_in_flight >= self.max_cost_usd
 
     async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> dict[str, Any]:
@@ -145,12 +167,12 @@ class Enrichment:
             if key in done_keys:
                 self.stats.skipped += 1
                 continue
-            await self._wait_for_slot()
+            await self._row_slots.acquire()
             if self._over_budget():
+                self._row_slots.release()
                 self.stats.stopped_by_cost_cap = True
                 break
-            self._in_flight += 1
-            self.stats.peak_concurrency = max(self.stats.peak_concurrency, self._in_flight)
+            self._rows_in_progress += 1
             task = asyncio.create_task(self._enrich(key, number, row))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -161,20 +183,29 @@ class Enrichment:
         self._log_progress(force=True)
         return self.stats.summary()
 
-    async def _wait_for_slot(self) -> None:
+    @asynccontextmanager
+    async def _call_slot(self) -> AsyncIterator[None]:
+        """Held by each API attempt (the hook's ``attempt_gate``): at most ``limit.allowed`` at once."""
         while True:
             pause = self.limit.paused_until - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            if self._in_flight < self.limit.allowed:
-                return
+            if self._calls_in_flight < self.limit.allowed:
+                break
             self._slot_freed.clear()
             await self._slot_freed.wait()
+        self._calls_in_flight += 1
+        self.stats.peak_concurrency = max(self.stats.peak_concurrency, self._calls_in_flight)
+        try:
+            yield
+        finally:
+            self._calls_in_flight -= 1
+            self._slot_freed.set()
 
     async def _enrich(self, key: str, number: int, row: dict[str, Any]) -> None:
         try:
-            prompt = self.template.render(row)
+            prompt = self.template.render(row, number=number, key=key)
             response = await self.hook.agenerate_content(
                 contents=prompt, model=self.model, config=self.config, service_tier=self.service_tier
             )
@@ -201,8 +232,8 @@ class Enrichment:
                 }
             )
         finally:
-            self._in_flight -= 1
-            self._slot_freed.set()
+            self._rows_in_progress -= 1
+            self._row_slots.release()
         self._checkpoint()
         self._log_progress()
 

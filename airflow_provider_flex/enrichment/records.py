@@ -79,14 +79,19 @@ def row_key(row: Mapping[str, Any], key_field: str, number: int) -> str:
     return str(value)
 
 
-def check_keys(rows: Iterator[tuple[int, dict[str, Any]]], key_field: str) -> int:
-    """Count the rows, failing on a missing or duplicate key; holds only the keys in memory."""
+def check_rows(rows: Iterator[tuple[int, dict[str, Any]]], key_field: str, template: PromptTemplate) -> int:
+    """Count the rows, failing on a missing or duplicate key or a prompt that cannot render.
+
+    One pass before any call, holding only the keys in memory, so bad input costs
+    nothing and leaves nothing half-written.
+    """
     first_seen: dict[str, int] = {}
     for number, row in rows:
         key = row_key(row, key_field, number)
         if key in first_seen:
             raise EnrichInputError(f"duplicate key {key!r} in rows {first_seen[key]} and {number}")
         first_seen[key] = number
+        template.render(row, number=number, key=key)
     return len(first_seen)
 
 
@@ -101,5 +106,12 @@ class PromptTemplate:
             raise EnrichInputError(f"prompt_template is not a valid template: {exc}") from None
         self._context = dict(extra_context or {})
 
-    def render(self, row: Mapping[str, Any]) -> str:
-        return self._template.render(**self._context, row=row)
+    def render(self, row: Mapping[str, Any], *, number: int, key: str) -> str:
+        """The row's prompt; an undefined field or an empty prompt is an error naming the row."""
+        try:
+            prompt = self._template.render(**self._context, row=row)
+        except jinja2.TemplateError as exc:
+            raise EnrichInputError(f"prompt_template fails on row {number} (key {key!r}): {exc}") from None
+        if not prompt.strip():
+            raise EnrichInputError(f"prompt_template renders an empty prompt for row {number} (key {key!r})")
+        return prompt

@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -408,6 +409,9 @@ class GeminiFlexHook(BaseHook):
         self._sdk_warm = False
         #: Called with every retryable failure (429, 5xx, timeout, drop), e.g. to adapt concurrency.
         self.failure_listeners: list[Callable[[Failure], None]] = []
+        #: Entered around every async API attempt, not the waits between attempts: a caller
+        #: running many calls (the enrichment engine) uses it to cap the calls in flight.
+        self.attempt_gate: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -513,9 +517,10 @@ class GeminiFlexHook(BaseHook):
                 async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, self._rng)):
                     with attempt:
                         try:
-                            raw = await self.client.aio.models.generate_content(
-                                model=call.model, contents=contents, config=call.config_for(tier)
-                            )
+                            async with self.attempt_gate():
+                                raw = await self.client.aio.models.generate_content(
+                                    model=call.model, contents=contents, config=call.config_for(tier)
+                                )
                         except Exception as exc:
                             raise _translated(exc) from exc
                         return call.finish(raw, tier)
@@ -575,12 +580,13 @@ class GeminiFlexHook(BaseHook):
                     with attempt:
                         assembly = _StreamAssembly(call.requested_tier)
                         try:
-                            chunks = await self.client.aio.models.generate_content_stream(
-                                model=call.model, contents=contents, config=call.config_for(tier)
-                            )
-                            async for chunk in chunks:
-                                if piece := assembly.add(chunk):
-                                    yield piece
+                            async with self.attempt_gate():
+                                chunks = await self.client.aio.models.generate_content_stream(
+                                    model=call.model, contents=contents, config=call.config_for(tier)
+                                )
+                                async for chunk in chunks:
+                                    if piece := assembly.add(chunk):
+                                        yield piece
                             assembly.ensure_complete()
                         except Exception as exc:
                             raise call.stream_failure(exc, assembly) from exc

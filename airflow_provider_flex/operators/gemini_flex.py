@@ -349,25 +349,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_flex.enrichment.engine import Enrichment, run_enrichment
-        from airflow_provider_flex.enrichment.records import (
-            EnrichInputError,
-            PromptTemplate,
-            check_keys,
-            iter_rows,
-        )
+        from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows
         from airflow_provider_flex.enrichment.store import OutputStore
 
         def rows():
             return iter_rows(self.records, self.input_path)
 
         template = PromptTemplate(self.prompt_template, dict(context))
-        total = check_keys(rows(), self.key_field)
-        first = next(rows(), None)
-        if first is not None:
-            try:
-                template.render(first[1])
-            except Exception as exc:
-                raise EnrichInputError(f"prompt_template fails on row {first[0]}: {exc}") from None
+        total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
         done = store.done_keys()
         self.log.info(

@@ -168,7 +168,13 @@ def test_file_input_with_schema_output(connection, tmp_path, fmt):
     [
         ([{"id": "a", "title": "x"}, {"id": "a", "title": "y"}], TEMPLATE, "duplicate key 'a' in rows 1 and 2"),
         ([{"id": "a", "title": "x"}, {"title": "y"}], TEMPLATE, "row 2 has no value for key_field 'id'"),
-        ([{"id": "a", "title": "x"}], "Describe {{ row.colour }}", "prompt_template fails on row 1"),
+        ([{"id": "a", "title": "x"}], "Describe {{ row.colour }}", "prompt_template fails on row 1 (key 'a')"),
+        (
+            [{"id": "a", "title": "x"}, {"id": "b", "title": "y"}, {"id": "c"}],
+            TEMPLATE,
+            "prompt_template fails on row 3 (key 'c'): 'dict object' has no attribute 'title'",
+        ),
+        ([{"id": "a", "title": "x"}, {"id": "b", "title": " "}], "{{ row.title }}", "empty prompt for row 2 (key 'b')"),
         ([{"id": "a", "title": "x"}], "Describe {{ row.title ", "not a valid template"),
         (["not a dict"], TEMPLATE, "records[0] is a str, not a dict"),
     ],
@@ -186,7 +192,7 @@ def test_bad_records_fail_before_any_call(connection, tmp_path, records, templat
     ("name", "content", "message"),
     [
         ("rows.jsonl", '{"id": "a", "title": "x"}\n{"id": "b", "title": \n', "rows.jsonl line 2: not valid JSON"),
-        ("rows.jsonl", '{"id": "a"}\n[1, 2]\n', "line 2: expected a JSON object"),
+        ("rows.jsonl", '{"id": "a", "title": "x"}\n[1, 2]\n', "line 2: expected a JSON object"),
         ("rows.csv", "id,title\na,x\nb,y,extra\n", "row 2 (line 3): expected 2 fields"),
         ("rows.txt", "whatever", "expected a .jsonl, .ndjson or .csv file"),
         ("missing.jsonl", None, "cannot read input_path"),
