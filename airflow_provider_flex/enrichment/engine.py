@@ -11,6 +11,7 @@ hook's retry policy; the engine only decides how many run at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -145,6 +146,7 @@ class Enrichment:
         self._slot_freed = asyncio.Event()
         hook.failure_listeners.append(self._on_failure)
         hook.attempt_gate = self._call_slot
+        hook.call_log_level = logging.DEBUG  # progress lines summarise; per-call lines would flood the task log
 
     def _on_failure(self, failure: Failure) -> None:
         if failure.status_code == 429:

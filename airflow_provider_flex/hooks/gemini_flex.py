@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import random
@@ -409,6 +410,8 @@ class GeminiFlexHook(BaseHook):
         self._sdk_warm = False
         #: Called with every retryable failure (429, 5xx, timeout, drop), e.g. to adapt concurrency.
         self.failure_listeners: list[Callable[[Failure], None]] = []
+        #: Level of the per-call lines (retries, "call done"); a bulk caller logs progress instead.
+        self.call_log_level = logging.INFO
         #: Entered around every async API attempt, not the waits between attempts: a caller
         #: running many calls (the enrichment engine) uses it to cap the calls in flight.
         self.attempt_gate: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext
@@ -748,7 +751,8 @@ class _Call:
         def log_retry(state: tenacity.RetryCallState) -> None:
             failure = state.outcome.exception().failure  # type: ignore[union-attr]
             self.last_failure = failure
-            self.hook.log.info(
+            self.hook.log.log(
+                self.hook.call_log_level,
                 "Gemini %s call attempt %d of %d failed (%s); retrying in %.1fs",
                 self.model,
                 self.attempts,
@@ -829,7 +833,8 @@ class _Call:
             attempts=self.attempts,
             elapsed_s=round(self.elapsed, 3),
         )
-        self.hook.log.info(
+        self.hook.log.log(
+            self.hook.call_log_level,
             "Gemini call done: model=%s tier=%s tokens in=%d out=%d thoughts=%d cost=%s attempts=%d elapsed=%.2fs",
             self.model,
             tier,
