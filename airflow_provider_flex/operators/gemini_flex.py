@@ -37,10 +37,31 @@ def response_json_schema(schema: Any) -> dict[str, Any] | None:
     if _is_pydantic_model(schema):
         return schema.model_json_schema()
     if isinstance(schema, Mapping):
+        _check_json_schema(schema)
         return dict(schema)
     raise TypeError(
         f"response_schema must be a JSON Schema dict or a pydantic model class, got {type(schema).__name__}"
     )
+
+
+def _check_json_schema(schema: Mapping[str, Any]) -> None:
+    import jsonschema  # already loaded by Airflow
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "the top level"
+        raise ValueError(f"response_schema is not a valid JSON Schema at {where}: {exc.message}") from None
+
+
+def _check_schema_at_parse_time(task_id: str, schema: Any) -> None:
+    """Fail when the DAG is parsed, naming the task, rather than at run time (a str is a template)."""
+    if isinstance(schema, str):
+        return
+    try:
+        response_json_schema(schema)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"Task {task_id!r}: {exc}") from None
 
 
 def generate_config(
@@ -101,8 +122,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
-        if not isinstance(response_schema, str):
-            response_json_schema(response_schema)  # fail at parse time, not at run time
+        _check_schema_at_parse_time(self.task_id, response_schema)
 
     def get_hook(self) -> GeminiFlexHook:
         return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
@@ -344,8 +364,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
-        if not isinstance(response_schema, str):
-            response_json_schema(response_schema)
+        _check_schema_at_parse_time(self.task_id, response_schema)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_flex.enrichment.engine import Enrichment, run_enrichment
