@@ -425,7 +425,8 @@ class GeminiFlexHook(BaseHook):
         settings = _ConnectionSettings.from_connection(
             conn, explicit_policy=self._explicit_policy, explicit_timeout=self._explicit_timeout
         )
-        _mask(settings.api_key)
+        if settings.api_key != conn.password:  # Airflow masks a connection's own password already
+            _mask(settings.api_key)
         return settings
 
     @property
@@ -946,7 +947,8 @@ def _base_url(conn: Any, source: str) -> str | None:
         return None
     parts = urlsplit(host)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{source}: base URL must be an http:// or https:// URL, got {host!r}")
+        shown = host.split("@")[-1]  # never echo credentials written into the URL
+        raise ValueError(f"{source}: base URL must be an http:// or https:// URL, got {shown!r}")
     if conn.port and parts.port is None:
         host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
     return host.rstrip("/")

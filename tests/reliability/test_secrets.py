@@ -1,0 +1,142 @@
+"""The API key never leaves the connection.
+
+`airflow dags test` prints task logs to a console that Airflow does not mask, so only
+code that never prints the key passes here; the probe DAG has a deferred success, a
+stream, an enrichment and a refused call, all against an emulator that accepts only
+this key (so the key really was used). The metadata DB of that run holds its XComs,
+rendered template fields and triggers. Task log files of a real scheduler are checked
+in tests/integration/test_real_airflow.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_provider_flex.emulator import FlexEmulator
+from airflow_provider_flex.exceptions import FlexError, FlexRequestError
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
+
+AIRFLOW = Path(sys.executable).parent / "airflow"
+KEY = f"AIzaSy-{secrets.token_urlsafe(24)}"
+
+PROBE_DAG = """
+import pendulum
+from airflow.sdk import DAG
+from airflow_provider_flex.operators.gemini_flex import (
+    GeminiFlexEnrichOperator, GeminiFlexGenerateContentOperator, GeminiFlexStreamContentOperator,
+)
+
+with DAG("secrets_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+    asked = GeminiFlexGenerateContentOperator(task_id="ask", contents="Hello {{ conn.gemini_flex_default.host }}", deferrable=True)
+    GeminiFlexStreamContentOperator(task_id="stream", contents="A digest", output_path="OUTPUT/digest.md")
+    GeminiFlexEnrichOperator(
+        task_id="enrich", records=[{"id": str(i), "t": f"row {i}"} for i in range(5)], key_field="id",
+        prompt_template="Tag {{ row.t }}", output_path="OUTPUT/enriched",
+    )
+    GeminiFlexGenerateContentOperator(task_id="refused", contents="hi", model="gemini-nope", deferrable=True)
+"""
+
+
+def _dags_test(root: Path, level: str) -> tuple[str, dict]:
+    """`airflow dags test secrets_probe` with logs at ``level``; its console and the emulator's stats."""
+    dags = root / "dags"
+    dags.mkdir(parents=True)
+    (dags / "secrets_probe.py").write_text(textwrap.dedent(PROBE_DAG).replace("OUTPUT", str(root / "output")))
+    with FlexEmulator(api_key=KEY) as emulator:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(root / "home"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": level,
+            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(KEY, initial_delay=0.1),
+        }
+        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        console = ""
+        for args in (["db", "migrate"], ["dags", "test", "secrets_probe"]):
+            result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
+            console += result.stdout + result.stderr
+        return console, emulator.admin.stats()
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """One run at the default level (INFO): (console, root folder, emulator stats)."""
+    root = tmp_path_factory.mktemp("secrets")
+    console, stats = _dags_test(root, "INFO")
+    return console, root, stats
+
+
+def test_the_probe_really_used_the_key(probe_run):
+    console, root, stats = probe_run
+    assert stats["calls"]["flex"]["ok"] == 1 + 1 + 5  # ask, stream, five rows: the emulator accepts only KEY
+    assert "404 NOT_FOUND" in console  # the refused call failed, with its error on the console
+    assert (root / "output" / "digest.md").exists()
+
+
+def test_key_is_not_on_the_unmasked_dags_test_console(probe_run):
+    console, _, _ = probe_run
+    assert "Flex result:" in console and "Gemini API refused the request" in console
+    assert KEY not in console
+
+
+def test_at_debug_only_airflows_own_test_supervisor_prints_the_key(tmp_path):
+    """Upstream: `airflow dags test`'s in-process supervisor logs each mask-secret request with its value
+    at DEBUG (Airflow masks a connection password by sending one). Nothing of ours prints it."""
+    console, stats = _dags_test(tmp_path, "DEBUG")
+    assert stats["calls"]["flex"]["ok"] == 7 and "[debug" in console
+    leaking = [line for line in console.splitlines() if KEY in line]
+    assert all("Sending request" in line and f"MaskSecret(value='{KEY}'" in line for line in leaking), leaking
+
+
+def test_key_is_not_in_the_metadata_db_xcom_rendered_fields_or_triggers(probe_run):
+    _, root, _ = probe_run
+    database = root / "home" / "airflow.db"
+    assert database.stat().st_size > 0
+    assert KEY.encode() not in database.read_bytes()
+    assert all(KEY.encode() not in path.read_bytes() for path in root.rglob("*") if path.is_file())
+
+
+def test_key_is_not_in_the_trigger_serialized_form_nor_in_reprs(set_connection):
+    set_connection(host="http://127.0.0.1:9", password=KEY)
+    operator = GeminiFlexGenerateContentOperator(task_id="ask", contents="hi", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context={})
+    trigger = deferred.value.trigger
+    hook = GeminiFlexHook()
+    texts = [json.dumps(trigger.serialize()), repr(trigger), repr(operator), repr(hook), repr(hook.settings)]
+    assert all(KEY not in text for text in texts)
+
+
+def test_key_is_not_in_errors_from_a_refusing_or_unreachable_api(set_connection):
+    with FlexEmulator(api_key="another-key-entirely") as emulator:
+        set_connection(host=emulator.base_url, password=KEY)
+        with pytest.raises(FlexRequestError) as refused:
+            GeminiFlexHook().generate_content(contents="hi")
+    set_connection(host="http://127.0.0.1:9", password=KEY, extra={"max_attempts": 1})
+    with pytest.raises(FlexError) as unreachable:
+        asyncio.run(GeminiFlexHook().agenerate_content(contents="hi"))
+    for error in (refused.value, unreachable.value):
+        chain = [error, error.__cause__, error.__context__]
+        assert all(KEY not in f"{item} {item!r}" for item in chain if item is not None)
+
+
+@pytest.mark.parametrize(
+    "host", ["file:///etc/passwd", "ftp://proxy.internal", "gopher://x", "127.0.0.1:8080", f"ftp://u:{KEY}@h"]
+)
+def test_base_urls_other_than_http_are_refused_before_any_call(set_connection, host):
+    set_connection(host=host, password=KEY)
+    with pytest.raises(ValueError, match="http") as refused:
+        GeminiFlexGenerateContentOperator(task_id="ask", contents="hi", deferrable=False).execute(context={})
+    assert KEY not in str(refused.value)
