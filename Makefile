@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test reliability lint install clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(INSTALLED)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The reliability suite alone (it is part of `make test` as well).
+reliability: $(INSTALLED)
+	$(BIN)/python -m pytest tests/reliability tests/integration
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow
