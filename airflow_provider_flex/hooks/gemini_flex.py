@@ -774,14 +774,7 @@ class _Call:
 
     def capacity_error(self) -> FlexCapacityError:
         failure = self.last_failure or Failure(True, None, None, "no attempt was made")
-        return FlexCapacityError(
-            attempts=self.attempts,
-            waited_s=self.elapsed,
-            last_status=failure.status_code,
-            last_api_status=failure.api_status,
-            last_message=failure.message,
-            fallback_tried=self.fallback_tried,
-        )
+        return _capacity_error(failure, self.attempts, self.elapsed, fallback_tried=self.fallback_tried)
 
     def stream_failure(self, exc: Exception, assembly: _StreamAssembly) -> Exception:
         translated = _translated(exc)
@@ -866,17 +859,24 @@ def _price_note(model: str, prices: Mapping[str, Mapping[str, TokenPrice]]) -> s
     )
 
 
+def _capacity_error(
+    failure: Failure, attempts: int, waited_s: float, *, fallback_tried: bool = False
+) -> FlexCapacityError:
+    return FlexCapacityError(
+        attempts=attempts,
+        waited_s=waited_s,
+        last_status=failure.status_code,
+        last_api_status=failure.api_status,
+        last_message=failure.message,
+        fallback_tried=fallback_tried,
+    )
+
+
 def _final_error(exc: Exception) -> Exception:
+    """The error a single, unretried call (count_tokens, test_connection) raises."""
     translated = _translated(exc)
     if isinstance(translated, _RetryableFailure):
-        failure = translated.failure
-        return FlexCapacityError(
-            attempts=1,
-            waited_s=0.0,
-            last_status=failure.status_code,
-            last_api_status=failure.api_status,
-            last_message=failure.message,
-        )
+        return _capacity_error(translated.failure, attempts=1, waited_s=0.0)
     return translated
 
 

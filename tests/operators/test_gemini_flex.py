@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -138,22 +139,17 @@ def test_interrupted_stream_writes_no_file(connection, tmp_path):
     assert not output.exists()
 
 
-def test_templated_fields_render_in_a_real_dag_run(connection, run_dag_file, tmp_path):
-    (tmp_path / "prompt.txt").write_text("Classify {{ params.item }} in {{ dag.dag_id }}")
-    results = tmp_path / "results.json"
-    dag_id = f"templating_{uuid.uuid4().hex[:8]}"
-    source = f"""
+def _generate_then_save_dag(dag_id: str, results: Path, dag_arguments: str, operator_arguments: str) -> str:
+    """A DAG file: one generate task (with ``operator_arguments``), then a task saving its XCom to ``results``."""
+    return f"""
         import json
         from airflow.sdk import DAG, task
         from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
 
-        with DAG({dag_id!r}, schedule=None, template_searchpath=[{str(tmp_path)!r}], params={{"item": "a teapot"}}):
+        with DAG({dag_id!r}, schedule=None, {dag_arguments}):
             generate = GeminiFlexGenerateContentOperator(
                 task_id="generate",
-                contents="prompt.txt",
-                system_instruction="You label {{{{ params.item }}}}.",
-                model="{{{{ 'gemini-2.5-' ~ 'flash' }}}}",
-                deferrable=False,
+                {operator_arguments.strip()}
             )
 
             @task
@@ -162,6 +158,23 @@ def test_templated_fields_render_in_a_real_dag_run(connection, run_dag_file, tmp
 
             save(generate.output)
     """
+
+
+def test_templated_fields_render_in_a_real_dag_run(connection, run_dag_file, tmp_path):
+    (tmp_path / "prompt.txt").write_text("Classify {{ params.item }} in {{ dag.dag_id }}")
+    results = tmp_path / "results.json"
+    dag_id = f"templating_{uuid.uuid4().hex[:8]}"
+    source = _generate_then_save_dag(
+        dag_id,
+        results,
+        f"template_searchpath=[{str(tmp_path)!r}], params={{'item': 'a teapot'}}",
+        """
+                contents="prompt.txt",
+                system_instruction="You label {{ params.item }}.",
+                model="{{ 'gemini-2.5-' ~ 'flash' }}",
+                deferrable=False,
+        """,
+    )
     dag_run = run_dag_file(source, dag_id)
     assert dag_run.state == "success"
     result = json.loads(results.read_text())
@@ -174,26 +187,17 @@ def test_templated_fields_render_in_a_real_dag_run(connection, run_dag_file, tmp
 def test_deferrable_task_completes_under_dag_test(connection, run_dag_file, tmp_path):
     results = tmp_path / "results.json"
     dag_id = f"deferred_{uuid.uuid4().hex[:8]}"
-    source = f"""
-        import json
-        from airflow.sdk import DAG, task
-        from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
-
-        with DAG({dag_id!r}, schedule=None):
-            generate = GeminiFlexGenerateContentOperator(
-                task_id="generate",
+    source = _generate_then_save_dag(
+        dag_id,
+        results,
+        "",
+        """
                 contents="Judge this answer",
-                response_schema={{"type": "object", "properties": {{"stars": {{"type": "integer"}}}}, "required": ["stars"]}},
-                retry_policy={{"max_attempts": 3, "initial_delay": 0.05}},
+                response_schema={"type": "object", "properties": {"stars": {"type": "integer"}}, "required": ["stars"]},
+                retry_policy={"max_attempts": 3, "initial_delay": 0.05},
                 deferrable=True,
-            )
-
-            @task
-            def save(result: dict) -> None:
-                open({str(results)!r}, "w").write(json.dumps(result))
-
-            save(generate.output)
-    """
+        """,
+    )
     dag_run = run_dag_file(source, dag_id)
     assert dag_run.state == "success"
     result = json.loads(results.read_text())
