@@ -282,8 +282,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
     usual task context: ``params``, ``ds``, ``dag``...) rendered per row; it is deliberately not an Airflow template
     field, so ``{{ row.title }}`` survives Airflow's own rendering. Calls run
     concurrently on one event loop through :class:`GeminiFlexHook`'s retry policy;
-    concurrency adapts between 1 and ``max_concurrency`` (grows while calls
-    succeed, shrinks on 429/503, pauses for a server's ``retryDelay``).
+    the API calls in flight adapt between 1 and ``max_concurrency`` (grow while
+    calls succeed, shrink on 429s, pause for a server's ``retryDelay``); rows
+    sitting out a retry backoff hold no call slot. Every row is checked (key,
+    prompt) before the first call.
 
     Output under ``output_path`` (local or ``ObjectStoragePath`` URL): result files
     ``results-*.jsonl`` (``key``, ``text``, ``parsed``, ``usage``, ``service_tier``,
