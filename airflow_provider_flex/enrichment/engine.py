@@ -146,9 +146,22 @@ class Enrichment:
         self._slot_freed = asyncio.Event()
         hook.failure_listeners.append(self._on_failure)
         hook.attempt_gate = self._call_slot
+        hook.backoff_step = self._backoff_step
+        self._failure_streak = 0  # retryable failures since the last success, across all rows
         hook.call_log_level = logging.DEBUG  # progress lines summarise; per-call lines would flood the task log
 
+    def _backoff_step(self, attempt: int) -> int:
+        """A row's backoff grows with the shared failure streak, not its own count alone.
+
+        Under random shedding (half the calls fail, the others succeed) one row failing six
+        times is bad luck, not an outage: its wait stays short. When every call fails, the
+        streak outgrows each row's count and each row backs off as far as its own attempts.
+        """
+        return max(1, min(attempt, self._failure_streak))
+
     def _on_failure(self, failure: Failure) -> None:
+        if failure.server_delay_s is None:  # a 429 with retryDelay is about our rate, not the API's capacity
+            self._failure_streak += 1
         if failure.status_code == 429:
             self.stats.rate_limited_429 += 1
         elif failure.status_code == 503:
@@ -214,6 +227,7 @@ class Enrichment:
         except Exception as exc:
             self._record_failure(key, number, exc)
         else:
+            self._failure_streak = 0
             self.limit.on_success()
             self.stats.succeeded += 1
             self.stats.cost_usd += response.cost_usd or 0.0

@@ -146,19 +146,22 @@ def plan_retry(
     elapsed_s: float,
     server_delay_s: float | None,
     jitter_draw: float,
+    backoff_step: int | None = None,
 ) -> float | None:
     """Seconds to wait before the next attempt after ``attempt`` failed, or None to give up.
 
     ``jitter_draw`` is a number in [0, 1). A server-given delay (``retryDelay``,
     ``Retry-After``) replaces the exponential backoff, so the wait is never shorter
     than what the server asked; a wait that would end past the deadline means giving up.
+    ``backoff_step`` (default ``attempt``, at most ``attempt``) is the exponent's step.
     """
     if attempt >= policy.max_attempts:
         return None
     if server_delay_s is not None:
         base = server_delay_s  # the server knows when capacity frees up: wait that, not a blind backoff
     else:
-        base = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (attempt - 1))
+        step = attempt if backoff_step is None else max(1, min(backoff_step, attempt))
+        base = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (step - 1))
     delay = base * (1 + policy.jitter * jitter_draw)
     if elapsed_s + delay >= policy.deadline:
         return None
@@ -410,6 +413,10 @@ class GeminiFlexHook(BaseHook):
         self._sdk_warm = False
         #: Called with every retryable failure (429, 5xx, timeout, drop), e.g. to adapt concurrency.
         self.failure_listeners: list[Callable[[Failure], None]] = []
+        #: Maps a call's attempt number to the step its backoff grows by (default: the attempt
+        #: itself, never more). A bulk caller can pass its shared failure streak, so that one
+        #: row's bad luck under random shedding does not grow its wait as if the API were down.
+        self.backoff_step: Callable[[int], int] | None = None
         #: Level of the per-call lines (retries, "call done"); a bulk caller logs progress instead.
         self.call_log_level = logging.INFO
         #: Entered around every async API attempt, not the waits between attempts: a caller
@@ -740,9 +747,12 @@ class _Call:
                 failure = state.outcome.exception().failure  # type: ignore[union-attr]
                 for listener in self.hook.failure_listeners:
                     listener(failure)
+                attempt = self.attempts - attempts_before
+                step = self.hook.backoff_step(attempt) if self.hook.backoff_step else attempt
                 planned[state.attempt_number] = plan_retry(
                     policy,
-                    attempt=self.attempts - attempts_before,
+                    attempt=attempt,
+                    backoff_step=step,
                     elapsed_s=self.elapsed,
                     server_delay_s=failure.server_delay_s,
                     jitter_draw=rng.random(),

@@ -59,6 +59,26 @@ def test_schedule_stays_within_deadline_and_attempts_and_honours_server_delay(po
     assert made <= policy.max_attempts
 
 
+@given(
+    policy=policies,
+    attempt=st.integers(1, 40),
+    step=st.integers(-5, 60),
+    elapsed=st.floats(0, 7200),
+    draw=st.floats(0, 1, exclude_max=True),
+)
+def test_a_shared_backoff_step_only_ever_shortens_a_wait(policy, attempt, step, elapsed, draw):
+    own = plan_retry(policy, attempt=attempt, elapsed_s=elapsed, server_delay_s=None, jitter_draw=draw)
+    shared = plan_retry(
+        policy, attempt=attempt, elapsed_s=elapsed, server_delay_s=None, jitter_draw=draw, backoff_step=step
+    )
+    if own is not None:  # never longer than the row's own backoff, and no retry where there was none
+        assert shared is not None and shared <= own
+    if attempt >= policy.max_attempts:
+        assert shared is None
+    if shared is not None:
+        assert elapsed + shared < policy.deadline
+
+
 @given(code=st.integers(400, 599), seconds=st.one_of(st.none(), st.integers(0, 3600)))
 def test_only_429_and_server_errors_are_retryable(code, seconds):
     from google.genai import errors

@@ -1,0 +1,78 @@
+"""The engine's decisions as small pure pieces: the call limit and the shared backoff step."""
+
+from __future__ import annotations
+
+import asyncio
+
+from airflow_provider_flex.enrichment.engine import AdaptiveLimit, Enrichment
+from airflow_provider_flex.enrichment.records import PromptTemplate
+from airflow_provider_flex.enrichment.store import OutputStore
+from airflow_provider_flex.hooks.gemini_flex import Failure, GeminiFlexHook
+
+SHED = Failure(True, 503, "UNAVAILABLE", "overloaded")
+RATE_LIMITED = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=0.5)
+
+
+def test_429s_cut_the_limit_once_per_window_and_pause_new_calls():
+    limit = AdaptiveLimit(maximum=32, current=20)
+    for _ in range(10):  # a burst of 429s from calls that were all in flight together
+        limit.on_failure(RATE_LIMITED, now=100.0)
+    assert limit.allowed == 14  # one 30% cut, not 0.7 ** 10
+    assert limit.paused_until == 100.5
+    for _ in range(14):
+        limit.on_success()
+    limit.on_failure(RATE_LIMITED, now=200.0)
+    assert limit.allowed < 14  # a new window: cut again
+
+
+def test_503s_do_not_shrink_the_limit():
+    limit = AdaptiveLimit(maximum=32, current=20)
+    for _ in range(50):
+        limit.on_failure(SHED, now=0.0)
+    assert limit.allowed == 20 and limit.paused_until == 0.0
+
+
+def test_successes_grow_the_limit_by_about_one_per_window_up_to_the_cap():
+    limit = AdaptiveLimit(maximum=6, current=4)
+    for _ in range(4):
+        limit.on_success()
+    assert limit.allowed == 4 and limit.current > 4.9
+    for _ in range(100):
+        limit.on_success()
+    assert limit.allowed == 6
+
+
+def _engine(tmp_path) -> Enrichment:
+    async def build() -> Enrichment:  # the engine owns asyncio primitives: make it on a loop
+        return Enrichment(
+            hook=GeminiFlexHook("unused"),
+            store=OutputStore(str(tmp_path)),
+            template=PromptTemplate("{{ row.x }}"),
+            key_field="id",
+            model=None,
+            config={},
+            service_tier="flex",
+            max_concurrency=4,
+            max_cost_usd=None,
+            log=None,
+        )
+
+    return asyncio.run(build())
+
+
+def test_backoff_step_follows_the_shared_failure_streak(tmp_path):
+    engine = _engine(tmp_path)
+    assert engine.hook.backoff_step is not None
+    # random shedding: failures interleaved with successes keep every row's wait short
+    engine._on_failure(SHED)
+    assert engine.hook.backoff_step(6) == 1
+    engine._failure_streak = 0  # what a success does
+    # an outage: every call fails, so each row backs off as far as its own attempts
+    for _ in range(20):
+        engine._on_failure(SHED)
+    assert engine.hook.backoff_step(6) == 6
+    # 429s with a retryDelay are about our rate and are waited exactly; they do not grow the streak
+    engine._failure_streak = 0
+    for _ in range(20):
+        engine._on_failure(RATE_LIMITED)
+    assert engine._failure_streak == 0 and engine.hook.backoff_step(6) == 1
