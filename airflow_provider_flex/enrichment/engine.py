@@ -1,11 +1,12 @@
-"""The enrichment engine: many flex calls on one event loop, at the concurrency the API allows.
+"""The enrichment engine: many flex calls on one event loop, at the rate the API allows.
 
 The limit is on API calls in flight, not rows: a row sitting out a retry backoff
 holds no call slot, so a shedding storm does not idle the capacity the rate limit
 allows. The limit adapts AIMD-style between 1 and a cap: it grows by one per
 window of successes and is cut by 30% at most once per window on 429s, and no
-call starts while a server-requested ``retryDelay`` is pending. Every call still goes through the
-hook's retry policy; the engine only decides how many run at once.
+call starts while a server-requested ``retryDelay`` is pending. Every call still
+goes through the hook's retry policy; the engine decides how many calls run at
+once and how far a row's backoff grows (with the failure streak all rows share).
 """
 
 from __future__ import annotations
