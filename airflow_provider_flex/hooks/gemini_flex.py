@@ -464,7 +464,6 @@ class GeminiFlexHook(BaseHook):
         from google.genai import types
 
         anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
-
         self.client  # noqa: B018  (the cached client, with its SSL contexts)
         types.GenerateContentConfig(
             service_tier="flex",
@@ -957,7 +956,7 @@ def _base_url(conn: Any, source: str) -> str | None:
         return None
     parts = urlsplit(host)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        shown = host.split("@")[-1]  # never echo credentials written into the URL
+        shown = f"{parts.scheme}://***@{host.rsplit('@', 1)[-1]}" if "@" in host else host  # hide credentials
         raise ValueError(f"{source}: base URL must be an http:// or https:// URL, got {shown!r}")
     if conn.port and parts.port is None:
         host = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))

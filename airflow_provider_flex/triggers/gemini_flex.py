@@ -58,7 +58,6 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
 
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
-            await hook.aprepare()  # imports, client and SDK warm-up in a thread, off the shared loop
             response = await hook.agenerate_content(
                 contents=self.contents, model=self.model, config=self.config, service_tier=self.service_tier
             )
