@@ -116,6 +116,7 @@ def run_enrich(settings: dict, rows: int) -> dict:
             model=MODEL,
             gemini_flex_conn_id="gemini_flex_bench",
             max_concurrency=32,
+            max_failed_fraction=1.0,  # dead letters are reported, not fatal, here
         ).execute(context={})
         written = sum(len(p.read_text().splitlines()) for p in Path(output).glob("results-*.jsonl"))
         stats = emulator.admin.stats()
