@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,26 +29,31 @@ CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
 SHRINK_FACTOR = 0.7
+RATE_WINDOW_S = 1.0
 #: Rows in progress (calling, or sitting out a retry backoff) per allowed call in flight.
 ROWS_PER_CALL_SLOT = 8
 
 
 @dataclass
 class AdaptiveLimit:
-    """How many calls may run at once: additive increase on success, multiplicative decrease on 429.
+    """How many calls may run at once, and how many may start per second.
 
-    A 429 is our own quota talking: cut by 30%, at most once per window of calls,
-    since the calls already in flight when the first 429 came back mostly get one
-    too and cutting for each would collapse the limit. A 503 is the server's shared
-    capacity, not our rate: the row's own backoff already thins its calls while it
-    holds its slot, so the limit stays. Any server-requested delay pauses new calls.
+    A 429 is our own quota talking: cut the calls in flight by 30%, and the rate
+    to 70% of the starts seen in the last second, at most once per window of
+    calls (the calls already in flight when the first 429 came back mostly get
+    one too; cutting for each would collapse the limit). Both grow back by about
+    one per window of successes. A 503 is the server's shared capacity, not our
+    rate: the row's own backoff thins its calls, so the limits stay. Any
+    server-requested delay pauses new calls. Until the first 429 the rate is free.
     """
 
     maximum: int
     current: float = 4.0
     paused_until: float = 0.0
+    max_rate: float | None = None
     finished_calls: int = 0
     finished_at_last_cut: int | None = None
+    recent_starts: deque[float] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         self.current = float(min(self.maximum, max(1.0, self.current)))
@@ -56,9 +62,23 @@ class AdaptiveLimit:
     def allowed(self) -> int:
         return max(1, int(self.current))
 
+    def wait_before_start(self, now: float) -> float:
+        """Seconds until the next call may start: a server's pause, or the learned rate."""
+        while self.recent_starts and now - self.recent_starts[0] >= RATE_WINDOW_S:
+            self.recent_starts.popleft()
+        wait = self.paused_until - now
+        if self.max_rate is not None and len(self.recent_starts) >= self.max_rate:
+            wait = max(wait, RATE_WINDOW_S - (now - self.recent_starts[0]))
+        return max(0.0, wait)
+
+    def record_start(self, now: float) -> None:
+        self.recent_starts.append(now)
+
     def on_success(self) -> None:
         self.finished_calls += 1
         self.current = min(float(self.maximum), self.current + 1.0 / self.current)
+        if self.max_rate is not None:
+            self.max_rate += 1.0 / self.max_rate
 
     def on_failure(self, failure: Failure, now: float) -> None:
         self.finished_calls += 1
@@ -69,6 +89,9 @@ class AdaptiveLimit:
         last = self.finished_at_last_cut
         if last is None or self.finished_calls - last >= self.allowed:
             self.current = max(1.0, self.current * SHRINK_FACTOR)
+            started = sum(1 for t in self.recent_starts if now - t < RATE_WINDOW_S)
+            ceiling = started if self.max_rate is None else min(self.max_rate, started)
+            self.max_rate = max(1.0, ceiling * SHRINK_FACTOR)
             self.finished_at_last_cut = self.finished_calls
 
 
@@ -203,14 +226,15 @@ class Enrichment:
     async def _call_slot(self) -> AsyncIterator[None]:
         """Held by each API attempt (the hook's ``attempt_gate``): at most ``limit.allowed`` at once."""
         while True:
-            pause = self.limit.paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
+            wait = self.limit.wait_before_start(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
                 continue
             if self._calls_in_flight < self.limit.allowed:
                 break
             self._slot_freed.clear()
             await self._slot_freed.wait()
+        self.limit.record_start(time.monotonic())
         self._calls_in_flight += 1
         self.stats.peak_concurrency = max(self.stats.peak_concurrency, self._calls_in_flight)
         try:
