@@ -3,8 +3,9 @@
 The limit is on API calls in flight, not rows: a row sitting out a retry backoff
 holds no call slot, so a shedding storm does not idle the capacity the rate limit
 allows. The limit adapts AIMD-style between 1 and a cap: it grows by one per
-window of successes and is cut by 30% at most once per window on 429s, and no
-call starts while a server-requested ``retryDelay`` is pending. Every call still
+window of successes and is cut by 30% at most once per window on 429s, which
+also pace call starts per second; no call starts while a server-requested
+``retryDelay`` is pending. Every call still
 goes through the hook's retry policy; the engine decides how many calls run at
 once and how far a row's backoff grows (with the failure streak all rows share).
 """
