@@ -5,9 +5,9 @@ holds no call slot, so a shedding storm does not idle the capacity the rate limi
 allows. The limit adapts AIMD-style between 1 and a cap: it grows by one per
 window of successes and is cut by 30% at most once per window on 429s, which
 also pace call starts per second; no call starts while a server-requested
-``retryDelay`` is pending. Every call still
-goes through the hook's retry policy; the engine decides how many calls run at
-once and how far a row's backoff grows (with the failure streak all rows share).
+``retryDelay`` is pending. Every call still goes through the hook's retry
+policy; the engine decides how many calls run at once and how far a row's
+backoff grows (with the failure streak all rows share).
 """
 
 from __future__ import annotations
