@@ -31,6 +31,8 @@ CHECKPOINT_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
 SHRINK_FACTOR = 0.7
 RATE_WINDOW_S = 1.0
+#: A 429 sets the start rate to this fraction of the starts seen in the last window.
+RATE_SHRINK_FACTOR = 0.9
 #: Rows in progress (calling, or sitting out a retry backoff) per allowed call in flight.
 ROWS_PER_CALL_SLOT = 8
 
@@ -40,7 +42,7 @@ class AdaptiveLimit:
     """How many calls may run at once, and how many may start per second.
 
     A 429 is our own quota talking: cut the calls in flight by 30%, and the rate
-    to 70% of the starts seen in the last second, at most once per window of
+    to 90% of the starts seen in the last second, at most once per window of
     calls (the calls already in flight when the first 429 came back mostly get
     one too; cutting for each would collapse the limit). Both grow back by about
     one per window of successes. A 503 is the server's shared capacity, not our
@@ -92,7 +94,7 @@ class AdaptiveLimit:
             self.current = max(1.0, self.current * SHRINK_FACTOR)
             started = sum(1 for t in self.recent_starts if now - t < RATE_WINDOW_S)
             ceiling = started if self.max_rate is None else min(self.max_rate, started)
-            self.max_rate = max(1.0, ceiling * SHRINK_FACTOR)
+            self.max_rate = max(1.0, ceiling * RATE_SHRINK_FACTOR)
             self.finished_at_last_cut = self.finished_calls
 
 

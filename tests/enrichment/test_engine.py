@@ -25,19 +25,19 @@ def test_429s_cut_the_limit_once_per_window_and_pause_new_calls():
     assert limit.allowed < 14  # a new window: cut again
 
 
-def test_a_429_sets_the_start_rate_to_70_percent_of_what_was_seen_and_successes_grow_it():
+def test_a_429_sets_the_start_rate_to_90_percent_of_what_was_seen_and_successes_grow_it():
     limit = AdaptiveLimit(maximum=32, current=20)
     for i in range(20):  # 20 calls started within the last second, unpaced until now
         assert limit.wait_before_start(10.0 + i * 0.04) == 0.0
         limit.record_start(10.0 + i * 0.04)
     limit.on_failure(Failure(True, 429, "RESOURCE_EXHAUSTED", "quota"), now=10.8)
-    assert limit.max_rate == 14.0
+    assert limit.max_rate == 18.0
     wait = limit.wait_before_start(10.8)  # 20 starts in the window already: wait for it to slide
     assert 0 < wait <= 1.0
-    assert limit.wait_before_start(10.0 + 1.0 + 6 * 0.04 + 1e-6) == 0.0  # 13 left in the window
-    for _ in range(14):
+    assert limit.wait_before_start(10.0 + 1.0 + 2 * 0.04 + 1e-6) == 0.0  # 17 left in the window
+    for _ in range(18):
         limit.on_success()
-    assert 14.9 < limit.max_rate < 15.1
+    assert 18.9 < limit.max_rate < 19.1
 
 
 def test_503s_do_not_shrink_the_limit():
