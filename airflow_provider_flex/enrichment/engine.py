@@ -65,12 +65,16 @@ class AdaptiveLimit:
     def allowed(self) -> int:
         return max(1, int(self.current))
 
-    def wait_before_start(self, now: float) -> float:
-        """Seconds until the next call may start: a server's pause, or the learned rate."""
+    def _starts_in_window(self, now: float) -> int:
         while self.recent_starts and now - self.recent_starts[0] >= RATE_WINDOW_S:
             self.recent_starts.popleft()
+        return len(self.recent_starts)
+
+    def wait_before_start(self, now: float) -> float:
+        """Seconds until the next call may start: a server's pause, or the learned rate."""
+        started = self._starts_in_window(now)
         wait = self.paused_until - now
-        if self.max_rate is not None and len(self.recent_starts) >= self.max_rate:
+        if self.max_rate is not None and started >= self.max_rate:
             wait = max(wait, RATE_WINDOW_S - (now - self.recent_starts[0]))
         return max(0.0, wait)
 
@@ -92,7 +96,7 @@ class AdaptiveLimit:
         last = self.finished_at_last_cut
         if last is None or self.finished_calls - last >= self.allowed:
             self.current = max(1.0, self.current * SHRINK_FACTOR)
-            started = sum(1 for t in self.recent_starts if now - t < RATE_WINDOW_S)
+            started = self._starts_in_window(now)
             ceiling = started if self.max_rate is None else min(self.max_rate, started)
             self.max_rate = max(1.0, ceiling * RATE_SHRINK_FACTOR)
             self.finished_at_last_cut = self.finished_calls
