@@ -27,6 +27,22 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 FINISHED = {"success", "failed"}
 
 
+def airflow_env(home: Path, dags_folder: Path, **settings: str) -> dict[str, str]:
+    """Environment for an Airflow process of its own: ``home``, ``dags_folder``, no examples, plus ``settings``.
+
+    Drops pytest's unit-test mode, which a real `airflow` process must not inherit.
+    """
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **settings,
+    }
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -39,21 +55,18 @@ class AirflowDeployment:
     def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str]) -> None:
         self.home = home
         api_port = free_port()
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        self.env = airflow_env(
+            home,
+            dags_folder,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="8",
+            AIRFLOW__API__PORT=str(api_port),
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             **env,
-        }
-        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        )
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 

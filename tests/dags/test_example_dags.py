@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 from airflow_provider_flex.emulator import FlexEmulator
+from tests.deployment import AIRFLOW, airflow_env
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-AIRFLOW = Path(sys.executable).parent / "airflow"
 
 
 def test_dags_folder_imports_without_errors():
@@ -28,17 +26,13 @@ def test_dags_folder_imports_without_errors():
 
 def _airflow_env(emulator: FlexEmulator, tmp_path: Path, api_key: str = "k") -> dict[str, str]:
     """An Airflow CLI environment: its own home, the repo's dags, the emulator as the flex connection."""
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(api_key, initial_delay=0.1),
-        "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "demo.db")}),
-        "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(tmp_path / "output"),
-    }
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    return env
+    return airflow_env(
+        tmp_path / "airflow",
+        DAGS,
+        AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=emulator.connection_json(api_key, initial_delay=0.1),
+        AIRFLOW_CONN_FLEX_DEMO_SQLITE=json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "demo.db")}),
+        AIRFLOW_VAR_FLEX_OUTPUT_ROOT=str(tmp_path / "output"),
+    )
 
 
 def _dags_test(dag_id: str, env: dict[str, str], *extra: str) -> str:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexError, FlexRequestError
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexGenerateContentOperator
+from tests.deployment import AIRFLOW, airflow_env
 
-AIRFLOW = Path(sys.executable).parent / "airflow"
 KEY = f"AIzaSy-{secrets.token_urlsafe(24)}"
 
 PROBE_DAG = """
@@ -54,15 +52,12 @@ def _dags_test(root: Path, level: str) -> tuple[str, dict]:
     dags.mkdir(parents=True)
     (dags / "secrets_probe.py").write_text(textwrap.dedent(PROBE_DAG).replace("OUTPUT", str(root / "output")))
     with FlexEmulator(api_key=KEY) as emulator:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(root / "home"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": level,
-            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(KEY, initial_delay=0.1),
-        }
-        env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        env = airflow_env(
+            root / "home",
+            dags,
+            AIRFLOW__LOGGING__LOGGING_LEVEL=level,
+            AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=emulator.connection_json(KEY, initial_delay=0.1),
+        )
         console = ""
         for args in (["db", "migrate"], ["dags", "test", "secrets_probe"]):
             result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
