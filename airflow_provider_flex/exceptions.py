@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 from airflow.sdk.exceptions import AirflowException
+
+_QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
 
 
 class FlexError(AirflowException):
@@ -36,6 +41,47 @@ class FlexCapacityError(FlexError):
         )
 
 
+class FlexQuotaExhausted(FlexCapacityError):
+    """A per-day quota ran out: no call to this model can succeed before it resets (midnight Pacific)."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        quota_id: str,
+        quota: str,
+        limit: int | None,
+        reset_at: datetime,
+        attempts: int,
+        waited_s: float,
+        last_message: str = "",
+    ) -> None:
+        self.model = model
+        self.quota_id = quota_id
+        self.quota = quota
+        self.limit = limit
+        self.reset_at = reset_at
+        limit_text = f", limit {limit}" if limit is not None else ""
+        local = reset_at.astimezone(_QUOTA_TIMEZONE)
+        left = max(0.0, (reset_at - datetime.now(UTC)).total_seconds())
+        summary = (
+            f"Daily quota exhausted for model {model}: {quota} ({quota_id}{limit_text}). No call can succeed "
+            f"before it resets at {local:%Y-%m-%d %H:%M %Z} ({reset_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}, "
+            f"in {left / 3600:.1f} h)."
+        )
+        super().__init__(
+            attempts=attempts,
+            waited_s=waited_s,
+            last_status=429,
+            last_api_status="RESOURCE_EXHAUSTED",
+            last_message=last_message or summary,
+        )
+        self.args = (summary,)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class FlexRequestError(FlexError):
     """The API refused the request itself (400, 401, 403, 404, other 4xx): retrying cannot help."""
 
@@ -67,7 +113,17 @@ class FlexStreamInterrupted(FlexError):
 def error_payload(exc: BaseException) -> dict[str, object]:
     """A JSON-safe description of an error, to carry it across a trigger event."""
     payload: dict[str, object] = {"status": "error", "error_type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, FlexCapacityError):
+    if isinstance(exc, FlexQuotaExhausted):
+        payload.update(
+            model=exc.model,
+            quota_id=exc.quota_id,
+            quota=exc.quota,
+            limit=exc.limit,
+            reset_at=exc.reset_at.isoformat(),
+            attempts=exc.attempts,
+            waited_s=exc.waited_s,
+        )
+    elif isinstance(exc, FlexCapacityError):
         payload.update(
             attempts=exc.attempts,
             waited_s=exc.waited_s,
@@ -89,6 +145,16 @@ def error_from_payload(payload: dict) -> FlexError:
     """Rebuild the exception :func:`error_payload` described, as the same class where it is ours."""
     kind = payload.get("error_type")
     try:
+        if kind == "FlexQuotaExhausted":
+            return FlexQuotaExhausted(
+                model=str(payload["model"]),
+                quota_id=str(payload["quota_id"]),
+                quota=str(payload["quota"]),
+                limit=payload.get("limit"),
+                reset_at=datetime.fromisoformat(str(payload["reset_at"])),
+                attempts=int(payload["attempts"]),
+                waited_s=float(payload["waited_s"]),
+            )
         if kind == "FlexCapacityError":
             return FlexCapacityError(
                 attempts=int(payload["attempts"]),

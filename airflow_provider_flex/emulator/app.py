@@ -28,12 +28,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from airflow_provider_flex.emulator import model as lm
-from airflow_provider_flex.emulator.capacity import (
-    Capacity,
-    CapacityRefusal,
-    SlidingWindowLimiter,
-    format_duration,
-)
+from airflow_provider_flex.emulator.capacity import Capacity, CapacityRefusal, format_duration
 from airflow_provider_flex.emulator.config import (
     DEFAULT_OUTPUT_TOKEN_LIMIT,
     DEFAULT_SERVER_TIMEOUT_S,
@@ -47,6 +42,7 @@ from airflow_provider_flex.emulator.faults import (
     FaultSpecError,
     parse_fault,
 )
+from airflow_provider_flex.emulator.quotas import QuotaBook, QuotaExceeded
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")
@@ -90,22 +86,8 @@ def retry_info(delay_s: float) -> dict[str, Any]:
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_duration(delay_s)}
 
 
-def rate_limited_error(delay_s: float, quota_id: str) -> ApiError:
-    return ApiError(
-        429,
-        "RESOURCE_EXHAUSTED",
-        f"You exceeded your current quota, please check your plan and billing details. Please retry in {delay_s:.2f}s.",
-        details=[
-            {
-                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                "violations": [
-                    {"quotaMetric": "generativelanguage.googleapis.com/generate_requests", "quotaId": quota_id}
-                ],
-            },
-            retry_info(delay_s),
-        ],
-        outcome="rate_limited",
-    )
+def quota_error(exceeded: QuotaExceeded) -> ApiError:
+    return ApiError(429, "RESOURCE_EXHAUSTED", exceeded.message(), details=exceeded.details(), outcome="rate_limited")
 
 
 def normalize_tier(value: Any) -> str:
@@ -300,8 +282,8 @@ class EmulatorState:
         config = self.config
         self.rng = random.Random(config.seed)
         self.capacity = Capacity(config.slots, config.queue_depth)
-        self.requests_per_second = SlidingWindowLimiter(config.rps, 1.0)
-        self.tokens_per_minute = SlidingWindowLimiter(config.tpm, 60.0)
+        default, per_model = config.model_quotas()
+        self.quotas = QuotaBook(default=default, per_model=per_model, window=config.quota_window, rps=config.rps)
         self.stats = Stats(config.call_log_size)
         self.faults.clear()
 
@@ -321,6 +303,7 @@ class EmulatorState:
             "queue_depth": {tier: capacity.queued(tier) for tier in capacity.queues},
             "peak_queue_depth": capacity.peak_queued,
             "pending_faults": len(self.faults.pending()),
+            "quota_refusals": dict(self.quotas.refusals),
         }
 
 
@@ -479,14 +462,11 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         except ValueError:
             return DEFAULT_SERVER_TIMEOUT_S
 
-    def admit(request: GenerateRequest, answer: Answer, key: str) -> None:
-        wait = state.requests_per_second.try_admit(key)
-        if wait:
-            raise rate_limited_error(wait, "GenerateRequestsPerSecondPerProjectPerModel")
-        tokens = request.prompt_tokens + answer.output_tokens + answer.thoughts_tokens
-        wait = state.tokens_per_minute.try_admit(key, tokens)
-        if wait:
-            raise rate_limited_error(wait, "GenerateContentInputTokensPerModelPerMinute")
+    def admit(request: GenerateRequest, model: str, key: str) -> None:
+        try:
+            state.quotas.admit(key, model, request.prompt_tokens)
+        except QuotaExceeded as exceeded:
+            raise quota_error(exceeded) from None
 
     def fault_error(fault: Fault) -> ApiError:
         if fault.kind == "http_error":
@@ -495,8 +475,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             message = f"Injected HTTP {code} ({status})."
         else:
             code, status, message = ERROR_FAULTS[fault.kind]
-        details = None
-        if fault.kind == "rate_limited":
+        details = fault.details
+        if fault.kind == "rate_limited" and details is None:
             details = [retry_info(fault.retry_delay_s if fault.retry_delay_s is not None else 1.0)]
         return ApiError(code, status, fault.message or message, details=details, outcome=f"fault:{fault.kind}")
 
@@ -528,8 +508,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             fault = state.faults.take(method)
             if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
                 raise fault_error(fault)
+            admit(parsed, model, key)
             answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked")
-            admit(parsed, answer, key)
         except ApiError as error:
             record(error.outcome)
             raise
@@ -682,6 +662,10 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         state.reset()
         return JSONResponse(state.snapshot())
 
+    async def admin_end_day(request: Request) -> Response:
+        state.quotas.end_day()
+        return JSONResponse({"day": state.quotas.day_id(state.quotas.clock())})
+
     async def admin_health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "config": asdict(config)})
 
@@ -698,6 +682,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route(f"{ADMIN_PREFIX}/calls", admin_calls, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/faults", admin_faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{ADMIN_PREFIX}/reset", admin_reset, methods=["POST"]),
+        Route(f"{ADMIN_PREFIX}/quota/end-day", admin_end_day, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
     app.state.emulator = state

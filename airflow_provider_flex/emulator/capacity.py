@@ -1,4 +1,4 @@
-"""The flex capacity model: serving slots, tier priority, a bounded flex queue, rate limits.
+"""The flex capacity model: serving slots, tier priority, a bounded flex queue.
 
 All of it runs on the emulator's one event loop, so no locks are needed.
 """
@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -131,40 +130,6 @@ class Capacity:
                     waiter.future.set_result(None)  # the slot passes straight to the waiter
                     return
         self.free += 1
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` units in any ``window_s`` seconds, per key."""
-
-    def __init__(self, limit: float, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.clock = clock
-        self._events: dict[str, deque[tuple[float, float]]] = {}
-        self._totals: dict[str, float] = {}
-
-    def try_admit(self, key: str, units: float = 1.0) -> float:
-        """Admit ``units`` for ``key`` and return 0, or return the seconds to wait."""
-        if self.limit <= 0:
-            return 0.0
-        now = self.clock()
-        events = self._events.setdefault(key, deque())
-        total = self._totals.get(key, 0.0)
-        while events and events[0][0] <= now - self.window_s:
-            total -= events.popleft()[1]
-        if total + units <= self.limit or not events:
-            events.append((now, units))
-            self._totals[key] = total + units
-            return 0.0
-        self._totals[key] = total
-        # Wait until enough of the oldest events leave the window.
-        needed = total + units - self.limit
-        freed = 0.0
-        for stamp, amount in events:
-            freed += amount
-            if freed >= needed:
-                return max(0.001, stamp + self.window_s - now)
-        return self.window_s
 
 
 def format_duration(seconds: float) -> str:

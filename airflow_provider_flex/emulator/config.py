@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
 from airflow_provider_flex.pricing import FLEX_MODELS
 
 DEFAULT_INPUT_TOKEN_LIMIT = 1_048_576
@@ -16,9 +17,11 @@ DEFAULT_SERVER_TIMEOUT_S = 600.0
 class EmulatorConfig:
     """How the emulated flex tier behaves.
 
-    ``service_time`` is ``(min, max)`` seconds a call holds a slot; ``rps`` and
-    ``tpm`` are per-API-key limits (0 = unlimited); ``api_key`` None accepts any
-    non-empty key.
+    ``service_time`` is ``(min, max)`` seconds a call holds a slot. ``rpm``, ``tpm``
+    (input tokens) and ``rpd`` are each model's quotas per API key (the project),
+    0 = unlimited; ``quotas`` overrides them for named models; ``quota_window`` is
+    ``fixed`` (minute boundaries) or ``sliding``. ``rps`` is a per-API-key burst
+    limit over all models. ``api_key`` None accepts any non-empty key.
     """
 
     host: str = "127.0.0.1"
@@ -28,7 +31,11 @@ class EmulatorConfig:
     queue_depth: int = 64
     preempt_rate: float = 0.0
     rps: float = 0.0
-    tpm: float = 0.0
+    rpm: int = 0
+    tpm: int = 0
+    rpd: int = 0
+    quotas: tuple[tuple[str, ModelQuota], ...] = ()
+    quota_window: str = "fixed"
     seed: int | None = None
     api_key: str | None = None
     models: tuple[str, ...] = FLEX_MODELS
@@ -48,8 +55,13 @@ class EmulatorConfig:
             problems.append(f"queue depth must be >= 0, got {self.queue_depth}")
         if not 0.0 <= self.preempt_rate <= 1.0:
             problems.append(f"preempt rate must be between 0 and 1, got {self.preempt_rate}")
-        if self.rps < 0 or self.tpm < 0:
-            problems.append("rps and tpm must be >= 0 (0 = unlimited)")
+        if min(self.rps, self.rpm, self.tpm, self.rpd) < 0:
+            problems.append("rps, rpm, tpm and rpd must be >= 0 (0 = unlimited)")
+        for model, quota in self.quotas:
+            if min(quota.rpm, quota.tpm, quota.rpd) < 0:
+                problems.append(f"quota for {model}: values must be >= 0 (0 = unlimited)")
+        if self.quota_window not in QUOTA_WINDOWS:
+            problems.append(f"quota window must be one of {', '.join(QUOTA_WINDOWS)}, got {self.quota_window!r}")
         if self.answer_tokens[0] < 1 or self.answer_tokens[1] < self.answer_tokens[0]:
             problems.append(f"answer tokens must be MIN[:MAX] with 1 <= MIN <= MAX, got {self.answer_tokens}")
         if self.stream_chunk_tokens < 1:
@@ -58,3 +70,7 @@ class EmulatorConfig:
             problems.append("at least one model is required")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def model_quotas(self) -> tuple[ModelQuota, dict[str, ModelQuota]]:
+        """The quota every model has, and the models with their own."""
+        return ModelQuota(self.rpm, self.tpm, self.rpd), dict(self.quotas)

@@ -56,6 +56,8 @@ class Fault:
     - ``delay_s``: the extra wait of a ``slow`` fault.
     - ``after_chunks``: chunks sent before a ``drop`` or ``stream_cut``.
     - ``status_code``: the HTTP code of a ``non_json`` body or an ``http_error`` (any 4xx or 5xx).
+    - ``details``: the error's ``details`` list verbatim (e.g. a QuotaFailure), for error faults.
+    - ``message``: the error's message, replacing the default one.
     """
 
     kind: str
@@ -66,6 +68,7 @@ class Fault:
     after_chunks: int = 0
     status_code: int = 502
     message: str | None = None
+    details: list[dict[str, Any]] | None = None
     id: int = field(default=0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +99,10 @@ def parse_fault(spec: Any) -> Fault:
             fault.retry_delay_s = float(fault.retry_delay_s)
     except (TypeError, ValueError) as exc:
         raise FaultSpecError(f"bad fault field: {exc}") from None
+    if fault.details is not None and not (
+        isinstance(fault.details, list) and all(isinstance(d, dict) for d in fault.details)
+    ):
+        raise FaultSpecError("details must be a list of JSON objects")
     if fault.count < 1:
         raise FaultSpecError("count must be at least 1")
     if kind == "http_error" and not 400 <= fault.status_code <= 599:

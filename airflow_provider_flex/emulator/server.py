@@ -18,6 +18,7 @@ import uvicorn
 from airflow_provider_flex.emulator.app import ADMIN_PREFIX, create_app
 from airflow_provider_flex.emulator.config import EmulatorConfig
 from airflow_provider_flex.emulator.faults import FAULT_KINDS
+from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
 from airflow_provider_flex.pricing import FLEX_MODELS
 
 
@@ -42,8 +43,12 @@ class EmulatorAdmin:
         self._request("DELETE", "/faults")
 
     def reset(self) -> dict[str, Any]:
-        """Forget stats, queued faults and rate-limit windows."""
+        """Forget stats, queued faults and quota windows."""
         return self._request("POST", "/reset")
+
+    def end_day(self) -> dict[str, Any]:
+        """Start a new quota day now, as midnight America/Los_Angeles would."""
+        return self._request("POST", "/quota/end-day")
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
@@ -154,6 +159,18 @@ def _range(text: str, kind: type[float] | type[int]) -> tuple[Any, Any]:
         raise argparse.ArgumentTypeError(f"expected MIN[:MAX], got {text!r}") from None
 
 
+def _model_quota(text: str) -> tuple[str, ModelQuota]:
+    model, _, values = text.partition("=")
+    parts = values.split(",")
+    if not model or not values or len(parts) > 3:
+        raise argparse.ArgumentTypeError(f"expected MODEL=RPM,TPM,RPD, got {text!r}")
+    try:
+        numbers = [int(part) if part.strip() else 0 for part in parts] + [0] * (3 - len(parts))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers in MODEL=RPM,TPM,RPD, got {text!r}") from None
+    return model.strip().removeprefix("models/"), ModelQuota(*numbers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(
@@ -186,9 +203,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of flex calls evicted with 503 when their turn comes (default %(default)s)",
     )
     parser.add_argument(
-        "--rps", type=float, default=defaults.rps, help="requests per second per API key; 0 = unlimited"
+        "--rps",
+        type=float,
+        default=defaults.rps,
+        help="requests per second per API key over all models, for burst tests (the real API has no such "
+        "limit); 0 = unlimited",
     )
-    parser.add_argument("--tpm", type=float, default=defaults.tpm, help="tokens per minute per API key; 0 = unlimited")
+    parser.add_argument(
+        "--rpm", type=int, default=defaults.rpm, help="requests per minute per API key and model; 0 = unlimited"
+    )
+    parser.add_argument(
+        "--tpm", type=int, default=defaults.tpm, help="input tokens per minute per API key and model; 0 = unlimited"
+    )
+    parser.add_argument(
+        "--rpd",
+        type=int,
+        default=defaults.rpd,
+        help="requests per day per API key and model, reset at midnight America/Los_Angeles; 0 = unlimited",
+    )
+    parser.add_argument(
+        "--quota",
+        action="append",
+        type=_model_quota,
+        default=[],
+        metavar="MODEL=RPM,TPM,RPD",
+        help="one model's own quotas (repeatable); an empty or 0 value is unlimited, e.g. gemini-2.5-pro=150,,1000",
+    )
+    parser.add_argument(
+        "--quota-window",
+        choices=list(QUOTA_WINDOWS),
+        default=defaults.quota_window,
+        help="minute windows fixed at the minute boundary, or sliding (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for service times and preemption")
     parser.add_argument("--api-key", default=None, help="the only API key accepted (default: any non-empty key)")
     parser.add_argument(
@@ -213,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.epilog = (
-        f"Admin endpoints under {ADMIN_PREFIX}/: GET stats, GET calls, GET|POST|DELETE faults, POST reset, GET health. "
+        f"Admin endpoints under {ADMIN_PREFIX}/: GET stats, GET calls, GET|POST|DELETE faults, POST reset, "
+        "POST quota/end-day, GET health. "
         f"Fault kinds: {', '.join(FAULT_KINDS)}."
     )
     return parser
@@ -228,7 +275,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         queue_depth=args.queue_depth,
         preempt_rate=args.preempt_rate,
         rps=args.rps,
+        rpm=args.rpm,
         tpm=args.tpm,
+        rpd=args.rpd,
+        quotas=tuple(args.quota),
+        quota_window=args.quota_window,
         seed=args.seed,
         api_key=args.api_key,
         models=tuple(dict.fromkeys([*FLEX_MODELS, *args.model])),

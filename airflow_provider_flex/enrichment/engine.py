@@ -1,105 +1,36 @@
-"""The enrichment engine: many flex calls on one event loop, at the rate the API allows.
+"""The enrichment engine: many flex calls on one event loop, at the rate the quotas allow.
 
-The limit is on API calls in flight, not rows: a row sitting out a retry backoff
-holds no call slot, so a shedding storm does not idle the capacity the rate limit
-allows. The limit adapts AIMD-style between 1 and a cap: it grows by one per
-window of successes and is cut by 30% at most once per window on 429s, which
-also pace call starts per second; no call starts while a server-requested
-``retryDelay`` is pending. Every call still goes through the hook's retry
-policy; the engine decides how many calls run at once and how far a row's
-backoff grows (with the failure streak all rows share).
+Every call goes through the hook: its retry policy, and the process's quota limiter
+for (connection, model), which paces starts to configured or learned quotas. The
+engine's pacer (``pacing``) decides how many calls run at once and how far a
+row's backoff grows. A per-day quota running out stops the run cleanly: no new
+call starts, calls in flight finish, results are checkpointed, and rows not yet
+answered are left for a rerun (neither results nor dead letters).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.store import OutputStore
-from airflow_provider_flex.exceptions import FlexError, error_payload
-from airflow_provider_flex.hooks.gemini_flex import Failure, GeminiFlexHook
+from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, error_payload
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.results import json_safe
 
 CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
-SHRINK_FACTOR = 0.7
-RATE_WINDOW_S = 1.0
-#: A 429 sets the start rate to this fraction of the starts seen in the last window.
-RATE_SHRINK_FACTOR = 0.9
 #: Rows in progress (calling, or sitting out a retry backoff) per allowed call in flight.
 ROWS_PER_CALL_SLOT = 8
-
-
-@dataclass
-class AdaptiveLimit:
-    """How many calls may run at once, and how many may start per second.
-
-    A 429 is our own quota talking: cut the calls in flight by 30%, and the rate
-    to 90% of the starts seen in the last second, at most once per window of
-    calls (the calls already in flight when the first 429 came back mostly get
-    one too; cutting for each would collapse the limit). Both grow back by about
-    one per window of successes. A 503 is the server's shared capacity, not our
-    rate: the row's own backoff thins its calls, so the limits stay. Any
-    server-requested delay pauses new calls. Until the first 429 the rate is free.
-    """
-
-    maximum: int
-    current: float = 4.0
-    paused_until: float = 0.0
-    max_rate: float | None = None
-    finished_calls: int = 0
-    finished_at_last_cut: int | None = None
-    recent_starts: deque[float] = field(default_factory=deque)
-
-    def __post_init__(self) -> None:
-        self.current = float(min(self.maximum, max(1.0, self.current)))
-
-    @property
-    def allowed(self) -> int:
-        return max(1, int(self.current))
-
-    def _starts_in_window(self, now: float) -> int:
-        while self.recent_starts and now - self.recent_starts[0] >= RATE_WINDOW_S:
-            self.recent_starts.popleft()
-        return len(self.recent_starts)
-
-    def wait_before_start(self, now: float) -> float:
-        """Seconds until the next call may start: a server's pause, or the learned rate."""
-        started = self._starts_in_window(now)
-        wait = self.paused_until - now
-        if self.max_rate is not None and started >= self.max_rate:
-            wait = max(wait, RATE_WINDOW_S - (now - self.recent_starts[0]))
-        return max(0.0, wait)
-
-    def record_start(self, now: float) -> None:
-        self.recent_starts.append(now)
-
-    def on_success(self) -> None:
-        self.finished_calls += 1
-        self.current = min(float(self.maximum), self.current + 1.0 / self.current)
-        if self.max_rate is not None:
-            self.max_rate += 1.0 / self.max_rate
-
-    def on_failure(self, failure: Failure, now: float) -> None:
-        self.finished_calls += 1
-        if failure.server_delay_s:
-            self.paused_until = max(self.paused_until, now + failure.server_delay_s)
-        if failure.status_code != 429:
-            return
-        last = self.finished_at_last_cut
-        if last is None or self.finished_calls - last >= self.allowed:
-            self.current = max(1.0, self.current * SHRINK_FACTOR)
-            started = self._starts_in_window(now)
-            ceiling = started if self.max_rate is None else min(self.max_rate, started)
-            self.max_rate = max(1.0, ceiling * RATE_SHRINK_FACTOR)
-            self.finished_at_last_cut = self.finished_calls
+_QUOTA_WORDS = {"requests_per_minute": "requests/min", "tokens_per_minute": "input tokens/min"}
 
 
 @dataclass
@@ -109,19 +40,18 @@ class EnrichStats:
     succeeded: int = 0
     failed: int = 0
     cost_usd: float = 0.0
-    rate_limited_429: int = 0
-    unavailable_503: int = 0
     standard_tier_calls: int = 0
-    peak_concurrency: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
+    quota_exhausted: FlexQuotaExhausted | None = None
 
     @property
     def done(self) -> int:
         return self.succeeded + self.failed
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, pacer: EnrichmentPacer) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
+        exhausted = self.quota_exhausted
         return {
             "total": self.total,
             "succeeded": self.succeeded,
@@ -131,32 +61,49 @@ class EnrichStats:
             "cost_usd": round(self.cost_usd, 6),
             "elapsed_s": round(elapsed, 3),
             "rows_per_s": round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
-            "rate_limited_429": self.rate_limited_429,
-            "unavailable_503": self.unavailable_503,
+            "rate_limited_429": pacer.rate_limited_429,
+            "unavailable_503": pacer.unavailable_503,
             "standard_tier_calls": self.standard_tier_calls,
-            "peak_concurrency": self.peak_concurrency,
+            "peak_concurrency": pacer.peak_in_flight,
             "stopped_by_cost_cap": self.stopped_by_cost_cap,
+            "daily_quota_exhausted": None
+            if exhausted is None
+            else {
+                "model": exhausted.model,
+                "quota": exhausted.quota,
+                "quota_id": exhausted.quota_id,
+                "limit": exhausted.limit,
+                "reset_at": exhausted.reset_at.isoformat(),
+                "message": str(exhausted),
+            },
         }
 
 
 class Enrichment:
-    """One enrichment run over rows that passed validation."""
+    """One enrichment run over rows that passed validation.
+
+    ``hook`` must have been built with ``pacer`` (``GeminiFlexHook(..., pacer=pacer)``),
+    so that every API attempt takes one of the pacer's call slots.
+    """
 
     def __init__(
         self,
         *,
         hook: GeminiFlexHook,
+        pacer: EnrichmentPacer,
         store: OutputStore,
         template: PromptTemplate,
         key_field: str,
         model: str | None,
-        config: dict[str, Any],
+        config: Any,
         service_tier: str,
-        max_concurrency: int,
         max_cost_usd: float | None,
         log: Any,
     ) -> None:
+        if hook.pacer is not pacer:
+            raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
         self.hook = hook
+        self.pacer = pacer
         self.store = store
         self.template = template
         self.key_field = key_field
@@ -165,39 +112,13 @@ class Enrichment:
         self.service_tier = service_tier
         self.max_cost_usd = max_cost_usd
         self.log = log
-        self.limit = AdaptiveLimit(max_concurrency)
         self.stats = EnrichStats()
         self._pending_results: list[dict[str, Any]] = []
         self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
-        self._last_progress = time.monotonic()
-        self._calls_in_flight = 0
         self._rows_in_progress = 0
-        self._row_slots = asyncio.Semaphore(max_concurrency * ROWS_PER_CALL_SLOT)
-        self._slot_freed = asyncio.Event()
-        hook.failure_listeners.append(self._on_failure)
-        hook.attempt_gate = self._call_slot
-        hook.backoff_step = self._backoff_step
-        self._failure_streak = 0  # retryable failures since the last success, across all rows
-        hook.call_log_level = logging.DEBUG  # progress lines summarise; per-call lines would flood the task log
-
-    def _backoff_step(self, attempt: int) -> int:
-        """A row's backoff grows with the shared failure streak, not its own count alone.
-
-        Under random shedding (half the calls fail, the others succeed) one row failing six
-        times is bad luck, not an outage: its wait stays short. When every call fails, the
-        streak outgrows each row's count and each row backs off as far as its own attempts.
-        """
-        return max(1, min(attempt, self._failure_streak))
-
-    def _on_failure(self, failure: Failure) -> None:
-        if failure.server_delay_s is None:  # a 429 with retryDelay is about our rate, not the API's capacity
-            self._failure_streak += 1
-        if failure.status_code == 429:
-            self.stats.rate_limited_429 += 1
-        elif failure.status_code == 503:
-            self.stats.unavailable_503 += 1
-        self.limit.on_failure(failure, time.monotonic())
+        self._row_tasks: set[asyncio.Task[None]] = set()
+        self._row_slots = asyncio.Semaphore(pacer.limit.maximum * ROWS_PER_CALL_SLOT)
 
     def _over_budget(self) -> bool:
         if self.max_cost_usd is None:
@@ -207,48 +128,35 @@ class Enrichment:
         return self.stats.cost_usd + expected_in_flight >= self.max_cost_usd
 
     async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> dict[str, Any]:
-        tasks: set[asyncio.Task[None]] = set()
-        for number, row in rows:
-            key = row_key(row, self.key_field, number)
-            if key in done_keys:
-                self.stats.skipped += 1
-                continue
-            await self._row_slots.acquire()
-            if self._over_budget():
-                self._row_slots.release()
-                self.stats.stopped_by_cost_cap = True
-                break
-            self._rows_in_progress += 1
-            task = asyncio.create_task(self._enrich(key, number, row))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.wait(set(tasks))
+        progress = asyncio.create_task(self._report_progress())
+        try:
+            for number, row in rows:
+                key = row_key(row, self.key_field, number)
+                if key in done_keys:
+                    self.stats.skipped += 1
+                    continue
+                await self._row_slots.acquire()
+                if self.stats.quota_exhausted is not None:
+                    self._row_slots.release()
+                    break
+                if self._over_budget():
+                    self._row_slots.release()
+                    self.stats.stopped_by_cost_cap = True
+                    break
+                self._rows_in_progress += 1
+                task = asyncio.create_task(self._enrich(key, number, row))
+                self._row_tasks.add(task)
+                task.add_done_callback(self._row_tasks.discard)
+            while self._row_tasks:
+                await asyncio.wait(set(self._row_tasks))
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
         self._checkpoint(force=True)
         self.store.write_failed(self._failed)
-        self._log_progress(force=True)
-        return self.stats.summary()
-
-    @asynccontextmanager
-    async def _call_slot(self) -> AsyncIterator[None]:
-        """Held by each API attempt (the hook's ``attempt_gate``): at most ``limit.allowed`` at once."""
-        while True:
-            wait = self.limit.wait_before_start(time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            if self._calls_in_flight < self.limit.allowed:
-                break
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-        self.limit.record_start(time.monotonic())
-        self._calls_in_flight += 1
-        self.stats.peak_concurrency = max(self.stats.peak_concurrency, self._calls_in_flight)
-        try:
-            yield
-        finally:
-            self._calls_in_flight -= 1
-            self._slot_freed.set()
+        self._log_progress()
+        return self.stats.summary(self.pacer)
 
     async def _enrich(self, key: str, number: int, row: dict[str, Any]) -> None:
         try:
@@ -256,34 +164,43 @@ class Enrichment:
             response = await self.hook.agenerate_content(
                 contents=prompt, model=self.model, config=self.config, service_tier=self.service_tier
             )
+        except FlexQuotaExhausted as exc:
+            self._stop_for_the_day(exc)  # the row is left for a rerun: neither a result nor a dead letter
         except Exception as exc:
             self._record_failure(key, number, exc)
         else:
-            self._failure_streak = 0
-            self.limit.on_success()
+            self.pacer.on_success()
             self.stats.succeeded += 1
             self.stats.cost_usd += response.cost_usd or 0.0
             if response.service_tier != "flex":
                 self.stats.standard_tier_calls += 1
-            result = response.to_dict()
             self._pending_results.append(
                 {
                     "key": key,
-                    "text": result["text"],
-                    "parsed": result["parsed"],
-                    "usage": result["usage"],
-                    "service_tier": result["service_tier"],
-                    "cost_usd": result["cost_usd"],
-                    "model": result["model"],
-                    "finish_reason": result["finish_reason"],
-                    "attempts": result["attempts"],
+                    "text": response.text,
+                    "parsed": json_safe(response.parsed),
+                    "usage": dict(vars(response.usage)),
+                    "service_tier": response.service_tier,
+                    "cost_usd": response.cost_usd,
+                    "model": response.model,
+                    "finish_reason": response.finish_reason,
+                    "attempts": response.attempts,
                 }
             )
         finally:
             self._rows_in_progress -= 1
             self._row_slots.release()
         self._checkpoint()
-        self._log_progress()
+
+    def _stop_for_the_day(self, exc: FlexQuotaExhausted) -> None:
+        """No new call after a per-day 429: rows not in a call stop now, calls in flight finish."""
+        if self.stats.quota_exhausted is None:
+            self.stats.quota_exhausted = exc
+            self.log.warning("%s Stopping: calls in flight finish, the rest are left for a rerun.", exc)
+        current = asyncio.current_task()
+        for task in list(self._row_tasks):
+            if task is not current and task not in self.pacer.tasks_in_call:
+                task.cancel()
 
     def _record_failure(self, key: str, number: int, exc: Exception) -> None:
         if not isinstance(exc, FlexError | ValueError | TypeError):
@@ -303,29 +220,48 @@ class Enrichment:
             self._pending_results = []
             self._last_checkpoint = time.monotonic()
 
-    def _log_progress(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_SECONDS:
-            return
-        self._last_progress = now
+    async def _report_progress(self) -> None:
+        """A progress line every few seconds, whether or not rows finish (they may all sit in backoffs)."""
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            self._checkpoint()
+            self._log_progress()
+
+    def pacing_note(self) -> str:
+        """What holds the run back right now, in words: a quota being paced to, a server pause, a spent day."""
+        exhausted = self.stats.quota_exhausted
+        if exhausted is not None:
+            return f"; daily quota spent, waiting for its reset at {exhausted.reset_at:%Y-%m-%d %H:%M} UTC"
+        limiter = self.hook.quota_limiter(self.model)
+        notes = [
+            f"pacing to {limit:,} {_QUOTA_WORDS.get(name, name)} ({source})"
+            for name, (limit, source) in limiter.known_limits().items()
+        ]
+        paused = max(limiter.paused_until, self.pacer.limit.paused_until) - time.monotonic()
+        if paused > 0:
+            notes.append(f"paused {paused:.0f}s by the server")
+        return "; " + ", ".join(notes) if notes else ""
+
+    def _log_progress(self) -> None:
         stats = self.stats
-        summary = stats.summary()
+        summary = stats.summary(self.pacer)
         remaining = stats.total - stats.skipped - stats.done
         rate = summary["rows_per_s"]
         eta = f"{remaining / rate:.0f}s" if rate else "n/a"
         self.log.info(
             "Enrichment: %d/%d rows done (%d skipped, %d failed), %.1f rows/s, ETA %s, concurrency %d, "
-            "cost $%.4f, 429s %d, 503s %d",
+            "cost $%.4f, 429s %d, 503s %d%s",
             stats.done + stats.skipped,
             stats.total,
             stats.skipped,
             stats.failed,
             rate,
             eta,
-            self.limit.allowed,
+            self.pacer.limit.allowed,
             stats.cost_usd,
-            stats.rate_limited_429,
-            stats.unavailable_503,
+            self.pacer.rate_limited_429,
+            self.pacer.unavailable_503,
+            self.pacing_note(),
         )
 
 
@@ -342,3 +278,9 @@ def run_enrichment(
             await engine.hook.client.aio.aclose()
 
     return asyncio.run(main())
+
+
+def reset_time(summary: dict[str, Any]) -> datetime | None:
+    """When the run's spent daily quota resets, from its summary (None if it was not spent)."""
+    exhausted = summary.get("daily_quota_exhausted")
+    return datetime.fromisoformat(exhausted["reset_at"]).astimezone(UTC) if exhausted else None

@@ -7,14 +7,20 @@ attempts) as its XCom, and logs the usage and cost in a summary line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy, GeminiFlexHook, normalize_tier
+from airflow_provider_flex.hooks.gemini_flex import (
+    FlexRetryPolicy,
+    GeminiFlexHook,
+    QuotaLimits,
+    as_generate_config,
+    normalize_tier,
+)
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
@@ -22,6 +28,10 @@ if TYPE_CHECKING:
 
 #: Seconds the deferral may outlive the retry deadline (connection set-up, the event's trip back).
 DEFERRAL_MARGIN_S = 300
+#: What GeminiFlexEnrichOperator may do when a per-day quota runs out.
+DAILY_QUOTA_ACTIONS = ("fail", "wait")
+#: How long after the quota day's reset a waiting enrichment looks again.
+QUOTA_RESET_MARGIN = timedelta(seconds=30)
 #: A streamed line is logged once it is complete, or once it grows this long.
 STREAM_LOG_LINE_CHARS = 400
 
@@ -306,6 +316,17 @@ class GeminiFlexEnrichOperator(BaseOperator):
         than this fraction of rows ends as dead letters.
     :param max_cost_usd: no new row starts once the estimated spend reaches it; the
         task then fails and resumes where it stopped after the cap is raised.
+    :param requests_per_minute: the model's requests-per-minute quota, when you know it;
+        overrides the connection's ``quotas`` extra for this task. Starts are paced evenly
+        to it. Unknown quotas are learned from the first 429 that names them.
+    :param tokens_per_minute: likewise, the input-tokens-per-minute quota.
+    :param on_daily_quota: what to do when a per-day quota runs out (no call can succeed
+        before midnight America/Los_Angeles): ``"fail"`` (default) fails the task with
+        :class:`FlexQuotaExhausted` after checkpointing; ``"wait"`` defers the task until
+        the reset (no worker slot meanwhile), then carries on from the checkpoint.
+    :param daily_quota_recheck: with ``"wait"``, look again after this long at most even
+        if the reset is later (a day that reset early, a clock that disagrees): one
+        refused call each time.
     """
 
     template_fields: Sequence[str] = (
@@ -339,9 +360,18 @@ class GeminiFlexEnrichOperator(BaseOperator):
         gemini_flex_conn_id: str = GeminiFlexHook.default_conn_name,
         retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        on_daily_quota: str = "fail",
+        daily_quota_recheck: timedelta | float = timedelta(hours=1),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if on_daily_quota not in DAILY_QUOTA_ACTIONS:
+            raise ValueError(
+                f"Task {self.task_id!r}: on_daily_quota must be one of {', '.join(DAILY_QUOTA_ACTIONS)}, "
+                f"got {on_daily_quota!r}"
+            )
         if records is None and input_path is None:
             raise ValueError(f"Task {self.task_id!r}: give records or input_path")
         if records is not None and input_path is not None:
@@ -366,10 +396,30 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
+        self.quotas = QuotaLimits.from_value(
+            {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute},
+            source=f"Task {self.task_id!r}",
+        )
+        self.on_daily_quota = on_daily_quota
+        recheck = daily_quota_recheck
+        self.daily_quota_recheck = recheck if isinstance(recheck, timedelta) else timedelta(seconds=float(recheck))
         _check_schema_at_parse_time(self.task_id, response_schema)
 
+    def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resume after waiting for the daily quota's reset: look again, carry on from the checkpoint."""
+        GeminiFlexHook(self.gemini_flex_conn_id).quota_limiter(self.model).clear_day_block()
+        return self.execute(context)
+
+    def _wait_for_quota_reset(self, reset_at: datetime) -> None:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        moment = min(reset_at + QUOTA_RESET_MARGIN, datetime.now(UTC) + self.daily_quota_recheck)
+        self.log.info("Waiting for the daily quota: deferring until %s (reset at %s).", moment, reset_at)
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_quota_reset")
+
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_flex.enrichment.engine import Enrichment, run_enrichment
+        from airflow_provider_flex.enrichment.engine import Enrichment, reset_time, run_enrichment
+        from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
         from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows
         from airflow_provider_flex.enrichment.store import OutputStore
 
@@ -387,20 +437,41 @@ class GeminiFlexEnrichOperator(BaseOperator):
             self.output_path,
             self.max_concurrency,
         )
+        pacer = EnrichmentPacer(self.max_concurrency)
+        hook = GeminiFlexHook(
+            self.gemini_flex_conn_id,
+            retry_policy=self.retry_policy,
+            timeout=self.timeout,
+            quotas=self.quotas,
+            pacer=pacer,
+        )
         engine = Enrichment(
-            hook=GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout),
+            hook=hook,
+            pacer=pacer,
             store=store,
             template=template,
             key_field=self.key_field,
             model=self.model,
-            config=generate_config(self.system_instruction, self.generation_config, self.response_schema),
+            config=as_generate_config(
+                generate_config(self.system_instruction, self.generation_config, self.response_schema)
+            ),
             service_tier=self.service_tier,
-            max_concurrency=self.max_concurrency,
             max_cost_usd=self.max_cost_usd,
             log=self.log,
         )
         engine.stats.total = total
         summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path}
+        exhausted = engine.stats.quota_exhausted
+        if exhausted is not None:
+            self.log.warning(
+                "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
+                summary["succeeded"] + summary["failed"],
+                summary["not_started"],
+                self.output_path,
+            )
+            if self.on_daily_quota == "wait":
+                self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
+            raise exhausted
         if summary["stopped_by_cost_cap"]:
             raise FlexError(
                 f"Stopped at the cost cap: spent ${summary['cost_usd']:.4f} of max_cost_usd=${self.max_cost_usd}; "

@@ -1,4 +1,4 @@
-"""The flex capacity model: slots, tier priority, the bounded queue, shedding, rate limits, timeouts."""
+"""The flex capacity model: slots, tier priority, the bounded queue, shedding, timeouts (quotas: test_quotas)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from google.genai import errors, types
 
-from airflow_provider_flex.emulator.capacity import SlidingWindowLimiter, format_duration
+from airflow_provider_flex.emulator.capacity import format_duration
 
 
 async def _call(client, tier: str, prompt: str, **config) -> tuple[str, int | str]:
@@ -101,44 +101,6 @@ def test_preempt_rate_sheds_about_that_fraction(start_emulator, make_client):
     assert 40 <= outcomes.count(503) <= 80
 
 
-def test_rate_limit_answers_429_with_retry_delay(start_emulator, make_client):
-    emulator = start_emulator(rps=2)
-    client = make_client(emulator)
-    client.models.generate_content(model="gemini-2.5-flash", contents="1", config={"service_tier": "flex"})
-    client.models.generate_content(model="gemini-2.5-flash", contents="2", config={"service_tier": "flex"})
-    with pytest.raises(errors.ClientError) as raised:
-        client.models.generate_content(model="gemini-2.5-flash", contents="3", config={"service_tier": "flex"})
-    error = raised.value
-    assert (error.code, error.status) == (429, "RESOURCE_EXHAUSTED")
-    retry = [d for d in error.details["error"]["details"] if d["@type"].endswith("google.rpc.RetryInfo")]
-    delay = float(retry[0]["retryDelay"].removesuffix("s"))
-    assert 0 < delay <= 1.0
-    time.sleep(delay)
-    assert client.models.generate_content(model="gemini-2.5-flash", contents="4", config={"service_tier": "flex"}).text
-
-
-def test_rate_limit_is_per_api_key(start_emulator, make_client):
-    emulator = start_emulator(rps=1)
-    first = make_client(emulator)
-    first.models.generate_content(model="gemini-2.5-flash", contents="a")
-    with pytest.raises(errors.ClientError, match="429"):
-        first.models.generate_content(model="gemini-2.5-flash", contents="b")
-    other = make_client(emulator, api_key="another-key")
-    assert other.models.generate_content(model="gemini-2.5-flash", contents="b").text
-
-
-def test_tokens_per_minute_limit(start_emulator, make_client):
-    emulator = start_emulator(tpm=150, answer_tokens=(50, 50))
-    client = make_client(emulator)
-    config = {"thinking_config": {"thinking_budget": 0}}
-    client.models.generate_content(model="gemini-2.5-flash", contents="first call", config=config)
-    client.models.generate_content(model="gemini-2.5-flash", contents="second call", config=config)
-    with pytest.raises(errors.ClientError) as raised:
-        client.models.generate_content(model="gemini-2.5-flash", contents="third call", config=config)
-    assert raised.value.code == 429
-    assert "retryDelay" in str(raised.value.details)
-
-
 def test_client_timeout_frees_its_queue_place(start_emulator, make_client):
     emulator = start_emulator(slots=1, service_time=(1.5, 1.5), queue_depth=1)
     client = make_client(emulator)
@@ -177,29 +139,6 @@ def test_service_time_holds_slots(start_emulator, make_client):
     assert stats["peak_in_service"] == 3
     assert stats["peak_queue_depth"] >= 5
     assert stats["peak_in_flight"] == 9
-
-
-def test_sliding_window_limiter_waits_for_the_oldest_event():
-    now = [100.0]
-    limiter = SlidingWindowLimiter(2, 1.0, clock=lambda: now[0])
-    assert limiter.try_admit("k") == 0
-    now[0] = 100.4
-    assert limiter.try_admit("k") == 0
-    assert limiter.try_admit("k") == pytest.approx(0.6)
-    assert limiter.try_admit("other") == 0
-    now[0] = 101.0
-    assert limiter.try_admit("k") == 0
-
-
-def test_sliding_window_limiter_admits_an_oversized_request_alone():
-    limiter = SlidingWindowLimiter(10, 60.0, clock=lambda: 0.0)
-    assert limiter.try_admit("k", 50) == 0
-    assert limiter.try_admit("k", 1) == 60.0
-
-
-def test_unlimited_limiter_always_admits():
-    limiter = SlidingWindowLimiter(0, 1.0)
-    assert all(limiter.try_admit("k") == 0 for _ in range(1000))
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(53, "53s"), (0.25, "0.250s"), (1.0001, "1.001s"), (2.0, "2s")])

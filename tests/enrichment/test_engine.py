@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import pytest
 
-from airflow_provider_flex.enrichment.engine import AdaptiveLimit, Enrichment
+from airflow_provider_flex.enrichment.engine import Enrichment
+from airflow_provider_flex.enrichment.pacing import AdaptiveLimit, EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate
 from airflow_provider_flex.enrichment.store import OutputStore
 from airflow_provider_flex.hooks.gemini_flex import Failure, GeminiFlexHook
+from airflow_provider_flex.hooks.quota import QuotaViolation
 
 SHED = Failure(True, 503, "UNAVAILABLE", "overloaded")
 RATE_LIMITED = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=0.5)
@@ -57,37 +59,42 @@ def test_successes_grow_the_limit_by_about_one_per_window_up_to_the_cap():
     assert limit.allowed == 6
 
 
-def _engine(tmp_path) -> Enrichment:
-    async def build() -> Enrichment:  # the engine owns asyncio primitives: make it on a loop
-        return Enrichment(
+def test_backoff_step_follows_the_shared_failure_streak():
+    pacer = EnrichmentPacer(max_concurrency=4)
+    # random shedding: failures interleaved with successes keep every row's wait short
+    pacer.on_failure(SHED)
+    assert pacer.backoff_step(6) == 1
+    pacer.on_success()
+    # an outage: every call fails, so each row backs off as far as its own attempts
+    for _ in range(20):
+        pacer.on_failure(SHED)
+    assert pacer.backoff_step(6) == 6
+    # 429s with a retryDelay are about our rate and are waited exactly; they do not grow the streak
+    pacer.on_success()
+    for _ in range(20):
+        pacer.on_failure(RATE_LIMITED)
+    assert pacer.failure_streak == 0 and pacer.backoff_step(6) == 1
+
+
+def test_a_429_naming_its_quota_limit_is_left_to_the_quota_limiter():
+    limit = AdaptiveLimit(maximum=32, current=20)
+    quota = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel", window="minute", limit=600)
+    limit.on_failure(Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=2.0, quotas=(quota,)), now=5.0)
+    assert limit.allowed == 20 and limit.max_rate is None  # no cut, no learned start rate
+    assert limit.paused_until == 7.0  # but the server's pause holds
+
+
+def test_the_engine_refuses_a_hook_without_its_pacer(tmp_path):
+    with pytest.raises(ValueError, match="pacer"):
+        Enrichment(
             hook=GeminiFlexHook("unused"),
+            pacer=EnrichmentPacer(4),
             store=OutputStore(str(tmp_path)),
             template=PromptTemplate("{{ row.x }}"),
             key_field="id",
             model=None,
             config={},
             service_tier="flex",
-            max_concurrency=4,
             max_cost_usd=None,
             log=None,
         )
-
-    return asyncio.run(build())
-
-
-def test_backoff_step_follows_the_shared_failure_streak(tmp_path):
-    engine = _engine(tmp_path)
-    assert engine.hook.backoff_step is not None
-    # random shedding: failures interleaved with successes keep every row's wait short
-    engine._on_failure(SHED)
-    assert engine.hook.backoff_step(6) == 1
-    engine._failure_streak = 0  # what a success does
-    # an outage: every call fails, so each row backs off as far as its own attempts
-    for _ in range(20):
-        engine._on_failure(SHED)
-    assert engine.hook.backoff_step(6) == 6
-    # 429s with a retryDelay are about our rate and are waited exactly; they do not grow the streak
-    engine._failure_streak = 0
-    for _ in range(20):
-        engine._on_failure(RATE_LIMITED)
-    assert engine._failure_streak == 0 and engine.hook.backoff_step(6) == 1

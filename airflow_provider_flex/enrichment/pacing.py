@@ -1,0 +1,156 @@
+"""How many enrichment calls run at once, and how far a row's backoff grows: the engine's CallPacer.
+
+The limit is on API calls in flight, not rows: a row sitting out a retry backoff
+holds no call slot, so a shedding storm does not idle the capacity the quotas
+allow. The limit adapts AIMD-style between 1 and a cap. Quotas are paced by the
+hook's QuotaLimiter (configured, or learned from a 429's ``quotaValue``); only a
+429 that names no limit falls back to learning a start rate here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from airflow_provider_flex.hooks.call import CallPacer
+from airflow_provider_flex.hooks.retry import Failure
+
+SHRINK_FACTOR = 0.7
+RATE_WINDOW_S = 1.0
+#: A 429 that names no quota limit sets the start rate to this fraction of the starts seen in the last window.
+RATE_SHRINK_FACTOR = 0.9
+
+
+@dataclass
+class AdaptiveLimit:
+    """How many calls may run at once, and (for 429s that name no limit) how many may start per second.
+
+    A 429 is our own quota talking: cut the calls in flight by 30% at most once per
+    window of calls (the calls already in flight when the first 429 came back
+    mostly get one too; cutting for each would collapse the limit). When the 429
+    names no quota limit, also pace starts at 90% of those seen in the last second.
+    Both grow back by about one per window of successes. A 503 is the server's
+    shared capacity, not our rate: the row's own backoff thins its calls, so the
+    limits stay. Any server-requested delay pauses new calls.
+    """
+
+    maximum: int
+    current: float = 4.0
+    paused_until: float = 0.0
+    max_rate: float | None = None
+    finished_calls: int = 0
+    finished_at_last_cut: int | None = None
+    recent_starts: deque[float] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.current = float(min(self.maximum, max(1.0, self.current)))
+
+    @property
+    def allowed(self) -> int:
+        return max(1, int(self.current))
+
+    def _starts_in_window(self, now: float) -> int:
+        while self.recent_starts and now - self.recent_starts[0] >= RATE_WINDOW_S:
+            self.recent_starts.popleft()
+        return len(self.recent_starts)
+
+    def wait_before_start(self, now: float) -> float:
+        """Seconds until the next call may start: a server's pause, or the learned rate."""
+        started = self._starts_in_window(now)
+        wait = self.paused_until - now
+        if self.max_rate is not None and started >= self.max_rate:
+            wait = max(wait, RATE_WINDOW_S - (now - self.recent_starts[0]))
+        return max(0.0, wait)
+
+    def record_start(self, now: float) -> None:
+        self.recent_starts.append(now)
+
+    def on_success(self) -> None:
+        self.finished_calls += 1
+        self.current = min(float(self.maximum), self.current + 1.0 / self.current)
+        if self.max_rate is not None:
+            self.max_rate += 1.0 / self.max_rate
+
+    def on_failure(self, failure: Failure, now: float) -> None:
+        self.finished_calls += 1
+        if failure.server_delay_s:
+            self.paused_until = max(self.paused_until, now + failure.server_delay_s)
+        if failure.status_code != 429 or any(quota.limit for quota in failure.quotas):
+            return  # a named limit is the quota limiter's to pace
+        last = self.finished_at_last_cut
+        if last is None or self.finished_calls - last >= self.allowed:
+            self.current = max(1.0, self.current * SHRINK_FACTOR)
+            started = self._starts_in_window(now)
+            ceiling = started if self.max_rate is None else min(self.max_rate, started)
+            self.max_rate = max(1.0, ceiling * RATE_SHRINK_FACTOR)
+            self.finished_at_last_cut = self.finished_calls
+
+
+class EnrichmentPacer(CallPacer):
+    """The engine's side of every API attempt: a call slot, the shared failure streak, the counts."""
+
+    log_level = logging.DEBUG  # progress lines summarise; per-call lines would flood the task log
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.limit = AdaptiveLimit(max_concurrency)
+        self.calls_in_flight = 0
+        self.peak_in_flight = 0
+        self.failure_streak = 0  # retryable failures since the last success, across all rows
+        self.rate_limited_429 = 0
+        self.unavailable_503 = 0
+        self.tasks_in_call: set[asyncio.Task[object]] = set()
+        self._slot_freed: asyncio.Event | None = None
+
+    def backoff_step(self, attempt: int) -> int:
+        """A row's backoff grows with the shared failure streak, not its own count alone.
+
+        Under random shedding (half the calls fail, the others succeed) one row failing six
+        times is bad luck, not an outage: its wait stays short. When every call fails, the
+        streak outgrows each row's count and each row backs off as far as its own attempts.
+        """
+        return max(1, min(attempt, self.failure_streak))
+
+    def on_failure(self, failure: Failure) -> None:
+        if failure.server_delay_s is None:  # a 429 with retryDelay is about our rate, not the API's capacity
+            self.failure_streak += 1
+        if failure.status_code == 429:
+            self.rate_limited_429 += 1
+        elif failure.status_code == 503:
+            self.unavailable_503 += 1
+        self.limit.on_failure(failure, time.monotonic())
+
+    def on_success(self) -> None:
+        self.failure_streak = 0
+        self.limit.on_success()
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[None]:
+        """Held by each API attempt: at most ``limit.allowed`` at once."""
+        if self._slot_freed is None:
+            self._slot_freed = asyncio.Event()
+        while True:
+            wait = self.limit.wait_before_start(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self.calls_in_flight < self.limit.allowed:
+                break
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        self.limit.record_start(time.monotonic())
+        self.calls_in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.calls_in_flight)
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks_in_call.add(task)
+        try:
+            yield
+        finally:
+            self.calls_in_flight -= 1
+            self.tasks_in_call.discard(task)  # type: ignore[arg-type]
+            self._slot_freed.set()

@@ -1,0 +1,291 @@
+"""One logical flex call's decisions (tiers, timeouts, quota reservations, retries, results), shared by its sync and
+async I/O in the hook."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+
+from airflow_provider_flex.exceptions import FlexCapacityError, FlexQuotaExhausted, FlexStreamInterrupted
+from airflow_provider_flex.hooks.quota import DayBlocked, QuotaLimiter, Reservation
+from airflow_provider_flex.hooks.results import (
+    FlexResponse,
+    FlexUsage,
+    StreamAssembly,
+    check_usable,
+    finish_reason_of,
+    served_tier,
+)
+from airflow_provider_flex.hooks.retry import (
+    DailyQuotaRefusal,
+    Failure,
+    FlexRetryPolicy,
+    RetryableFailure,
+    capacity_error,
+    describe_failure,
+    plan_retry,
+    translate_error,
+)
+from airflow_provider_flex.pricing import TokenPrice, token_cost
+
+if TYPE_CHECKING:
+    from google.genai import types
+
+_warned_unpriced: set[tuple[str, str]] = set()
+
+
+class CallPacer:
+    """What a bulk caller plugs into the hook; this default changes nothing.
+
+    - :meth:`attempt` is entered around every async API attempt, not the waits
+      between attempts (the enrichment engine caps calls in flight with it);
+    - :meth:`on_failure` hears every retryable failure (429, 5xx, timeout, drop);
+    - :meth:`backoff_step` maps a call's attempt number to its backoff exponent's
+      step (never more than the attempt);
+    - ``log_level`` is the level of the per-call lines (retries, "call done").
+    """
+
+    log_level: int = logging.INFO
+
+    def attempt(self) -> AbstractAsyncContextManager[Any]:
+        return nullcontext()
+
+    def on_failure(self, failure: Failure) -> None:
+        return None
+
+    def backoff_step(self, attempt: int) -> int:
+        return attempt
+
+
+@dataclass
+class FlexCall:
+    """The decisions of one logical call, shared by its sync and async I/O."""
+
+    model: str
+    base_config: types.GenerateContentConfig
+    requested_tier: str
+    policy: FlexRetryPolicy
+    timeout_s: float
+    prices: Mapping[str, Mapping[str, TokenPrice]]
+    limiter: QuotaLimiter
+    pacer: CallPacer
+    log: logging.Logger
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    last_failure: Failure | None = None
+    fallback_tried: bool = False
+    reservation: Reservation | None = None
+
+    def legs(self) -> Iterator[tuple[str, FlexRetryPolicy]]:
+        """The tiers to try in order, each with its own attempt budget."""
+        policy = self.policy
+        fallback = policy.fallback_to_standard and self.requested_tier == "flex"
+        if not fallback:
+            yield self.requested_tier, policy
+            return
+        yield "flex", replace(policy, max_attempts=max(1, policy.max_attempts - 1))
+        if self.attempts < policy.max_attempts and self.elapsed < policy.deadline:
+            self.fallback_tried = True
+            self.log.warning(
+                "Flex exhausted after %d attempt(s); falling back to the standard tier at full price (%s).",
+                self.attempts,
+                price_note(self.model, self.prices),
+            )
+            yield "standard", replace(policy, max_attempts=1)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def reserve(self, contents: Any) -> float:
+        """Reserve this attempt's start in the model's quotas; the seconds to wait before sending it.
+
+        Raises FlexQuotaExhausted while the day's quota is spent, and FlexCapacityError
+        when the quotas allow no start before the deadline.
+        """
+        now = time.monotonic()
+        outcome = self.limiter.reserve(contents, now=now, wall=datetime.now(UTC))
+        if isinstance(outcome, DayBlocked):
+            raise self.quota_exhausted(outcome)
+        self.reservation = outcome
+        wait = outcome.start - now
+        if self.elapsed + wait >= self.policy.deadline:
+            failure = Failure(True, 429, "RESOURCE_EXHAUSTED", f"the quotas allow no start for {wait:.0f}s")
+            raise capacity_error(failure, self.attempts, self.elapsed)
+        return wait
+
+    def config_for(self, tier: str) -> types.GenerateContentConfig:
+        """The request config: the caller's, with the tier, this attempt's timeout and no SDK retries."""
+        from google.genai import types
+
+        self.attempts += 1
+        remaining = self.policy.deadline - self.elapsed
+        timeout_ms = max(1000, int(min(self.timeout_s, remaining) * 1000))
+        base_http = self.base_config.http_options
+        http_options = (base_http.model_copy() if base_http else types.HttpOptions()).model_copy(
+            update={"timeout": timeout_ms, "retry_options": None}
+        )
+        update: dict[str, Any] = {"service_tier": tier, "http_options": http_options}
+        if self.base_config.automatic_function_calling is None:
+            # One SDK call must stay one API call, so retries, usage and cost stay exact.
+            update["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
+        return self.base_config.model_copy(update=update)
+
+    def attempt_failed(self, exc: Exception, assembly: StreamAssembly | None = None) -> Exception:
+        """What an attempt's error becomes; a quota 429 also teaches the model's limiter."""
+        translated = translate_error(exc)
+        failure = getattr(translated, "failure", None)
+        if isinstance(failure, Failure) and failure.quotas:
+            blocked = self.limiter.on_refused(
+                self.reservation,
+                failure.quotas,
+                failure.server_delay_s,
+                now=time.monotonic(),
+                wall=datetime.now(UTC),
+            )
+            if isinstance(translated, DailyQuotaRefusal):
+                assert blocked is not None
+                return self.quota_exhausted(blocked, message=failure.message)
+        received = sum(len(piece) for piece in assembly.text) if assembly is not None else 0
+        if isinstance(translated, RetryableFailure) and received:
+            return FlexStreamInterrupted(translated.failure.message, chars_received=received, attempts=self.attempts)
+        return translated
+
+    def quota_exhausted(self, blocked: DayBlocked, message: str = "") -> FlexQuotaExhausted:
+        return FlexQuotaExhausted(
+            model=self.model,
+            quota_id=blocked.quota.quota_id,
+            quota=blocked.quota.name,
+            limit=blocked.quota.limit,
+            reset_at=blocked.reset_at,
+            attempts=self.attempts,
+            waited_s=self.elapsed,
+            last_message=message,
+        )
+
+    def retry_kwargs(self, policy: FlexRetryPolicy, rng: random.Random) -> dict[str, Any]:
+        """tenacity settings for one leg: retry only RetryableFailure, on :func:`plan_retry`'s schedule."""
+        planned: dict[int, float | None] = {}
+        attempts_before = self.attempts
+
+        def plan(state: tenacity.RetryCallState) -> float | None:
+            if state.attempt_number not in planned:
+                failure = state.outcome.exception().failure  # type: ignore[union-attr]
+                self.pacer.on_failure(failure)
+                attempt = self.attempts - attempts_before
+                planned[state.attempt_number] = plan_retry(
+                    policy,
+                    attempt=attempt,
+                    backoff_step=self.pacer.backoff_step(attempt),
+                    elapsed_s=self.elapsed,
+                    server_delay_s=failure.server_delay_s,
+                    jitter_draw=rng.random(),
+                )
+            return planned[state.attempt_number]
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            failure = state.outcome.exception().failure  # type: ignore[union-attr]
+            self.last_failure = failure
+            self.log.log(
+                self.pacer.log_level,
+                "Gemini %s call attempt %d of %d failed (%s); retrying in %.1fs",
+                self.model,
+                self.attempts,
+                self.policy.max_attempts,
+                describe_failure(failure),
+                plan(state),
+            )
+
+        return {
+            "retry": tenacity.retry_if_exception_type(RetryableFailure),
+            "stop": lambda state: plan(state) is None,
+            "wait": lambda state: plan(state) or 0.0,
+            "before_sleep": log_retry,
+        }
+
+    def record_exhausted(self, exhausted: tenacity.RetryError) -> None:
+        self.last_failure = exhausted.last_attempt.exception().failure  # type: ignore[union-attr]
+
+    def capacity_error(self) -> FlexCapacityError:
+        failure = self.last_failure or Failure(True, None, None, "no attempt was made")
+        return capacity_error(failure, self.attempts, self.elapsed, fallback_tried=self.fallback_tried)
+
+    def finish(self, raw: Any, tier: str) -> FlexResponse:
+        headers = raw.sdk_http_response.headers if raw.sdk_http_response else None
+        check_usable(raw, wants_json=self._wants_parsed)
+        return self._response(
+            text=raw.text,
+            parsed=raw.parsed if self._wants_parsed else None,
+            finish_reason=finish_reason_of(raw),
+            usage=FlexUsage.from_metadata(raw.usage_metadata),
+            tier=served_tier(headers, tier),
+        )
+
+    def finish_stream(self, assembly: StreamAssembly, tier: str) -> FlexResponse:
+        return self._response(
+            text="".join(assembly.text),
+            parsed=None,
+            finish_reason=assembly.finish_reason,
+            usage=FlexUsage.from_metadata(assembly.usage_metadata),
+            tier=assembly.tier or tier,
+        )
+
+    @property
+    def _wants_parsed(self) -> bool:
+        config = self.base_config
+        return config.response_schema is not None or config.response_json_schema is not None
+
+    def _response(self, *, text: Any, parsed: Any, finish_reason: Any, usage: FlexUsage, tier: str) -> FlexResponse:
+        if self.reservation is not None:
+            self.limiter.settle(self.reservation, usage.prompt_tokens)
+        cost = token_cost(
+            usage.prompt_tokens, usage.billed_output_tokens, model=self.model, tier=tier, prices=self.prices
+        )
+        if cost is None and (self.model, tier) not in _warned_unpriced:
+            _warned_unpriced.add((self.model, tier))
+            self.log.warning("No price for model %s on tier %s: cost_usd is None.", self.model, tier)
+        response = FlexResponse(
+            text=text,
+            parsed=parsed,
+            model=self.model,
+            service_tier=tier,
+            requested_tier=self.requested_tier,
+            finish_reason=finish_reason,
+            usage=usage,
+            cost_usd=cost,
+            attempts=self.attempts,
+            elapsed_s=round(self.elapsed, 3),
+        )
+        if self.log.isEnabledFor(self.pacer.log_level):
+            self.log.log(
+                self.pacer.log_level,
+                "Gemini call done: model=%s tier=%s tokens in=%d out=%d thoughts=%d cost=%s attempts=%d elapsed=%.2fs",
+                self.model,
+                tier,
+                usage.prompt_tokens,
+                usage.output_tokens,
+                usage.thoughts_tokens,
+                "n/a" if cost is None else f"${cost:.6f}",
+                self.attempts,
+                response.elapsed_s,
+            )
+        return response
+
+
+def price_note(model: str, prices: Mapping[str, Mapping[str, TokenPrice]]) -> str:
+    tiers = prices.get(model.removeprefix("models/"), {})
+    flex, standard = tiers.get("flex"), tiers.get("standard")
+    if not flex or not standard:
+        return "no price known for this model"
+    return (
+        f"standard ${standard.input:g}/${standard.output:g} vs flex ${flex.input:g}/${flex.output:g} "
+        "per 1M input/output tokens"
+    )

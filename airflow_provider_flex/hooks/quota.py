@@ -1,0 +1,437 @@
+"""Gemini quotas: what a 429 says ran out, and pacing calls so that quotas are used fully without 429s.
+
+The Gemini API limits each project per model by requests per minute, input tokens
+per minute and requests per day (reset at midnight America/Los_Angeles). A quota
+429 names the quota in a ``google.rpc.QuotaFailure`` detail with its limit as
+``quotaValue``; :func:`read_quota_violations` reads it. :class:`QuotaLimiter`
+keeps one (connection, model)'s quotas in a process: configured limits, limits
+learned from ``quotaValue``, server pauses and a spent day; every call of the hook
+reserves its start through it. Pacing is a GCRA (starts spaced evenly, so there is
+no burst at the top of a minute) bounded by a sliding log (never more than the
+limit in any window, so fixed and sliding server windows are both respected).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
+#: Seconds of each window a quotaId can name; a day is a calendar day in QUOTA_TIMEZONE.
+WINDOW_SECONDS: Mapping[str, float] = {"second": 1.0, "minute": 60.0}
+#: After a per-day 429, calls in this process wait for the reset, but look again after this long at most
+#: (a day that reset early, a clock that disagrees): one refused call per connection and model at worst.
+DAY_BLOCK_RECHECK_S = 900.0
+#: Seconds added to each window when counting what it holds: a request's arrival at the server
+#: varies by milliseconds, and one arriving a little late must not land in a full window.
+WINDOW_MARGIN_S = 0.025
+#: Prompt tokens per character before any answer has said how many the model counted.
+INITIAL_TOKENS_PER_CHAR = 0.3
+#: Tokens a non-text part (an image, a file) is estimated at before the answer says.
+NON_TEXT_PART_TOKENS = 258
+_WINDOW_RE = re.compile(r"Per(Second|Minute|Day)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- reading 429s
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One quota a 429 says ran out (one ``QuotaFailure`` violation)."""
+
+    quota_id: str
+    metric: str | None = None
+    window: str | None = None  # "second", "minute", "day" or None when the id does not say
+    unit: str = "requests"  # "requests" or "tokens"
+    limit: int | None = None  # quotaValue: the quota itself
+    model: str | None = None
+    location: str | None = None
+
+    @property
+    def daily(self) -> bool:
+        return self.window == "day"
+
+    @property
+    def name(self) -> str:
+        """Human words for the quota, e.g. ``input tokens per minute``."""
+        unit = "input tokens" if self.unit == "tokens" else "requests"
+        return f"{unit} per {self.window}" if self.window else unit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quota_id": self.quota_id,
+            "metric": self.metric,
+            "window": self.window,
+            "unit": self.unit,
+            "limit": self.limit,
+            "model": self.model,
+            "location": self.location,
+        }
+
+
+def read_quota_violations(error_body: Any) -> tuple[QuotaViolation, ...]:
+    """The quotas a Gemini error body's ``google.rpc.QuotaFailure`` details name (empty when none).
+
+    quotaIds such as ``GenerateRequestsPerMinutePerProjectPerModel`` or
+    ``GenerateContentInputTokensPerModelPerMinute-FreeTier`` give the window (second,
+    minute, day) and the unit (requests or input tokens); ``quotaValue`` is the limit.
+    """
+    error = error_body.get("error", error_body) if isinstance(error_body, Mapping) else None
+    details = error.get("details") if isinstance(error, Mapping) else None
+    violations: list[QuotaViolation] = []
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, Mapping) or not str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            continue
+        for raw in detail.get("violations") or []:
+            if isinstance(raw, Mapping):
+                violations.append(_violation(raw))
+    return tuple(violations)
+
+
+def _violation(raw: Mapping[str, Any]) -> QuotaViolation:
+    quota_id = str(raw.get("quotaId") or raw.get("quota_id") or "")
+    metric = raw.get("quotaMetric") or raw.get("quota_metric")
+    window_match = _WINDOW_RE.search(quota_id)
+    described = f"{quota_id} {metric or ''}".lower()
+    dimensions = raw.get("quotaDimensions") or raw.get("quota_dimensions") or {}
+    dimensions = dimensions if isinstance(dimensions, Mapping) else {}
+    try:
+        limit = int(float(raw.get("quotaValue") or raw.get("quota_value")))
+    except (TypeError, ValueError):
+        limit = None
+    return QuotaViolation(
+        quota_id=quota_id,
+        metric=str(metric) if metric else None,
+        window=window_match.group(1).lower() if window_match else None,
+        unit="tokens" if "token" in described else "requests",
+        limit=limit,
+        model=dimensions.get("model"),
+        location=dimensions.get("location"),
+    )
+
+
+def next_daily_reset(now: datetime) -> datetime:
+    """When the per-day quotas next reset: the coming midnight in America/Los_Angeles, as UTC."""
+    local = now.astimezone(QUOTA_TIMEZONE)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
+    return midnight.astimezone(UTC)
+
+
+def estimate_prompt_chars(contents: Any) -> tuple[int, int]:
+    """(characters of text, non-text parts) in a prompt, whatever shape the SDK accepts."""
+    if contents is None:
+        return 0, 0
+    if isinstance(contents, str):
+        return len(contents), 0
+    if isinstance(contents, Mapping):
+        if "text" in contents:
+            return len(str(contents.get("text") or "")), 0
+        if "parts" in contents:
+            return estimate_prompt_chars(contents["parts"])
+        return 0, 1
+    if isinstance(contents, list | tuple):
+        chars = parts = 0
+        for item in contents:
+            more_chars, more_parts = estimate_prompt_chars(item)
+            chars, parts = chars + more_chars, parts + more_parts
+        return chars, parts
+    text = getattr(contents, "text", None)
+    if isinstance(text, str):
+        return len(text), 0
+    inner = getattr(contents, "parts", None)
+    if inner is not None:
+        return estimate_prompt_chars(list(inner))
+    return 0, 1
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """Quotas of one model, as configured (None = not configured)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    requests_per_day: int | None = None
+
+    @classmethod
+    def from_value(cls, value: Any, *, source: str) -> QuotaLimits:
+        """From a connection's ``quotas`` entry (a JSON object); errors name ``source`` and the field."""
+        if value is None:
+            return cls()
+        if isinstance(value, QuotaLimits):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{source} must be a JSON object, got {type(value).__name__}")
+        known = {"requests_per_minute", "tokens_per_minute", "requests_per_day"}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        limits = {}
+        for name in known:
+            raw = value.get(name)
+            if raw in (None, ""):
+                continue
+            try:
+                number = float(raw)
+                if not number.is_integer() or number < 1:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ValueError(f"{source}: {name} must be a whole number >= 1, got {raw!r}") from None
+            limits[name] = int(number)
+        return cls(**limits)
+
+    def merged(self, override: QuotaLimits) -> QuotaLimits:
+        """These limits with ``override``'s configured values taking precedence."""
+        return QuotaLimits(
+            requests_per_minute=override.requests_per_minute or self.requests_per_minute,
+            tokens_per_minute=override.tokens_per_minute or self.tokens_per_minute,
+            requests_per_day=override.requests_per_day or self.requests_per_day,
+        )
+
+
+class _Entry:
+    """Units one start took from a window; corrected once the answer says how many it really used."""
+
+    __slots__ = ("at", "units")
+
+    def __init__(self, at: float, units: float) -> None:
+        self.at = at
+        self.units = units
+
+
+@dataclass
+class WindowPace:
+    """One quota over a window of ``window_s`` seconds: even spacing bounded by a sliding log.
+
+    ``limit`` None means unknown: starts are logged (so a limit learned later
+    accounts for them) but not held back.
+    """
+
+    window_s: float
+    configured: int | None = None
+    learned: int | None = None
+    tat: float = 0.0  # theoretical arrival time: the earliest next start under even spacing
+    log: deque[_Entry] = field(default_factory=deque)
+    total: float = 0.0
+
+    @property
+    def limit(self) -> int | None:
+        known = [value for value in (self.configured, self.learned) if value]
+        return min(known) if known else None
+
+    def prune(self, now: float) -> None:
+        while self.log and self.log[0].at <= now - self.window_s - WINDOW_MARGIN_S:
+            self.total -= self.log.popleft().units
+
+    def earliest(self, now: float, units: float) -> float:
+        """The first moment at or after ``now`` when ``units`` more may start."""
+        limit = self.limit
+        if limit is None:
+            return now
+        start = max(now, self.tat)
+        if self.total + units <= limit or not self.log:
+            return start
+        excess = self.total + units - limit
+        span = self.window_s + WINDOW_MARGIN_S
+        for entry in self.log:  # wait until enough of the oldest starts leave the window
+            excess -= entry.units
+            if excess <= 0:
+                return max(start, entry.at + span)
+        return max(start, self.log[-1].at + span)
+
+    def take(self, start: float, units: float) -> _Entry:
+        entry = _Entry(start, units)
+        self.log.append(entry)
+        self.total += units
+        limit = self.limit
+        if limit:
+            self.tat = max(self.tat, start) + units * self.window_s / limit
+        return entry
+
+    def correct(self, entry: _Entry, units: float) -> None:
+        """Set a start's units to what it really used (0 refunds a start the server did not count)."""
+        delta = units - entry.units
+        entry.units = units
+        if entry in self.log:
+            self.total += delta
+        limit = self.limit
+        if limit:
+            self.tat += delta * self.window_s / limit
+
+
+@dataclass(frozen=True)
+class DayBlocked:
+    """The per-day quota is spent until ``reset_at``."""
+
+    quota: QuotaViolation
+    reset_at: datetime
+
+
+@dataclass
+class Reservation:
+    """One call's place in the quotas: when it may start and what it took."""
+
+    start: float
+    tokens: int
+    chars: int
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+
+class QuotaLimiter:
+    """The quotas of one (connection, model) in this process, shared by every call of the hook.
+
+    Thread-safe and loop-agnostic: :meth:`reserve` returns when a call may start
+    and the caller sleeps its own way (``time.sleep`` or ``asyncio.sleep``).
+    ``now`` is ``time.monotonic()``; ``wall`` is an aware datetime, for the day.
+    """
+
+    def __init__(self, model: str, limits: QuotaLimits | None = None) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        #: name -> pace; a name ending in ``tokens_per_...`` counts prompt tokens, the others requests.
+        self.paces: dict[str, WindowPace] = {
+            "requests_per_minute": WindowPace(WINDOW_SECONDS["minute"]),
+            "tokens_per_minute": WindowPace(WINDOW_SECONDS["minute"]),
+        }
+        self.paused_until = 0.0
+        self.day_blocked: DayBlocked | None = None
+        self.day_blocked_until = 0.0  # monotonic: when to look again
+        self.requests_per_day: int | None = None
+        self.day_count = 0
+        self.day_reset_at: datetime | None = None
+        self.tokens_per_char = INITIAL_TOKENS_PER_CHAR
+        self.configure(limits or QuotaLimits())
+
+    # ---- configuration and what is known
+
+    def configure(self, limits: QuotaLimits) -> None:
+        """Set the configured limits (learned ones still apply when lower)."""
+        with self._lock:
+            self.paces["requests_per_minute"].configured = limits.requests_per_minute
+            self.paces["tokens_per_minute"].configured = limits.tokens_per_minute
+            self.requests_per_day = limits.requests_per_day
+
+    def known_limits(self) -> dict[str, tuple[int, str]]:
+        """Each paced quota's limit and where it came from (``configured`` or ``learned``)."""
+        known = {}
+        for name, pace in self.paces.items():
+            if pace.limit is not None:
+                source = "configured" if pace.limit == pace.configured else "learned"
+                known[name] = (pace.limit, source)
+        return known
+
+    # ---- reservations
+
+    def estimate_tokens(self, contents: Any) -> tuple[int, int]:
+        """(estimated prompt tokens, characters) of ``contents``, from what earlier answers counted."""
+        chars, other_parts = estimate_prompt_chars(contents)
+        return max(1, round(chars * self.tokens_per_char) + other_parts * NON_TEXT_PART_TOKENS), chars
+
+    def reserve(self, contents: Any, *, now: float, wall: datetime) -> Reservation | DayBlocked:
+        """Reserve a start for one call: its start time, or DayBlocked while the day is spent."""
+        tokens, chars = self.estimate_tokens(contents)
+        with self._lock:
+            blocked = self._day_blocked(now, wall)
+            if blocked is not None:
+                return blocked
+            units = {name: tokens if name.startswith("tokens") else 1 for name in self.paces}
+            start = max(now, self.paused_until)
+            for name, pace in self.paces.items():
+                pace.prune(now)
+                start = max(start, pace.earliest(now, units[name]))
+            self.day_count += 1
+            entries = {name: pace.take(start, units[name]) for name, pace in self.paces.items()}
+            return Reservation(start=start, tokens=tokens, chars=chars, entries=entries)
+
+    def settle(self, reservation: Reservation, prompt_tokens: int | None) -> None:
+        """Correct a finished call's token estimate with what the API counted, and learn the ratio."""
+        if not prompt_tokens:
+            return
+        with self._lock:
+            self.paces["tokens_per_minute"].correct(reservation.entries["tokens_per_minute"], prompt_tokens)
+            if reservation.chars >= 20:
+                ratio = prompt_tokens / reservation.chars
+                self.tokens_per_char += 0.2 * (ratio - self.tokens_per_char)
+
+    def on_refused(
+        self,
+        reservation: Reservation | None,
+        violations: tuple[QuotaViolation, ...],
+        server_delay_s: float | None,
+        *,
+        now: float,
+        wall: datetime,
+    ) -> DayBlocked | None:
+        """Learn from a quota 429: the limits it names, its pause, or a spent day (returned)."""
+        with self._lock:
+            if reservation is not None:  # the server did not count a refused call
+                self.day_count = max(0, self.day_count - 1)
+                for name, entry in reservation.entries.items():
+                    self.paces[name].correct(entry, 0)
+            for violation in violations:
+                if violation.daily:
+                    self.day_blocked = DayBlocked(violation, next_daily_reset(wall))
+                    self.day_blocked_until = now + DAY_BLOCK_RECHECK_S
+                    return self.day_blocked
+                pace = self._pace_for(violation)
+                if pace is not None and violation.limit:
+                    pace.learned = violation.limit
+            if server_delay_s and violations:
+                self.paused_until = max(self.paused_until, now + server_delay_s)
+            return None
+
+    def clear_day_block(self) -> None:
+        """Forget a spent day (a task resuming after the reset looks again)."""
+        with self._lock:
+            self.day_blocked = None
+            self.day_blocked_until = 0.0
+
+    def _pace_for(self, violation: QuotaViolation) -> WindowPace | None:
+        if violation.window == "minute":
+            return self.paces["tokens_per_minute" if violation.unit == "tokens" else "requests_per_minute"]
+        if violation.window == "second" and violation.unit == "requests":
+            return self.paces.setdefault("requests_per_second", WindowPace(WINDOW_SECONDS["second"]))
+        return None
+
+    def _day_blocked(self, now: float, wall: datetime) -> DayBlocked | None:
+        if self.day_reset_at is None or wall >= self.day_reset_at:
+            self.day_reset_at = next_daily_reset(wall)
+            self.day_count = 0
+        if self.day_blocked is not None:
+            if wall < self.day_blocked.reset_at and now < self.day_blocked_until:
+                return self.day_blocked
+            self.day_blocked = None
+        if self.requests_per_day is not None and self.day_count >= self.requests_per_day:
+            quota = QuotaViolation(
+                quota_id="requests_per_day (configured)",
+                window="day",
+                limit=self.requests_per_day,
+                model=self.model,
+            )
+            return DayBlocked(quota, self.day_reset_at)
+        return None
+
+
+_registry: dict[tuple[str, str], QuotaLimiter] = {}
+_registry_lock = threading.Lock()
+
+
+def quota_limiter(conn_id: str, model: str, limits: QuotaLimits | None = None) -> QuotaLimiter:
+    """The one limiter of this process for (connection, model); ``limits`` (re)configures it when given."""
+    key = (conn_id, model.removeprefix("models/"))
+    with _registry_lock:
+        limiter = _registry.get(key)
+        if limiter is None:
+            limiter = _registry[key] = QuotaLimiter(key[1], limits)
+            return limiter
+    if limits is not None:
+        limiter.configure(limits)
+    return limiter

@@ -1,0 +1,177 @@
+"""What a flex call returns: usage, the served tier, the response, and streams that arrive whole."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_flex.exceptions import FlexResponseError
+from airflow_provider_flex.hooks.retry import Failure, RetryableFailure
+
+SERVICE_TIER_HEADER = "x-gemini-service-tier"
+TIERS = ("flex", "standard", "priority")
+
+
+@dataclass(frozen=True)
+class FlexUsage:
+    """Tokens of one call. ``output_tokens`` excludes thinking; both are billed as output."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    thoughts_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> FlexUsage:
+        if metadata is None:
+            return cls()
+        prompt = metadata.prompt_token_count or 0
+        output = metadata.candidates_token_count or 0
+        thoughts = metadata.thoughts_token_count or 0
+        return cls(
+            prompt_tokens=prompt,
+            output_tokens=output,
+            thoughts_tokens=thoughts,
+            cached_tokens=metadata.cached_content_token_count or 0,
+            total_tokens=metadata.total_token_count or prompt + output + thoughts,
+        )
+
+    @property
+    def billed_output_tokens(self) -> int:
+        return self.output_tokens + self.thoughts_tokens
+
+
+@dataclass(frozen=True)
+class FlexResponse:
+    """The outcome of one logical call (all its attempts), JSON-safe through ``to_dict()``."""
+
+    text: str | None
+    model: str
+    service_tier: str
+    requested_tier: str
+    finish_reason: str | None
+    usage: FlexUsage
+    cost_usd: float | None
+    attempts: int
+    elapsed_s: float
+    parsed: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["parsed"] = json_safe(self.parsed)
+        return result
+
+
+def json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "value") and hasattr(type(value), "__members__"):  # an Enum
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def normalize_tier(tier: Any) -> str:
+    """``flex``/``standard``/``priority`` from any accepted spelling; ValueError otherwise."""
+    raw = getattr(tier, "value", tier)
+    name = str(raw).strip().lower().removeprefix("service_tier_") if raw is not None else ""
+    if name not in TIERS:
+        raise ValueError(f"Unknown service tier {tier!r}; use one of {', '.join(TIERS)}")
+    return name
+
+
+def served_tier(headers: Mapping[str, str] | None, requested: str) -> str:
+    """The tier that served a call: the response header when present, else the one requested."""
+    value = (headers or {}).get(SERVICE_TIER_HEADER)
+    try:
+        return normalize_tier(value) if value else requested
+    except ValueError:
+        return requested
+
+
+def finish_reason_of(response: Any) -> str | None:
+    candidates = response.candidates or []
+    reason = candidates[0].finish_reason if candidates else None
+    return getattr(reason, "value", reason)
+
+
+def check_usable(response: Any, *, wants_json: bool) -> None:
+    """Raise FlexResponseError for a blocked prompt or JSON that fails the requested schema."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        raise FlexResponseError("blocked", f"the prompt was blocked (blockReason {reason})")
+    if wants_json and response.parsed is None:
+        finish = finish_reason_of(response)
+        hint = " (the answer was cut at maxOutputTokens)" if finish == "MAX_TOKENS" else ""
+        raise FlexResponseError("invalid_json", f"the answer does not match the response schema{hint}")
+
+
+@dataclass
+class StreamAssembly:
+    """Collects one streamed answer and tells whether it arrived whole."""
+
+    requested_tier: str
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage_metadata: Any = None
+    tier: str | None = None
+    model_version: str | None = None
+
+    def add(self, chunk: Any) -> str:
+        if self.tier is None:
+            headers = getattr(chunk.sdk_http_response, "headers", None) if chunk.sdk_http_response else None
+            self.tier = served_tier(headers, self.requested_tier)
+        self.usage_metadata = chunk.usage_metadata or self.usage_metadata
+        self.model_version = chunk.model_version or self.model_version
+        self.finish_reason = finish_reason_of(chunk) or self.finish_reason
+        piece = chunk.text or ""
+        self.text.append(piece)
+        return piece
+
+    def ensure_complete(self) -> None:
+        if self.finish_reason is None:
+            raise RetryableFailure(Failure(True, None, "STREAM_CUT", "the stream ended without a finishReason"))
+
+
+class FlexStream(Iterator[str]):
+    """The text of a streamed answer; ``result`` is the FlexResponse once the stream ended whole."""
+
+    def __init__(self, source: Iterator[str | FlexResponse]) -> None:
+        self._source = source
+        self.result: FlexResponse | None = None
+
+    def __iter__(self) -> FlexStream:
+        return self
+
+    def __next__(self) -> str:
+        item = next(self._source)
+        if isinstance(item, FlexResponse):
+            self.result = item
+            raise StopIteration
+        return item
+
+
+class FlexAsyncStream(AsyncIterator[str]):
+    """Async twin of :class:`FlexStream`."""
+
+    def __init__(self, source: AsyncIterator[str | FlexResponse]) -> None:
+        self._source = source
+        self.result: FlexResponse | None = None
+
+    def __aiter__(self) -> FlexAsyncStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await anext(self._source)
+        if isinstance(item, FlexResponse):
+            self.result = item
+            raise StopAsyncIteration
+        return item
