@@ -7,10 +7,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def _field(label: str, kind: str | list[str], description: str, default: Any = None) -> dict[str, Any]:
+def _field(
+    label: str, kind: str | list[str], description: str, default: Any = None, fmt: str | None = None
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind}
     if default is not None:
         schema["default"] = default
+    if fmt is not None:
+        schema["format"] = fmt
     return {"label": label, "description": description, "schema": schema}
 
 
@@ -30,6 +34,14 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         "Fall back to standard", ["boolean", "null"], "Last attempt on the standard tier at full price.", False
     ),
     "api_version": _field("API version", ["string", "null"], "v1 (default) or v1beta."),
+    "quotas": _field(
+        "Quotas per model",
+        ["object", "null"],
+        "Your project's quotas, when you know them: model id (or * for any) -> requests_per_minute, "
+        'tokens_per_minute, requests_per_day, e.g. {"gemini-2.5-flash": {"requests_per_minute": 1000}}. '
+        "Calls are paced to them; quotas not given are learned from the API's 429s.",
+        fmt="json",
+    ),
 }
 
 

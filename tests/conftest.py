@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-provider-flex-tests-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 # dag.test() re-parses the DAG from the dags folder: tests write their DAG files here.
@@ -15,3 +17,13 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_quota_limiters():
+    """Each test starts with no quota limiter: what one test's emulator taught must not pace the next."""
+    from airflow_provider_flex.hooks.quota import forget_quota_limiters
+
+    forget_quota_limiters()
+    yield
+    forget_quota_limiters()

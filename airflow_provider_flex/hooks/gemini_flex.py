@@ -25,7 +25,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_flex.hooks.call import CallPacer, FlexCall
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
-from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
+from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, project_fingerprint, quota_limiter
 from airflow_provider_flex.hooks.results import (
     SERVICE_TIER_HEADER,
     TIERS,
@@ -339,7 +339,12 @@ class GeminiFlexHook(BaseHook):
         """This process's limiter for (this connection, ``model``), configured from the connection and hook."""
         settings = self.settings
         model = (model or settings.default_model).removeprefix("models/")
-        return quota_limiter(self.gemini_flex_conn_id, model, settings.quotas_for(model).merged(self._explicit_quotas))
+        return quota_limiter(
+            self.gemini_flex_conn_id,
+            project_fingerprint(settings.api_key, settings.base_url),
+            model,
+            settings.quotas_for(model).merged(self._explicit_quotas),
+        )
 
     def _prepare(self, model: str | None, config: Any, service_tier: str) -> FlexCall:
         settings = self.settings

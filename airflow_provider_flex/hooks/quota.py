@@ -13,6 +13,7 @@ limit in any window, so fixed and sliding server windows are both respected).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import deque
@@ -420,18 +421,33 @@ class QuotaLimiter:
         return None
 
 
-_registry: dict[tuple[str, str], QuotaLimiter] = {}
+_registry: dict[tuple[str, str, str], QuotaLimiter] = {}
 _registry_lock = threading.Lock()
 
 
-def quota_limiter(conn_id: str, model: str, limits: QuotaLimits | None = None) -> QuotaLimiter:
-    """The one limiter of this process for (connection, model); ``limits`` (re)configures it when given."""
-    key = (conn_id, model.removeprefix("models/"))
+def project_fingerprint(api_key: str, base_url: str | None) -> str:
+    """A stable, irreversible name for the project a key calls (never the key itself)."""
+    return hashlib.sha256(f"{base_url or ''}|{api_key}".encode()).hexdigest()[:16]
+
+
+def quota_limiter(conn_id: str, project: str, model: str, limits: QuotaLimits | None = None) -> QuotaLimiter:
+    """The one limiter of this process for (connection, project, model); ``limits`` (re)configures it.
+
+    ``project`` is :func:`project_fingerprint` of the connection's key and base URL, so
+    a connection edited to another key or endpoint does not inherit what the old one learned.
+    """
+    key = (conn_id, project, model.removeprefix("models/"))
     with _registry_lock:
         limiter = _registry.get(key)
         if limiter is None:
-            limiter = _registry[key] = QuotaLimiter(key[1], limits)
+            limiter = _registry[key] = QuotaLimiter(key[2], limits)
             return limiter
     if limits is not None:
         limiter.configure(limits)
     return limiter
+
+
+def forget_quota_limiters() -> None:
+    """Drop every limiter of this process (what they learned included); for tests and long-lived tools."""
+    with _registry_lock:
+        _registry.clear()

@@ -406,8 +406,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         _check_schema_at_parse_time(self.task_id, response_schema)
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
-        """Resume after waiting for the daily quota's reset: look again, carry on from the checkpoint."""
-        GeminiFlexHook(self.gemini_flex_conn_id).quota_limiter(self.model).clear_day_block()
+        """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
         return self.execute(context)
 
     def _wait_for_quota_reset(self, reset_at: datetime) -> None:
@@ -460,6 +459,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             log=self.log,
         )
         engine.stats.total = total
+        hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh
         summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path}
         exhausted = engine.stats.quota_exhausted
         if exhausted is not None:

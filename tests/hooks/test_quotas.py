@@ -61,12 +61,6 @@ class RecordingPacer(CallPacer):
         self.failures.append(failure)
 
 
-@pytest.fixture
-def fresh_limiters(monkeypatch):
-    """Each test gets its own process-wide limiter registry."""
-    monkeypatch.setattr("airflow_provider_flex.hooks.quota._registry", {})
-
-
 # ---- reading 429 bodies
 
 
@@ -118,7 +112,7 @@ def test_the_quota_day_resets_at_midnight_pacific_standard_and_daylight():
     ],
     ids=["requests-per-minute", "tokens-per-minute-free-tier", "help-only", "no-details"],
 )
-def test_retryable_quota_429s_are_read_and_retried(set_connection, fresh_limiters, mode, details, expected_quotas):
+def test_retryable_quota_429s_are_read_and_retried(set_connection, mode, details, expected_quotas):
     with FlexEmulator() as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
         emulator.admin.inject("http_error", status_code=429, details=details or [], message="quota")
@@ -144,7 +138,7 @@ def test_retryable_quota_429s_are_read_and_retried(set_connection, fresh_limiter
     [[_quota_failure(PER_DAY), HELP], [_quota_failure(PER_MINUTE, PER_DAY), HELP, RETRY_2S]],
     ids=["per-day", "minute-and-day"],
 )
-def test_a_per_day_refusal_is_not_retried_and_blocks_further_calls(set_connection, fresh_limiters, mode, details):
+def test_a_per_day_refusal_is_not_retried_and_blocks_further_calls(set_connection, mode, details):
     with FlexEmulator() as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
         emulator.admin.inject("http_error", status_code=429, details=details, message="You exceeded your quota")
@@ -193,7 +187,7 @@ def test_quota_exhausted_crosses_a_trigger_event_as_itself():
 # ---- pacing to known quotas
 
 
-def test_configured_quotas_come_from_the_connection_and_the_hook_overrides_them(set_connection, fresh_limiters):
+def test_configured_quotas_come_from_the_connection_and_the_hook_overrides_them(set_connection):
     extra = {"quotas": {MODEL: {"requests_per_minute": 120, "requests_per_day": 5000}, "*": {"tokens_per_minute": 9}}}
     set_connection(host="http://127.0.0.1:1", password=API_KEY, extra=extra)
     assert GeminiFlexHook().quota_limiter(MODEL).known_limits() == {
@@ -221,7 +215,7 @@ def test_bad_quota_extras_fail_naming_the_connection_and_field(set_connection, q
     assert message in str(raised.value)
 
 
-def test_calls_are_paced_evenly_to_a_configured_quota_with_no_429(set_connection, fresh_limiters):
+def test_calls_are_paced_evenly_to_a_configured_quota_with_no_429(set_connection):
     with FlexEmulator(rpm=600) as emulator:
         set_connection(
             host=emulator.base_url, password=API_KEY, extra={"quotas": {MODEL: {"requests_per_minute": 600}}}
@@ -243,7 +237,7 @@ def test_calls_are_paced_evenly_to_a_configured_quota_with_no_429(set_connection
     assert elapsed >= 11 * 0.1 * 0.95  # 12 starts 0.1 s apart: smooth, not a burst at the top of the minute
 
 
-def test_a_per_second_quota_is_learned_from_its_quota_value(set_connection, fresh_limiters):
+def test_a_per_second_quota_is_learned_from_its_quota_value(set_connection):
     with FlexEmulator(rps=5) as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
         hook = GeminiFlexHook(retry_policy=FAST)

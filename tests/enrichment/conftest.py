@@ -1,0 +1,1 @@
+from tests.hooks.conftest import set_connection  # noqa: F401
