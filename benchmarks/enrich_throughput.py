@@ -1,34 +1,46 @@
-"""Enrichment throughput against a known capacity bound, beside the seed's retry recipe, in one run.
+"""Enrichment throughput against a known bound, side by side in one run; ratios, never timed tests.
 
-The emulator serves ``--slots`` calls at once for ``--service-time`` seconds each,
-admits ``--rps`` calls per second and sheds ``--preempt-rate`` of flex calls with
-503, so no client can beat ``min(slots / service_time, rps) * (1 - preempt_rate)``
-rows/s. Each contender gets a fresh emulator
-with those settings:
+Scenarios (``--scenario``):
 
-- GeminiFlexEnrichOperator on ``--rows`` rows;
-- the seed's recipe (3 tries, 5 s exponential backoff, standard-tier fallback on
-  the last strike), sequential and in a pool of 32 threads, each for
-  ``--baseline-seconds`` (sequential would take many minutes on all rows).
+- ``per-second`` (default): the emulator serves ``--slots`` calls at once for
+  ``--service-time`` seconds each, admits ``--rps`` calls per second (its own burst
+  limit) and sheds ``--preempt-rate`` of flex calls, so no client can beat
+  ``min(slots / service_time, rps) * (1 - preempt_rate)`` rows/s. Beside
+  GeminiFlexEnrichOperator, the seed's retry recipe (3 tries, 5 s exponential
+  backoff, standard-tier fallback), sequential and with 32 threads, each for
+  ``--baseline-seconds``.
+- ``quota``: Gemini's requests-per-minute quota (``--rpm``, per key and model), the
+  emulator in its own process: configured in the connection with fixed minute
+  windows; learned from the 429s with sliding windows; configured with half the
+  flex calls shed. The bound is ``rpm / 60`` rows/s (halved when half are shed,
+  since a shed call still spends its request).
+- ``cpu``: CPU seconds per row of the engine against a bare async SDK loop (32
+  calls in flight) on an emulator with no limits in its own process.
 
-    .venv/bin/python benchmarks/enrich_throughput.py [--rows 2000] | tail -8
+    .venv/bin/python benchmarks/enrich_throughput.py [--rows 2000] | tail -5
+    .venv/bin/python benchmarks/enrich_throughput.py --scenario quota [--rpm 600 --minutes 3]
+    .venv/bin/python benchmarks/enrich_throughput.py --scenario cpu [--rows 3000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from emulator_process import emulator_process, use_connection
 from google import genai
 from google.genai import types
 
 from airflow_provider_flex.emulator import FlexEmulator
+from airflow_provider_flex.enrichment.engine import quiet_http_client_logs
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.pricing import token_cost
 
@@ -131,6 +143,127 @@ def run_enrich(settings: dict, rows: int) -> dict:
     }
 
 
+def enrich_rows(conn_id: str, rows: int, output: str, **kwargs: object) -> dict:
+    records = [{"id": f"p{i:05d}", "title": f"product {i}"} for i in range(rows)]
+    return GeminiFlexEnrichOperator(
+        task_id="bench",
+        records=records,
+        key_field="id",
+        prompt_template="Categorise product {{ row.id }}: {{ row.title }}",
+        output_path=output,
+        model=MODEL,
+        gemini_flex_conn_id=conn_id,
+        max_concurrency=32,
+        max_failed_fraction=1.0,  # dead letters are reported, not fatal, here
+        **kwargs,
+    ).execute(context={})
+
+
+def run_quota_case(name: str, flags: list[str], extra: dict, rows: int, bound: float) -> dict:
+    with emulator_process(*flags) as admin, tempfile.TemporaryDirectory() as output:
+        use_connection("gemini_flex_bench", admin.base_url, **extra)
+        summary = enrich_rows("gemini_flex_bench", rows, output)
+        stats = admin.stats()
+    calls = sum(sum(outcomes.values()) for outcomes in stats["calls"].values())
+    refused = sum(stats["quota_refusals"].values())
+    return {
+        "name": name,
+        "rows_per_s": summary["succeeded"] / summary["elapsed_s"],
+        "of_bound": summary["succeeded"] / summary["elapsed_s"] / bound,
+        "refused": refused,
+        "refused_share": refused / calls if calls else 0.0,
+        "calls": calls,
+        "lost": rows - summary["succeeded"] - summary["failed"],
+        "failed": summary["failed"],
+    }
+
+
+def quota_scenario(args: argparse.Namespace) -> None:
+    rpm = args.rpm
+    rows = int(rpm * args.minutes)
+    capacity = ["--slots", str(args.slots), "--service-time", str(args.service_time), "--seed", "1"]
+    configured = {"quotas": {MODEL: {"requests_per_minute": rpm}}}
+    cases = [
+        ("configured RPM, fixed windows", [*capacity, "--rpm", str(rpm)], configured, rpm / 60),
+        ("learned RPM, sliding windows", [*capacity, "--rpm", str(rpm), "--quota-window", "sliding"], {}, rpm / 60),
+        (
+            "configured RPM, 50% flex shed",
+            [*capacity, "--rpm", str(rpm), "--preempt-rate", "0.5"],
+            configured,
+            rpm / 60 * 0.5,
+        ),
+    ]
+    print(
+        f"quota: {rpm} requests/min per key and model ({rpm / 60:g}/s); capacity {args.slots} slots x "
+        f"{args.service_time}s; {rows} rows per case (half as many when half are shed)"
+    )
+    print(f"{'case':<32} {'rows/s':>7} {'of bound':>8} {'429s':>5} {'of calls':>8} {'lost':>5} {'failed':>6}")
+    for name, flags, extra, bound in cases:
+        r = run_quota_case(name, flags, extra, rows if "shed" not in name else rows // 2, bound)
+        print(
+            f"{name:<32} {r['rows_per_s']:>7.2f} {r['of_bound']:>8.1%} {r['refused']:>5} {r['refused_share']:>8.2%} "
+            f"{r['lost']:>5} {r['failed']:>6}"
+        )
+
+
+def bare_sdk_rows(base_url: str, rows: int, in_flight: int = 32, quiet: bool = False) -> None:
+    """The least a client can do: 32 async SDK calls in flight, no retries, no bookkeeping.
+
+    ``quiet`` silences the HTTP client's per-request INFO line, as the engine does.
+    """
+    client = genai.Client(api_key="bench-key", http_options=types.HttpOptions(base_url=base_url))
+    config = types.GenerateContentConfig(service_tier="flex", http_options=types.HttpOptions(timeout=900_000))
+
+    async def run() -> None:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await client.aio.models.generate_content(
+                    model=MODEL, contents=f"Categorise product p{i:05d}: product {i}", config=config
+                )
+
+        await asyncio.gather(*[one(i) for i in range(rows)])
+        await client.aio.aclose()
+
+    if quiet:
+        with quiet_http_client_logs():
+            asyncio.run(run())
+    else:
+        asyncio.run(run())
+
+
+def cpu_scenario(args: argparse.Namespace) -> None:
+    with emulator_process("--slots", "64") as admin:
+        use_connection("gemini_flex_bench", admin.base_url)
+        sides = {
+            "bare async SDK": lambda: bare_sdk_rows(admin.base_url, args.rows),
+            "bare, HTTP logs off": lambda: bare_sdk_rows(admin.base_url, args.rows, quiet=True),
+            "GeminiFlexEnrichOperator": lambda: enrich_with_tmp(args.rows),
+        }
+        for side in sides.values():  # warm both up
+            side()
+        cpu: dict[str, list[float]] = {name: [] for name in sides}
+        wall: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(args.rounds):
+            for name, side in sides.items():
+                cpu_started, wall_started = time.process_time(), time.perf_counter()
+                side()
+                cpu[name].append(time.process_time() - cpu_started)
+                wall[name].append(time.perf_counter() - wall_started)
+    print(f"{args.rows} rows per run, {args.rounds} alternating rounds, emulator in its own process (median)")
+    bare_cpu = statistics.median(cpu["bare, HTTP logs off"]) / args.rows * 1000
+    for name in sides:
+        per_row = statistics.median(cpu[name]) / args.rows * 1000
+        rate = args.rows / statistics.median(wall[name])
+        print(f"{name:<26} CPU {per_row:.2f} ms/row ({per_row / bare_cpu:.2f}x bare, logs off)  {rate:.0f} calls/s")
+
+
+def enrich_with_tmp(rows: int) -> None:
+    with tempfile.TemporaryDirectory() as output:
+        enrich_rows("gemini_flex_bench", rows, output)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
@@ -139,7 +272,17 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=20)
     parser.add_argument("--preempt-rate", type=float, default=0.0, help="fraction of flex calls shed with 503")
     parser.add_argument("--baseline-seconds", type=float, default=30)
+    parser.add_argument("--scenario", choices=["per-second", "quota", "cpu"], default="per-second")
+    parser.add_argument("--rpm", type=int, default=600, help="quota scenario: requests per minute")
+    parser.add_argument("--minutes", type=float, default=3.0, help="quota scenario: rows = rpm x minutes")
+    parser.add_argument("--rounds", type=int, default=3, help="cpu scenario: alternating rounds")
     args = parser.parse_args()
+    if args.scenario == "quota":
+        quota_scenario(args)
+        return
+    if args.scenario == "cpu":
+        cpu_scenario(args)
+        return
     settings = {
         "slots": args.slots,
         "service_time": (args.service_time, args.service_time),

@@ -10,6 +10,7 @@ hook's QuotaLimiter (configured, or learned from a 429's ``quotaValue``); only a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -104,7 +105,7 @@ class EnrichmentPacer(CallPacer):
         self.rate_limited_429 = 0
         self.unavailable_503 = 0
         self.tasks_in_call: set[asyncio.Task[object]] = set()
-        self._slot_freed: asyncio.Event | None = None
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     def backoff_step(self, attempt: int) -> int:
         """A row's backoff grows with the shared failure streak, not its own count alone.
@@ -130,18 +131,27 @@ class EnrichmentPacer(CallPacer):
 
     @asynccontextmanager
     async def attempt(self) -> AsyncIterator[None]:
-        """Held by each API attempt: at most ``limit.allowed`` at once."""
-        if self._slot_freed is None:
-            self._slot_freed = asyncio.Event()
+        """Held by each API attempt: at most ``limit.allowed`` at once, handed on in arrival order."""
         while True:
             wait = self.limit.wait_before_start(time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
+            if self.calls_in_flight < self.limit.allowed and not self._waiting:
+                break
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn  # woken by exactly one finishing call, not all at once
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._wake_next()  # handed a turn while being cancelled: pass it on
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(turn)
             if self.calls_in_flight < self.limit.allowed:
                 break
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
         self.limit.record_start(time.monotonic())
         self.calls_in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.calls_in_flight)
@@ -153,4 +163,13 @@ class EnrichmentPacer(CallPacer):
         finally:
             self.calls_in_flight -= 1
             self.tasks_in_call.discard(task)  # type: ignore[arg-type]
-            self._slot_freed.set()
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Wake as many waiting attempts as there are free slots (the limit may have grown), at least one."""
+        free = max(1, self.limit.allowed - self.calls_in_flight)
+        while self._waiting and free:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                free -= 1

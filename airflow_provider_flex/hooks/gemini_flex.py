@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_flex.hooks.call import CallPacer, FlexCall
+from airflow_provider_flex.hooks.call import CallPacer, FlexCall, RequestConfigs
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, project_fingerprint, quota_limiter
 from airflow_provider_flex.hooks.results import (
@@ -121,6 +121,7 @@ class GeminiFlexHook(BaseHook):
         self._sdk_warm = False
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
+        self._request_configs = RequestConfigs()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -359,6 +360,7 @@ class GeminiFlexHook(BaseHook):
             limiter=self.quota_limiter(model),
             pacer=self.pacer,
             log=self.log,
+            configs=self._request_configs,
         )
 
 

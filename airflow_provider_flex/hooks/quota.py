@@ -201,11 +201,12 @@ class QuotaLimits:
 class _Entry:
     """Units one start took from a window; corrected once the answer says how many it really used."""
 
-    __slots__ = ("at", "units")
+    __slots__ = ("at", "in_window", "units")
 
     def __init__(self, at: float, units: float) -> None:
         self.at = at
         self.units = units
+        self.in_window = True
 
 
 @dataclass
@@ -230,7 +231,9 @@ class WindowPace:
 
     def prune(self, now: float) -> None:
         while self.log and self.log[0].at <= now - self.window_s - WINDOW_MARGIN_S:
-            self.total -= self.log.popleft().units
+            entry = self.log.popleft()
+            entry.in_window = False
+            self.total -= entry.units
 
     def earliest(self, now: float, units: float) -> float:
         """The first moment at or after ``now`` when ``units`` more may start."""
@@ -261,7 +264,7 @@ class WindowPace:
         """Set a start's units to what it really used (0 refunds a start the server did not count)."""
         delta = units - entry.units
         entry.units = units
-        if entry in self.log:
+        if entry.in_window:
             self.total += delta
         limit = self.limit
         if limit:
