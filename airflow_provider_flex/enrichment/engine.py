@@ -122,6 +122,7 @@ class Enrichment:
         self._rows_in_progress = 0
         self._row_tasks: set[asyncio.Task[None]] = set()
         self._row_slots = asyncio.Semaphore(pacer.limit.maximum * ROWS_PER_CALL_SLOT)
+        pacer.watch_quota(hook.quota_limiter(model))
 
     def _over_budget(self) -> bool:
         if self.max_cost_usd is None:

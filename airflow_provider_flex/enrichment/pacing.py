@@ -19,12 +19,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from airflow_provider_flex.hooks.call import CallPacer
+from airflow_provider_flex.hooks.quota import QuotaLimiter
 from airflow_provider_flex.hooks.retry import Failure
 
 SHRINK_FACTOR = 0.7
 RATE_WINDOW_S = 1.0
 #: A 429 that names no quota limit sets the start rate to this fraction of the starts seen in the last window.
 RATE_SHRINK_FACTOR = 0.9
+#: While a known quota paces the calls, a shed call retries at its turn in the quota, with no backoff of its own,
+#: until this many calls in a row have failed (then the API is in trouble and every row backs off).
+FREE_RETRY_STREAK = 3
 
 
 @dataclass
@@ -106,14 +110,23 @@ class EnrichmentPacer(CallPacer):
         self.unavailable_503 = 0
         self.tasks_in_call: set[asyncio.Task[object]] = set()
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self.quota: QuotaLimiter | None = None
+
+    def watch_quota(self, limiter: QuotaLimiter) -> None:
+        """The quota limiter of the model the run calls, to tell when the quota paces the calls."""
+        self.quota = limiter
 
     def backoff_step(self, attempt: int) -> int:
         """A row's backoff grows with the shared failure streak, not its own count alone.
 
         Under random shedding (half the calls fail, the others succeed) one row failing six
-        times is bad luck, not an outage: its wait stays short. When every call fails, the
-        streak outgrows each row's count and each row backs off as far as its own attempts.
+        times is bad luck, not an outage: its wait stays short, and none at all while a known
+        quota paces the calls (the retry waits for its turn in the quota, so the request rate
+        stays the quota's either way). When every call fails, the streak outgrows each row's
+        count and each row backs off as far as its own attempts.
         """
+        if self.failure_streak < FREE_RETRY_STREAK and self.quota is not None and self.quota.known_limits():
+            return 0
         return max(1, min(attempt, self.failure_streak))
 
     def on_failure(self, failure: Failure) -> None:

@@ -117,15 +117,16 @@ def plan_retry(
     ``jitter_draw`` is a number in [0, 1). A server-given delay (``retryDelay``,
     ``Retry-After``) replaces the exponential backoff, so the wait is never shorter
     than what the server asked; a wait that would end past the deadline means giving up.
-    ``backoff_step`` (default ``attempt``, at most ``attempt``) is the exponent's step.
+    ``backoff_step`` (default ``attempt``, at most ``attempt``) is the exponent's step; 0 means
+    no backoff, for a caller whose own pacing (a quota's) already spaces the retry.
     """
     if attempt >= policy.max_attempts:
         return None
     if server_delay_s is not None:
         base = server_delay_s  # the server knows when capacity frees up: wait that, not a blind backoff
     else:
-        step = attempt if backoff_step is None else max(1, min(backoff_step, attempt))
-        base = min(policy.max_delay, policy.initial_delay * policy.multiplier ** (step - 1))
+        step = attempt if backoff_step is None else max(0, min(backoff_step, attempt))
+        base = 0.0 if step == 0 else min(policy.max_delay, policy.initial_delay * policy.multiplier ** (step - 1))
     delay = base * (1 + policy.jitter * jitter_draw)
     if elapsed_s + delay >= policy.deadline:
         return None
