@@ -26,9 +26,8 @@ SHRINK_FACTOR = 0.7
 RATE_WINDOW_S = 1.0
 #: A 429 that names no quota limit sets the start rate to this fraction of the starts seen in the last window.
 RATE_SHRINK_FACTOR = 0.9
-#: While a known quota paces the calls, a shed call retries at its turn in the quota, with no backoff of its own,
-#: until this many calls in a row have failed (then the API is in trouble and every row backs off).
-FREE_RETRY_STREAK = 3
+#: The API is taken to be down (every row backs off in full) when none of the last this-many calls succeeded.
+OUTAGE_WINDOW = 20
 
 
 @dataclass
@@ -105,7 +104,8 @@ class EnrichmentPacer(CallPacer):
         self.limit = AdaptiveLimit(max_concurrency)
         self.calls_in_flight = 0
         self.peak_in_flight = 0
-        self.failure_streak = 0  # retryable failures since the last success, across all rows
+        #: Outcomes of the last calls of all rows (True: answered), 429s with a retryDelay left out.
+        self.recent_outcomes: deque[bool] = deque(maxlen=OUTAGE_WINDOW)
         self.rate_limited_429 = 0
         self.unavailable_503 = 0
         self.tasks_in_call: set[asyncio.Task[object]] = set()
@@ -116,22 +116,29 @@ class EnrichmentPacer(CallPacer):
         """The quota limiter of the model the run calls, to tell when the quota paces the calls."""
         self.quota = limiter
 
-    def backoff_step(self, attempt: int) -> int:
-        """A row's backoff grows with the shared failure streak, not its own count alone.
+    @property
+    def outage(self) -> bool:
+        """None of the last OUTAGE_WINDOW calls was answered: the API is down, not shedding at random."""
+        return len(self.recent_outcomes) == OUTAGE_WINDOW and not any(self.recent_outcomes)
 
-        Under random shedding (half the calls fail, the others succeed) one row failing six
-        times is bad luck, not an outage: its wait stays short, and none at all while a known
-        quota paces the calls (the retry waits for its turn in the quota, so the request rate
-        stays the quota's either way). When every call fails, the streak outgrows each row's
-        count and each row backs off as far as its own attempts.
+    def backoff_step(self, attempt: int) -> int:
+        """How far a row's backoff grows: with the run's health, not the row's own bad luck.
+
+        Under random shedding (half the calls fail, the others succeed) a row failing six
+        times is bad luck, not an outage: it waits the first backoff step only, and none
+        at all while a known quota paces the calls (the retry waits for its turn in the
+        quota, so the request rate stays the quota's either way). When no recent call was
+        answered the API is down, and each row backs off as far as its own attempts.
         """
-        if self.failure_streak < FREE_RETRY_STREAK and self.quota is not None and self.quota.known_limits():
+        if self.outage:
+            return attempt
+        if self.quota is not None and self.quota.known_limits():
             return 0
-        return max(1, min(attempt, self.failure_streak))
+        return 1
 
     def on_failure(self, failure: Failure) -> None:
         if failure.server_delay_s is None:  # a 429 with retryDelay is about our rate, not the API's capacity
-            self.failure_streak += 1
+            self.recent_outcomes.append(False)
         if failure.status_code == 429:
             self.rate_limited_429 += 1
         elif failure.status_code == 503:
@@ -139,7 +146,7 @@ class EnrichmentPacer(CallPacer):
         self.limit.on_failure(failure, time.monotonic())
 
     def on_success(self) -> None:
-        self.failure_streak = 0
+        self.recent_outcomes.append(True)
         self.limit.on_success()
 
     @asynccontextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_flex.enrichment.engine import Enrichment
-from airflow_provider_flex.enrichment.pacing import AdaptiveLimit, EnrichmentPacer
+from airflow_provider_flex.enrichment.pacing import OUTAGE_WINDOW, AdaptiveLimit, EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate
 from airflow_provider_flex.enrichment.store import OutputStore
 from airflow_provider_flex.hooks.gemini_flex import Failure, GeminiFlexHook
-from airflow_provider_flex.hooks.quota import QuotaViolation
+from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, QuotaViolation
 
 SHED = Failure(True, 503, "UNAVAILABLE", "overloaded")
 RATE_LIMITED = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=0.5)
@@ -59,21 +59,35 @@ def test_successes_grow_the_limit_by_about_one_per_window_up_to_the_cap():
     assert limit.allowed == 6
 
 
-def test_backoff_step_follows_the_shared_failure_streak():
+def test_backoff_follows_the_runs_health_not_a_rows_bad_luck():
     pacer = EnrichmentPacer(max_concurrency=4)
-    # random shedding: failures interleaved with successes keep every row's wait short
-    pacer.on_failure(SHED)
-    assert pacer.backoff_step(6) == 1
-    pacer.on_success()
-    # an outage: every call fails, so each row backs off as far as its own attempts
-    for _ in range(20):
+    # random shedding: a row failing six times among answered calls keeps the first step
+    for _ in range(10):
         pacer.on_failure(SHED)
-    assert pacer.backoff_step(6) == 6
-    # 429s with a retryDelay are about our rate and are waited exactly; they do not grow the streak
+        pacer.on_success()
+    assert not pacer.outage and pacer.backoff_step(6) == 1
+    # alone in the tail of a run, one row failing again and again is still bad luck
+    for _ in range(OUTAGE_WINDOW - 1):
+        pacer.on_failure(SHED)
+    assert pacer.backoff_step(6) == 1
+    # an outage: no recent call answered, so each row backs off as far as its own attempts
+    pacer.on_failure(SHED)
+    assert pacer.outage and pacer.backoff_step(6) == 6
+    # 429s with a retryDelay are about our rate and are waited exactly; they say nothing of the API's health
     pacer.on_success()
-    for _ in range(20):
+    for _ in range(50):
         pacer.on_failure(RATE_LIMITED)
-    assert pacer.failure_streak == 0 and pacer.backoff_step(6) == 1
+    assert not pacer.outage
+
+
+def test_a_known_quota_paces_retries_so_a_shed_call_needs_no_backoff_of_its_own():
+    pacer = EnrichmentPacer(max_concurrency=4)
+    pacer.watch_quota(QuotaLimiter("gemini-2.5-flash", QuotaLimits(requests_per_minute=600)))
+    pacer.on_failure(SHED)
+    assert pacer.backoff_step(3) == 0
+    for _ in range(OUTAGE_WINDOW):
+        pacer.on_failure(SHED)
+    assert pacer.backoff_step(3) == 3
 
 
 def test_a_429_naming_its_quota_limit_is_left_to_the_quota_limiter():
