@@ -20,10 +20,12 @@ for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_quota_limiters():
-    """Each test starts with no quota limiter: what one test's emulator taught must not pace the next."""
+def _fresh_process_state():
+    """Each test starts with no quota limiter and no shared client: one test's emulator must not reach the next."""
+    from airflow_provider_flex.hooks.clients import forget_shared_clients
     from airflow_provider_flex.hooks.quota import forget_quota_limiters
 
     forget_quota_limiters()
     yield
     forget_quota_limiters()
+    forget_shared_clients()

@@ -291,14 +291,11 @@ def quiet_http_client_logs() -> Iterator[None]:
 def run_enrichment(
     engine: Enrichment, rows_factory: Callable[[], Iterator[tuple[int, dict[str, Any]]]], done: set[str]
 ) -> dict[str, Any]:
-    """Run ``engine`` to the end on a fresh event loop, closing the async client after."""
+    """Run ``engine`` to the end on a fresh event loop (the shared client drops that loop's pool after)."""
 
     async def main() -> dict[str, Any]:
         await engine.hook.aprepare()
-        try:
-            return await engine.run(rows_factory(), done)
-        finally:
-            await engine.hook.client.aio.aclose()
+        return await engine.run(rows_factory(), done)
 
     with quiet_http_client_logs():
         return asyncio.run(main())

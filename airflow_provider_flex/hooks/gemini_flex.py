@@ -24,6 +24,7 @@ import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_flex.hooks.call import CallPacer, FlexCall, RequestConfigs
+from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, project_fingerprint, quota_limiter
 from airflow_provider_flex.hooks.results import (
@@ -118,7 +119,6 @@ class GeminiFlexHook(BaseHook):
         self.prices = prices if prices is not None else DEFAULT_PRICES
         self._settings: ConnectionSettings | None = None
         self._rng = random.Random()
-        self._sdk_warm = False
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
         self._request_configs = RequestConfigs()
@@ -153,29 +153,11 @@ class GeminiFlexHook(BaseHook):
 
         The first client and first call cost ~0.2 s of imports, SSL contexts and pydantic
         schema building; on a triggerer's shared loop that would stall every other trigger.
+        It is done once per process: every hook of the same key and endpoint shares the client.
         """
-        await self.aload_settings()
-        if not self._sdk_warm:
-            await asyncio.to_thread(self._warm_sdk)
-            self._sdk_warm = True
-
-    def _warm_sdk(self) -> None:
-        import anyio
-        from google.genai import types
-
-        anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
-        self.client  # noqa: B018  (the cached client, with its SSL contexts)
-        types.GenerateContentConfig(
-            service_tier="flex",
-            http_options=types.HttpOptions(timeout=1000),
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-        )
-        types.GenerateContentResponse.model_validate(
-            {
-                "candidates": [{"content": {"role": "model", "parts": [{"text": "x"}]}, "finish_reason": "STOP"}],
-                "usage_metadata": {"prompt_token_count": 1},
-            }
-        )
+        settings = await self.aload_settings()
+        if not sdk_is_warm(settings):
+            await asyncio.to_thread(warm_sdk, settings)
 
     @property
     def retry_policy(self) -> FlexRetryPolicy:
@@ -183,13 +165,12 @@ class GeminiFlexHook(BaseHook):
 
     @cached_property
     def client(self) -> genai.Client:
-        """One google-genai client for sync (``client.models``) and async (``client.aio``) calls."""
-        from google import genai
-        from google.genai import types
+        """The process's google-genai client for this connection's key and endpoint (sync and ``.aio``).
 
-        settings = self.settings
-        http_options = types.HttpOptions(base_url=settings.base_url, api_version=settings.api_version)
-        return genai.Client(api_key=settings.api_key, http_options=http_options)
+        Shared by every hook and trigger of the same key, base URL and API version in the
+        process (see :mod:`~airflow_provider_flex.hooks.clients`); do not close it.
+        """
+        return shared_client(self.settings)
 
     def get_conn(self) -> genai.Client:
         return self.client
@@ -231,6 +212,7 @@ class GeminiFlexHook(BaseHook):
                             async with self.pacer.attempt():
                                 if wait := call.reserve(contents):
                                     await asyncio.sleep(wait)
+                                await start_turn()
                                 raw = await self.client.aio.models.generate_content(
                                     model=call.model, contents=contents, config=call.config_for(tier)
                                 )
@@ -297,6 +279,7 @@ class GeminiFlexHook(BaseHook):
                             async with self.pacer.attempt():
                                 if wait := call.reserve(contents):
                                     await asyncio.sleep(wait)
+                                await start_turn()
                                 chunks = await self.client.aio.models.generate_content_stream(
                                     model=call.model, contents=contents, config=call.config_for(tier)
                                 )
@@ -332,9 +315,8 @@ class GeminiFlexHook(BaseHook):
         return True, f"Connection works: model {model} is available."
 
     def close(self) -> None:
-        if "client" in self.__dict__:
-            self.client.close()
-            del self.__dict__["client"]
+        """Let go of the client (it is shared with the process's other hooks, so it stays open)."""
+        self.__dict__.pop("client", None)
 
     def quota_limiter(self, model: str | None = None) -> QuotaLimiter:
         """This process's limiter for (this connection, ``model``), configured from the connection and hook."""

@@ -175,3 +175,20 @@ class FlexAsyncStream(AsyncIterator[str]):
             self.result = item
             raise StopAsyncIteration
         return item
+
+
+def log_result(log: Any, result: Mapping[str, Any]) -> None:
+    """The one summary line of a finished call, from its :meth:`FlexResponse.to_dict`."""
+    usage = result.get("usage") or {}
+    cost = result.get("cost_usd")
+    log.info(
+        "Flex result: model=%s tier=%s tokens in=%s out=%s thoughts=%s cost=%s attempts=%s elapsed=%ss",
+        result.get("model"),
+        result.get("service_tier"),
+        usage.get("prompt_tokens"),
+        usage.get("output_tokens"),
+        usage.get("thoughts_tokens"),
+        "n/a" if cost is None else f"${cost:.6f}",
+        result.get("attempts"),
+        result.get("elapsed_s"),
+    )

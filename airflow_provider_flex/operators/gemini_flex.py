@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.gemini_flex import (
@@ -21,6 +22,13 @@ from airflow_provider_flex.hooks.gemini_flex import (
     as_generate_config,
     normalize_tier,
 )
+from airflow_provider_flex.hooks.request import (
+    check_contents,
+    check_schema_at_parse_time,
+    generate_config,
+    response_json_schema,
+)
+from airflow_provider_flex.hooks.results import log_result
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
@@ -28,70 +36,15 @@ if TYPE_CHECKING:
 
 #: Seconds the deferral may outlive the retry deadline (connection set-up, the event's trip back).
 DEFERRAL_MARGIN_S = 300
+#: The deadline assumed for a task that starts in the triggerer without an explicit retry_policy: the
+#: connection's own deadline cannot be read when the DAG is parsed (the hook still enforces it).
+UNKNOWN_DEADLINE_S = 24 * 3600
 #: What GeminiFlexEnrichOperator may do when a per-day quota runs out.
 DAILY_QUOTA_ACTIONS = ("fail", "wait")
 #: How long after the quota day's reset a waiting enrichment looks again.
 QUOTA_RESET_MARGIN = timedelta(seconds=30)
 #: A streamed line is logged once it is complete, or once it grows this long.
 STREAM_LOG_LINE_CHARS = 400
-
-
-def _is_pydantic_model(value: Any) -> bool:
-    return isinstance(value, type) and hasattr(value, "model_json_schema")
-
-
-def response_json_schema(schema: Any) -> dict[str, Any] | None:
-    """The JSON Schema for ``schema`` (a dict or a pydantic model class), or None."""
-    if schema is None:
-        return None
-    if _is_pydantic_model(schema):
-        return schema.model_json_schema()
-    if isinstance(schema, Mapping):
-        _check_json_schema(schema)
-        return dict(schema)
-    raise TypeError(
-        f"response_schema must be a JSON Schema dict or a pydantic model class, got {type(schema).__name__}"
-    )
-
-
-def _check_json_schema(schema: Mapping[str, Any]) -> None:
-    import jsonschema  # already loaded by Airflow
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(part) for part in exc.absolute_path) or "the top level"
-        raise ValueError(f"response_schema is not a valid JSON Schema at {where}: {exc.message}") from None
-
-
-def _check_schema_at_parse_time(task_id: str, schema: Any) -> None:
-    """Fail when the DAG is parsed, naming the task, rather than at run time (a str is a template)."""
-    if isinstance(schema, str):
-        return
-    try:
-        response_json_schema(schema)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"Task {task_id!r}: {exc}") from None
-
-
-def generate_config(
-    system_instruction: str | None, generation_config: Mapping[str, Any] | None, response_schema: Any
-) -> dict[str, Any]:
-    """The generate config as JSON-safe data, so a triggerer gets exactly what a worker would send."""
-    config = dict(generation_config or {})
-    if system_instruction:
-        config["system_instruction"] = system_instruction
-    schema = response_json_schema(response_schema)
-    if schema is not None:
-        config["response_mime_type"] = "application/json"
-        config["response_json_schema"] = schema
-    return config
-
-
-def _check_contents(contents: Any, task_id: str) -> None:
-    empty = contents is None or (isinstance(contents, str) and not contents.strip())
-    if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
-        raise ValueError(f"Task {task_id!r}: contents is empty; give the prompt text or a list of contents")
 
 
 class _GeminiFlexBaseOperator(BaseOperator):
@@ -132,29 +85,17 @@ class _GeminiFlexBaseOperator(BaseOperator):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
-        _check_schema_at_parse_time(self.task_id, response_schema)
+        check_schema_at_parse_time(self.task_id, response_schema)
 
     def get_hook(self) -> GeminiFlexHook:
         return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
 
     def _request_config(self) -> dict[str, Any]:
-        _check_contents(self.contents, self.task_id)
+        check_contents(self.contents, self.task_id)
         return generate_config(self.system_instruction, self.generation_config, self.response_schema)
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
-        usage = result.get("usage") or {}
-        cost = result.get("cost_usd")
-        self.log.info(
-            "Flex result: model=%s tier=%s tokens in=%s out=%s thoughts=%s cost=%s attempts=%s elapsed=%ss",
-            result.get("model"),
-            result.get("service_tier"),
-            usage.get("prompt_tokens"),
-            usage.get("output_tokens"),
-            usage.get("thoughts_tokens"),
-            "n/a" if cost is None else f"${cost:.6f}",
-            result.get("attempts"),
-            result.get("elapsed_s"),
-        )
+        log_result(self.log, result)
         return dict(result)
 
 
@@ -171,8 +112,12 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
     :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's.
     :param timeout: seconds per attempt, overriding the connection's.
-    :param deferrable: hand the call to the triggerer. A triggerer restart re-runs the
-        trigger, which re-sends the request.
+    :param deferrable: hand the call to the triggerer, which also ends the task (the result
+        is its ``return_value`` XCom), so no worker resumes it. A task that is not mapped
+        starts there too, with no worker at all (templated arguments are rendered in the
+        triggerer); a mapped one (Airflow 3.3 cannot start those in the triggerer) runs
+        briefly on a worker to defer. A triggerer restart re-runs the trigger, which
+        re-sends the request.
     """
 
     def __init__(
@@ -183,6 +128,36 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
+        if deferrable:
+            # Start in the triggerer (no worker at all); templated arguments are rendered there.
+            # A mapped task cannot (Airflow 3.3, GH-52141): it defers from a worker in execute().
+            self.start_from_trigger = True
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=f"{GeminiFlexGenerateContentTrigger.__module__}.{GeminiFlexGenerateContentTrigger.__name__}",
+                trigger_kwargs={
+                    "contents": self.contents,
+                    "model": self.model,
+                    "system_instruction": self.system_instruction,
+                    "generation_config": self.generation_config,
+                    "response_schema": self.response_schema
+                    if isinstance(self.response_schema, str)
+                    else response_json_schema(self.response_schema),
+                    "service_tier": self.service_tier,
+                    "gemini_flex_conn_id": self.gemini_flex_conn_id,
+                    "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+                    "timeout": self.timeout,
+                    "end_from_trigger": True,
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=self._deferral_timeout(),
+            )
+
+    def _deferral_timeout(self, deadline: float | None = None) -> timedelta:
+        """The retry deadline plus a margin; at parse time the connection's deadline is unknown (a day, then)."""
+        if deadline is None:
+            deadline = self.retry_policy.deadline if self.retry_policy else UNKNOWN_DEADLINE_S
+        return timedelta(seconds=deadline + DEFERRAL_MARGIN_S)
 
     def execute(self, context: Context) -> dict[str, Any]:
         config = self._request_config()
@@ -192,7 +167,6 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                 contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
             )
             return self._summarize(response.to_dict())
-        deadline = self.get_hook().retry_policy.deadline
         self.defer(
             trigger=GeminiFlexGenerateContentTrigger(
                 contents=self.contents,
@@ -202,9 +176,10 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                 gemini_flex_conn_id=self.gemini_flex_conn_id,
                 retry_policy=self.retry_policy.to_dict() if self.retry_policy else None,
                 timeout=self.timeout,
+                end_from_trigger=True,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=deadline + DEFERRAL_MARGIN_S),
+            timeout=self._deferral_timeout(self.get_hook().retry_policy.deadline),
         )
         raise AssertionError("defer() always raises")  # pragma: no cover
 
@@ -403,7 +378,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.on_daily_quota = on_daily_quota
         recheck = daily_quota_recheck
         self.daily_quota_recheck = recheck if isinstance(recheck, timedelta) else timedelta(seconds=float(recheck))
-        _check_schema_at_parse_time(self.task_id, response_schema)
+        check_schema_at_parse_time(self.task_id, response_schema)
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""

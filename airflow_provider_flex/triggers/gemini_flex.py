@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_flex.exceptions import FlexError, error_payload
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 class GeminiFlexGenerateContentTrigger(BaseTrigger):
@@ -17,6 +20,18 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
     never the API key: the triggerer reads the connection itself, asynchronously.
     A triggerer restart runs the trigger again, which re-sends the request (and
     pays for it again if the first one had been answered).
+
+    The request is either ``config`` (built on a worker) or, for a task that starts
+    in the triggerer, the task's own ``system_instruction``, ``generation_config`` and
+    ``response_schema``, which the triggerer renders with ``contents`` and ``model``
+    before :meth:`run`.
+
+    With ``end_from_trigger`` the trigger ends the task itself, the result as its
+    ``return_value`` XCom (then ``TaskSuccessEvent``) or the error in its log
+    (``TaskFailedEvent``, retried as the task's ``retries`` say), so no worker resumes
+    it: there is no resume to race with the deferral (apache/airflow#71580). A run
+    with no task instance (``airflow dags test`` runs triggers in-process) hands the
+    result back to the operator instead.
     """
 
     def __init__(
@@ -29,6 +44,10 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         gemini_flex_conn_id: str = "gemini_flex_default",
         retry_policy: dict[str, Any] | None = None,
         timeout: float | None = None,
+        system_instruction: str | None = None,
+        generation_config: dict[str, Any] | None = None,
+        response_schema: dict[str, Any] | None = None,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()
         self.contents = contents
@@ -38,30 +57,87 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = retry_policy
         self.timeout = timeout
+        self.system_instruction = system_instruction
+        self.generation_config = generation_config
+        self.response_schema = response_schema
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "contents": self.contents,
-                "model": self.model,
-                "config": self.config,
-                "service_tier": self.service_tier,
-                "gemini_flex_conn_id": self.gemini_flex_conn_id,
-                "retry_policy": self.retry_policy,
-                "timeout": self.timeout,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "contents": self.contents,
+            "model": self.model,
+            "config": self.config,
+            "service_tier": self.service_tier,
+            "gemini_flex_conn_id": self.gemini_flex_conn_id,
+            "retry_policy": self.retry_policy,
+            "timeout": self.timeout,
+        }
+        if self.config is None:
+            kwargs.update(
+                system_instruction=self.system_instruction,
+                generation_config=self.generation_config,
+                response_schema=self.response_schema,
+            )
+        if self.end_from_trigger:
+            kwargs["end_from_trigger"] = True
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    def get_template_env(self, dag: Any = None) -> jinja2.Environment:
+        """The task's DAG environment where the triggerer has one; the plain sandbox otherwise.
+
+        (The triggerer's DAG is the serialized one, without an environment: inline templates
+        render there, template files do not.)
+        """
+        dag = dag or getattr(self.task, "dag", None)
+        return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+        from airflow_provider_flex.hooks.request import check_contents, generate_config
+        from airflow_provider_flex.hooks.results import log_result
 
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
+            config = self.config
+            if config is None:
+                check_contents(self.contents, self.task_id or "flex call")
+                config = generate_config(self.system_instruction, self.generation_config, self.response_schema)
             response = await hook.agenerate_content(
-                contents=self.contents, model=self.model, config=self.config, service_tier=self.service_tier
+                contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
             )
         except (FlexError, ValueError, TypeError) as exc:
-            yield TriggerEvent(error_payload(exc))
+            if self._ends_the_task:
+                self.log.error("Flex call failed: %s", exc)
+                yield TaskFailedEvent()
+            else:
+                yield TriggerEvent(error_payload(exc))
             return
-        yield TriggerEvent({"status": "success", "result": response.to_dict()})
+        result = response.to_dict()
+        if self._ends_the_task:
+            log_result(self.log, result)
+            await self._push_return_value(result)
+            yield TaskSuccessEvent()
+        else:
+            yield TriggerEvent({"status": "success", "result": result})
+
+    async def _push_return_value(self, result: dict[str, Any]) -> None:
+        """The result as the task's ``return_value``, through the XCom backend as a task would push it.
+
+        (``TaskSuccessEvent(xcoms=...)`` would store it JSON-encoded twice in Airflow 3.3,
+        so downstream tasks read a string.)
+        """
+        from airflow.sdk.execution_time.xcom import XCom
+
+        ti = self.task_instance
+        await XCom.aset(
+            key="return_value",
+            value=result,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+        )
+
+    @property
+    def _ends_the_task(self) -> bool:
+        return self.end_from_trigger and self.task_instance is not None

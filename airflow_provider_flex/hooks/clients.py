@@ -1,0 +1,134 @@
+"""What every flex call in a process shares: one google-genai client per (key, endpoint), and turns to start.
+
+A triggerer holds up to a thousand deferred calls on one event loop. Each hook
+building its own client (SSL context, connection pool, pydantic schemas) costs
+hundreds of kilobytes per waiting call; one client per (project key, base URL,
+API version) serves them all (the SDK keeps one connection pool per event loop
+inside it). Starting a call is a few milliseconds of synchronous SDK work
+(request building); fifty triggers starting in one pass of the loop would stall
+every other trigger for all of it, so :func:`start_turn` hands out one start per
+loop pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING
+
+from airflow_provider_flex.hooks.quota import project_fingerprint
+
+if TYPE_CHECKING:
+    from google import genai
+
+    from airflow_provider_flex.hooks.connection import ConnectionSettings
+
+_clients: dict[tuple[str, str | None], genai.Client] = {}
+_clients_lock = threading.Lock()
+_sdk_warm = False
+
+
+def shared_client(settings: ConnectionSettings) -> genai.Client:
+    """The process's client for these settings' key and endpoint, built on first use."""
+    key = (project_fingerprint(settings.api_key, settings.base_url), settings.api_version)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            from google import genai
+            from google.genai import types
+
+            http_options = types.HttpOptions(base_url=settings.base_url, api_version=settings.api_version)
+            client = _clients[key] = genai.Client(api_key=settings.api_key, http_options=http_options)
+        return client
+
+
+def forget_shared_clients() -> None:
+    """Drop every shared client (tests; a process that rotates keys). Calls in flight keep theirs."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def warm_sdk(settings: ConnectionSettings) -> None:
+    """google-genai's one-time work, once per process: imports, the client, pydantic schema building.
+
+    Blocking (~0.2 s): the async path runs it in a thread, off the event loop.
+    """
+    global _sdk_warm
+    shared_client(settings)
+    if _sdk_warm:
+        return
+    import anyio
+    from google.genai import types
+
+    anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
+    types.GenerateContentConfig(
+        service_tier="flex",
+        http_options=types.HttpOptions(timeout=1000),
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    types.GenerateContentResponse.model_validate(
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "x"}]}, "finish_reason": "STOP"}],
+            "usage_metadata": {"prompt_token_count": 1},
+        }
+    )
+    _sdk_warm = True
+
+
+def sdk_is_warm(settings: ConnectionSettings) -> bool:
+    key = (project_fingerprint(settings.api_key, settings.base_url), settings.api_version)
+    return _sdk_warm and key in _clients
+
+
+class StartGate:
+    """One call start per pass of an event loop; the others wait their turn, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._pass_taken = False
+
+    async def turn(self) -> None:
+        if not self._pass_taken and not self._waiting:
+            self._take_pass()
+            return
+        turn = self._loop.create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(turn)
+            raise
+
+    def _take_pass(self) -> None:
+        self._pass_taken = True
+        self._loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                self._loop.call_soon(self._next)
+                return
+        self._pass_taken = False
+
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StartGate] = weakref.WeakKeyDictionary()
+
+
+async def start_turn() -> None:
+    """Wait for this call's turn to start on the running loop (at most one start per loop pass)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = StartGate(loop)
+    await gate.turn()

@@ -1,0 +1,69 @@
+"""The request a task describes, as JSON-safe data: its contents checked, its generate config built.
+
+Shared by the operators (on a worker) and the trigger (which, for a task that
+starts in the triggerer, renders the task's templated arguments itself), so both
+send exactly the same request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _is_pydantic_model(value: Any) -> bool:
+    return isinstance(value, type) and hasattr(value, "model_json_schema")
+
+
+def response_json_schema(schema: Any) -> dict[str, Any] | None:
+    """The JSON Schema for ``schema`` (a dict or a pydantic model class), or None."""
+    if schema is None:
+        return None
+    if _is_pydantic_model(schema):
+        return schema.model_json_schema()
+    if isinstance(schema, Mapping):
+        _check_json_schema(schema)
+        return dict(schema)
+    raise TypeError(
+        f"response_schema must be a JSON Schema dict or a pydantic model class, got {type(schema).__name__}"
+    )
+
+
+def _check_json_schema(schema: Mapping[str, Any]) -> None:
+    import jsonschema  # already loaded by Airflow
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "the top level"
+        raise ValueError(f"response_schema is not a valid JSON Schema at {where}: {exc.message}") from None
+
+
+def check_schema_at_parse_time(task_id: str, schema: Any) -> None:
+    """Fail when the DAG is parsed, naming the task, rather than at run time (a str is a template)."""
+    if isinstance(schema, str):
+        return
+    try:
+        response_json_schema(schema)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"Task {task_id!r}: {exc}") from None
+
+
+def generate_config(
+    system_instruction: str | None, generation_config: Mapping[str, Any] | None, response_schema: Any
+) -> dict[str, Any]:
+    """The generate config as JSON-safe data, so a triggerer gets exactly what a worker would send."""
+    config = dict(generation_config or {})
+    if system_instruction:
+        config["system_instruction"] = system_instruction
+    schema = response_json_schema(response_schema)
+    if schema is not None:
+        config["response_mime_type"] = "application/json"
+        config["response_json_schema"] = schema
+    return config
+
+
+def check_contents(contents: Any, task_id: str) -> None:
+    empty = contents is None or (isinstance(contents, str) and not contents.strip())
+    if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
+        raise ValueError(f"Task {task_id!r}: contents is empty; give the prompt text or a list of contents")

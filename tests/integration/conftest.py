@@ -1,0 +1,41 @@
+"""One real Airflow deployment for the integration tests: the repo's example DAGs plus the tests' own."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_flex.emulator import FlexEmulator
+from tests.deployment import AirflowDeployment
+
+REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+TEST_DAGS = Path(__file__).resolve().parent / "dags"
+API_KEY = f"it-key-{secrets.token_hex(16)}"
+POOL_SLOTS = 2
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with FlexEmulator(api_key=API_KEY, slots=8, service_time=(0.4, 0.8), seed=5) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def airflow(emulator, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deployment")
+    dags = root / "dags"
+    dags.mkdir()
+    for source in [*REPO_DAGS.iterdir(), *TEST_DAGS.glob("*.py")]:
+        if source.name != "__pycache__":
+            (dags / source.name).symlink_to(source)
+    env = {
+        "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(API_KEY, initial_delay=0.2),
+        "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(root / "demo.db")}),
+        "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(root / "output"),
+    }
+    with AirflowDeployment(root / "home", dags, env) as deployment:
+        deployment.cli("pools", "set", "gemini_flex", str(POOL_SLOTS), "Gemini flex calls", "--include-deferred")
+        yield deployment
