@@ -60,6 +60,10 @@ async def run(args: argparse.Namespace, base_url: str, admin) -> dict:
 
     await anext(trigger(-1).run())  # warm-up: imports, the first client, first-use work
     gc.collect()
+    if args.gc == "freeze":
+        gc.freeze()  # what a long-running process does after start-up: old objects leave the collector's scans
+    elif args.gc == "off":
+        gc.disable()
     baseline_rss = process.memory_info().rss
     ticks: list[tuple[float, float]] = []  # (when, how late)
 
@@ -115,6 +119,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--batch-every", type=float, default=0.5)
     parser.add_argument("--service-time", type=float, default=0.02, help="seconds each queued call takes once served")
+    parser.add_argument(
+        "--gc",
+        choices=["on", "freeze", "off"],
+        default="on",
+        help="the garbage collector: as is, with start-up objects frozen (gc.freeze), or off",
+    )
     args = parser.parse_args()
     args.hold_s = args.calls / args.batch * args.batch_every + 10
     flags = ["--slots", "1", "--service-time", str(args.service_time), "--queue-depth", str(args.calls + 10)]

@@ -14,6 +14,8 @@ are shared by the sync and async paths.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_flex.hooks.call import CallPacer, FlexCall, RequestConfigs
+from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, project_fingerprint, quota_limiter
@@ -55,6 +57,9 @@ from airflow_provider_flex.pricing import DEFAULT_PRICES, TokenPrice
 if TYPE_CHECKING:
     from google import genai
     from google.genai import types
+
+#: Jitter draws for every hook of the process (seeding a generator per hook costs ~0.2 ms and 2.5 KB).
+_JITTER = random.Random()
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -118,10 +123,8 @@ class GeminiFlexHook(BaseHook):
         self._explicit_timeout = timeout
         self.prices = prices if prices is not None else DEFAULT_PRICES
         self._settings: ConnectionSettings | None = None
-        self._rng = random.Random()
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
-        self._request_configs = RequestConfigs()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -184,7 +187,7 @@ class GeminiFlexHook(BaseHook):
         call = self._prepare(model, config, service_tier)
         for tier, policy in call.legs():
             try:
-                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, self._rng)):
+                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
                     with attempt:
                         try:
                             time.sleep(call.reserve(contents))
@@ -206,7 +209,7 @@ class GeminiFlexHook(BaseHook):
         call = self._prepare(model, config, service_tier)
         for tier, policy in call.legs():
             try:
-                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, self._rng)):
+                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
                     with attempt:
                         try:
                             async with self.pacer.attempt():
@@ -239,7 +242,7 @@ class GeminiFlexHook(BaseHook):
     def _stream(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
         for tier, policy in call.legs():
             try:
-                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, self._rng)):
+                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
                     with attempt:
                         assembly = StreamAssembly(call.requested_tier)
                         try:
@@ -272,7 +275,7 @@ class GeminiFlexHook(BaseHook):
         call = self._prepare(model, config, service_tier)
         for tier, policy in call.legs():
             try:
-                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, self._rng)):
+                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
                     with attempt:
                         assembly = StreamAssembly(call.requested_tier)
                         try:
@@ -342,7 +345,7 @@ class GeminiFlexHook(BaseHook):
             limiter=self.quota_limiter(model),
             pacer=self.pacer,
             log=self.log,
-            configs=self._request_configs,
+            configs=REQUEST_CONFIGS,
         )
 
 
@@ -352,6 +355,22 @@ def _final_error(exc: Exception) -> Exception:
     if isinstance(translated, RetryableFailure | DailyQuotaRefusal):
         return capacity_error(translated.failure, attempts=1, waited_s=0.0)
     return translated
+
+
+@functools.lru_cache(maxsize=128)
+def _config_from_json(text: str) -> types.GenerateContentConfig:
+    """One validated config per distinct JSON config in the process: a thousand triggers judging with the
+    same config share it (and its request configs), instead of each holding its own pydantic copy."""
+    return _validated_config(json.loads(text))
+
+
+def _validated_config(config: Mapping[str, Any]) -> types.GenerateContentConfig:
+    from google.genai import types
+
+    try:
+        return types.GenerateContentConfig.model_validate(dict(config))
+    except Exception as exc:
+        raise ValueError(f"Invalid generate config: {exc}") from None
 
 
 def as_generate_config(config: Any) -> types.GenerateContentConfig:
@@ -364,7 +383,8 @@ def as_generate_config(config: Any) -> types.GenerateContentConfig:
         return config
     if isinstance(config, Mapping):
         try:
-            return types.GenerateContentConfig.model_validate(dict(config))
-        except Exception as exc:
-            raise ValueError(f"Invalid generate config: {exc}") from None
+            text = json.dumps(config, sort_keys=True)
+        except (TypeError, ValueError):  # not JSON data (a pydantic schema class, say): validate it afresh
+            return _validated_config(config)
+        return _config_from_json(text)
     raise TypeError(f"config must be a GenerateContentConfig or a dict, got {type(config).__name__}")

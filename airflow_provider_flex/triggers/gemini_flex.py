@@ -92,10 +92,12 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_flex.hooks.clients import start_turn
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
         from airflow_provider_flex.hooks.request import check_contents, generate_config
         from airflow_provider_flex.hooks.results import log_result
 
+        await start_turn()  # a triggerer starts new triggers in batches: set them up one per loop pass
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
             config = self.config

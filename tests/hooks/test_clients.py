@@ -1,0 +1,91 @@
+"""What every call of a process shares: one client per key and endpoint, and one call start per loop pass."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+
+from airflow_provider_flex.emulator import FlexEmulator
+from airflow_provider_flex.hooks.clients import start_turn
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook, as_generate_config
+from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
+from tests.hooks.conftest import API_KEY
+
+
+def test_hooks_of_one_key_and_endpoint_share_one_client(set_connection):
+    set_connection("flex_a", host="http://127.0.0.1:1", password=API_KEY)
+    set_connection("flex_b", host="http://127.0.0.1:1", password=API_KEY)
+    set_connection("flex_c", host="http://127.0.0.1:1", password="another-key")
+    set_connection("flex_d", host="http://127.0.0.1:2", password=API_KEY)
+    a, b = GeminiFlexHook("flex_a").client, GeminiFlexHook("flex_b").client
+    assert a is b
+    assert GeminiFlexHook("flex_c").client is not a  # another project
+    assert GeminiFlexHook("flex_d").client is not a  # another endpoint
+
+
+def test_equal_configs_are_validated_once_and_shared():
+    config = {"system_instruction": "Grade it.", "response_mime_type": "application/json"}
+    assert as_generate_config(dict(config)) is as_generate_config(dict(config))
+    assert as_generate_config({**config, "temperature": 0.1}) is not as_generate_config(config)
+
+
+def test_call_starts_are_spread_one_per_loop_pass():
+    async def main() -> list[int]:
+        passes = 0
+        stop = False
+
+        async def count_passes() -> None:
+            nonlocal passes
+            while not stop:
+                passes += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_passes())
+        await asyncio.sleep(0)
+        seen: list[int] = []
+
+        async def start() -> None:
+            await start_turn()
+            seen.append(passes)
+
+        await asyncio.gather(*[start() for _ in range(20)])
+        stop = True
+        await counter
+        return seen
+
+    seen = asyncio.run(main())
+    assert len(seen) == 20
+    assert len(set(seen)) == 20  # no two starts in the same pass of the loop
+
+
+def test_more_deferred_calls_than_a_connection_pool_holds_all_reach_the_flex_queue(set_connection):
+    """The async transport has no client-side cap: 150 waiting calls are 150 calls in the server's queue."""
+    with FlexEmulator(slots=1, service_time=(0.01, 0.01), queue_depth=500) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        emulator.admin.inject("slow", delay_s=6.0)
+        holder = threading.Thread(
+            target=httpx.post,
+            args=(f"{emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",),
+            kwargs={
+                "json": {"contents": [{"parts": [{"text": "hold"}]}]},
+                "headers": {"x-goog-api-key": "h"},
+                "timeout": 60,
+            },
+        )
+        holder.start()
+
+        async def main() -> tuple[int, list]:
+            triggers = [GeminiFlexGenerateContentTrigger(contents=f"waiting call {i}") for i in range(150)]
+            tasks = [asyncio.create_task(anext(t.run())) for t in triggers]
+            peak = 0
+            while not all(task.done() for task in tasks):
+                peak = max(peak, emulator.admin.stats()["queue_depth"]["flex"])
+                await asyncio.sleep(0.2)
+            return peak, [task.result().payload["status"] for task in tasks]
+
+        peak, statuses = asyncio.run(main())
+        holder.join()
+    assert statuses == ["success"] * 150
+    assert peak == 150
