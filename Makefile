@@ -4,12 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test reliability lint install clean
+.PHONY: demo test reliability lint install clean redis-server
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples]'
+	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis]'
 	@touch $(INSTALLED)
+
+# The shared-quota tests run a real redis-server (Debian's package); installed here when missing.
+REDIS_SERVER := $(shell command -v redis-server 2>/dev/null)
+redis-server:
+ifeq ($(REDIS_SERVER),)
+	@echo "redis-server is missing: installing Debian's redis-server for the shared-quota tests"
+	@apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+endif
 
 install: $(INSTALLED)
 
@@ -20,11 +28,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint redis-server
 	$(BIN)/python -m pytest
 
 # The reliability suite alone (it is part of `make test` as well).
-reliability: $(INSTALLED)
+reliability: $(INSTALLED) redis-server
 	$(BIN)/python -m pytest tests/reliability tests/integration
 
 clean:

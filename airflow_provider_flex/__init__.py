@@ -42,6 +42,12 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         "Calls are paced to them; quotas not given are learned from the API's 429s.",
         fmt="json",
     ),
+    "rate_limit_redis_conn_id": _field(
+        "Redis connection for shared quotas",
+        ["string", "null"],
+        "A redis connection (apache-airflow-providers-redis) through which every worker paces to the same "
+        "quotas. Empty: each process paces alone.",
+    ),
 }
 
 

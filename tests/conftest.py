@@ -24,8 +24,10 @@ def _fresh_process_state():
     """Each test starts with no quota limiter and no shared client: one test's emulator must not reach the next."""
     from airflow_provider_flex.hooks.clients import forget_shared_clients
     from airflow_provider_flex.hooks.quota import forget_quota_limiters
+    from airflow_provider_flex.hooks.shared_quota import forget_shared_quota_links
 
     forget_quota_limiters()
     yield
     forget_quota_limiters()
     forget_shared_clients()
+    forget_shared_quota_links()

@@ -28,6 +28,8 @@ class ConnectionSettings:
     retry_policy: FlexRetryPolicy
     #: model id (or ``*`` for any other) -> the quotas configured for it.
     quotas: Mapping[str, QuotaLimits] = field(default_factory=dict)
+    #: A ``redis`` connection through which every process paces to the same quotas (None: this process alone).
+    rate_limit_redis_conn_id: str | None = None
 
     def quotas_for(self, model: str) -> QuotaLimits:
         model = model.removeprefix("models/")
@@ -65,6 +67,7 @@ class ConnectionSettings:
             timeout=timeout,
             retry_policy=policy,
             quotas=_quotas(extras.get("quotas"), source),
+            rate_limit_redis_conn_id=extras.get("rate_limit_redis_conn_id") or None,
         )
 
 

@@ -96,6 +96,8 @@ class GeminiFlexHook(BaseHook):
     :param quotas: quotas known for every model this hook calls (a :class:`QuotaLimits` or
         its dict), overriding the connection's ``quotas`` extra.
     :param pacer: a bulk caller's :class:`CallPacer` (the enrichment engine's); default none.
+    :param rate_limit_redis_conn_id: a ``redis`` connection through which all processes pace to
+        the same quotas; overrides the connection's extra of the same name.
 
     Every call reserves its start with the process's one :class:`QuotaLimiter` for
     (connection, model), so operators, triggers and enrichment pace to the same quotas.
@@ -115,6 +117,7 @@ class GeminiFlexHook(BaseHook):
         prices: Mapping[str, Mapping[str, TokenPrice]] | None = None,
         quotas: QuotaLimits | Mapping[str, Any] | None = None,
         pacer: CallPacer | None = None,
+        rate_limit_redis_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +128,7 @@ class GeminiFlexHook(BaseHook):
         self._settings: ConnectionSettings | None = None
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
+        self._explicit_redis_conn_id = rate_limit_redis_conn_id
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -322,15 +326,22 @@ class GeminiFlexHook(BaseHook):
         self.__dict__.pop("client", None)
 
     def quota_limiter(self, model: str | None = None) -> QuotaLimiter:
-        """This process's limiter for (this connection, ``model``), configured from the connection and hook."""
+        """This process's limiter for (this connection, ``model``), configured from the connection and hook.
+
+        With a ``rate_limit_redis_conn_id`` it paces through Redis, with every process of the project.
+        """
         settings = self.settings
         model = (model or settings.default_model).removeprefix("models/")
-        return quota_limiter(
-            self.gemini_flex_conn_id,
-            project_fingerprint(settings.api_key, settings.base_url),
-            model,
-            settings.quotas_for(model).merged(self._explicit_quotas),
+        project = project_fingerprint(settings.api_key, settings.base_url)
+        limiter = quota_limiter(
+            self.gemini_flex_conn_id, project, model, settings.quotas_for(model).merged(self._explicit_quotas)
         )
+        redis_conn_id = self._explicit_redis_conn_id or settings.rate_limit_redis_conn_id
+        if redis_conn_id and limiter.shared is None:
+            from airflow_provider_flex.hooks.shared_quota import shared_quota_link
+
+            limiter.share_with(shared_quota_link(redis_conn_id, project, model))
+        return limiter
 
     def _prepare(self, model: str | None, config: Any, service_tier: str) -> FlexCall:
         settings = self.settings

@@ -23,6 +23,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from airflow_provider_flex.hooks.shared_quota import (
+    SharedDayBlocked,
+    SharedPace,
+    SharedQuotaLink,
+    SharedReservation,
+)
+
 QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
 #: Seconds of each window a quotaId can name; a day is a calendar day in QUOTA_TIMEZONE.
 WINDOW_SECONDS: Mapping[str, float] = {"second": 1.0, "minute": 60.0}
@@ -223,11 +230,12 @@ class WindowPace:
     tat: float = 0.0  # theoretical arrival time: the earliest next start under even spacing
     log: deque[_Entry] = field(default_factory=deque)
     total: float = 0.0
+    share: int = 1  # pacing alone while the processes sharing the quota cannot agree: 1/share of it
 
     @property
     def limit(self) -> int | None:
         known = [value for value in (self.configured, self.learned) if value]
-        return min(known) if known else None
+        return max(1, min(known) // self.share) if known else None
 
     def prune(self, now: float) -> None:
         while self.log and self.log[0].at <= now - self.window_s - WINDOW_MARGIN_S:
@@ -281,12 +289,13 @@ class DayBlocked:
 
 @dataclass
 class Reservation:
-    """One call's place in the quotas: when it may start and what it took."""
+    """One call's place in the quotas: when it may start and what it took (here, or in the shared state)."""
 
     start: float
     tokens: int
     chars: int
     entries: dict[str, _Entry] = field(default_factory=dict)
+    shared_units: dict[str, float] | None = None
 
 
 class QuotaLimiter:
@@ -312,7 +321,12 @@ class QuotaLimiter:
         self.day_count = 0
         self.day_reset_at: datetime | None = None
         self.tokens_per_char = INITIAL_TOKENS_PER_CHAR
+        self.shared: SharedQuotaLink | None = None
         self.configure(limits or QuotaLimits())
+
+    def share_with(self, link: SharedQuotaLink) -> None:
+        """Pace through a state every process shares (Redis), falling back to this one when it is down."""
+        self.shared = link
 
     # ---- configuration and what is known
 
@@ -342,13 +356,21 @@ class QuotaLimiter:
     def reserve(self, contents: Any, *, now: float, wall: datetime) -> Reservation | DayBlocked:
         """Reserve a start for one call: its start time, or DayBlocked while the day is spent."""
         tokens, chars = self.estimate_tokens(contents)
+        units = {name: tokens if name.startswith("tokens") else 1 for name in self.paces}
+        if self.shared is not None:
+            shared = self._reserve_shared(units, now, wall)
+            if isinstance(shared, DayBlocked):
+                return shared
+            if shared is not None:
+                return Reservation(start=now + shared.wait_s, tokens=tokens, chars=chars, shared_units=units)
         with self._lock:
             blocked = self._day_blocked(now, wall)
             if blocked is not None:
                 return blocked
-            units = {name: tokens if name.startswith("tokens") else 1 for name in self.paces}
+            share = self.shared.processes if self.shared is not None else 1
             start = max(now, self.paused_until)
             for name, pace in self.paces.items():
+                pace.share = share
                 pace.prune(now)
                 start = max(start, pace.earliest(now, units[name]))
             self.day_count += 1
@@ -359,8 +381,11 @@ class QuotaLimiter:
         """Correct a finished call's token estimate with what the API counted, and learn the ratio."""
         if not prompt_tokens:
             return
+        if reservation.shared_units is not None and self.shared is not None:
+            self.shared.call("adjust", self._shared_pace("tokens_per_minute"), prompt_tokens - reservation.tokens)
         with self._lock:
-            self.paces["tokens_per_minute"].correct(reservation.entries["tokens_per_minute"], prompt_tokens)
+            if reservation.shared_units is None:
+                self.paces["tokens_per_minute"].correct(reservation.entries["tokens_per_minute"], prompt_tokens)
             if reservation.chars >= 20:
                 ratio = prompt_tokens / reservation.chars
                 self.tokens_per_char += 0.2 * (ratio - self.tokens_per_char)
@@ -375,6 +400,8 @@ class QuotaLimiter:
         wall: datetime,
     ) -> DayBlocked | None:
         """Learn from a quota 429: the limits it names, its pause, or a spent day (returned)."""
+        if self.shared is not None:
+            self._teach_shared(reservation, violations, server_delay_s, wall)
         with self._lock:
             if reservation is not None:  # the server did not count a refused call
                 self.day_count = max(0, self.day_count - 1)
@@ -392,18 +419,71 @@ class QuotaLimiter:
                 self.paused_until = max(self.paused_until, now + server_delay_s)
             return None
 
+    def _shared_pace(self, name: str, units: float = 0.0) -> SharedPace:
+        pace = self.paces[name]
+        return SharedPace(name, pace.window_s, pace.configured, units)
+
+    def _reserve_shared(
+        self, units: dict[str, float], now: float, wall: datetime
+    ) -> SharedReservation | DayBlocked | None:
+        assert self.shared is not None
+        reset_at = next_daily_reset(wall)
+        outcome = self.shared.call(
+            "reserve",
+            [self._shared_pace(name, units[name]) for name in self.paces],
+            requests_per_day=self.requests_per_day,
+            reset_in_s=(reset_at - wall).total_seconds(),
+        )
+        if isinstance(outcome, SharedDayBlocked):
+            quota = QuotaViolation("requests per day (shared)", window="day", limit=self.requests_per_day)
+            return DayBlocked(quota, reset_at)
+        return outcome
+
+    def _teach_shared(
+        self,
+        reservation: Reservation | None,
+        violations: tuple[QuotaViolation, ...],
+        server_delay_s: float | None,
+        wall: datetime,
+    ) -> None:
+        """Tell every process what a quota 429 said: learned limits, the pause, a spent day; refund the call."""
+        assert self.shared is not None
+        if reservation is not None and reservation.shared_units is not None:
+            for name, units in reservation.shared_units.items():
+                self.shared.call("adjust", self._shared_pace(name), -units)
+        daily = any(v.daily for v in violations)
+        limits = {}
+        for violation in violations:
+            pace_name = self._pace_name(violation)
+            if pace_name is not None and violation.limit:
+                limits[pace_name] = violation.limit
+        until_reset = (next_daily_reset(wall) - wall).total_seconds()
+        self.shared.call(
+            "learn",
+            pause_s=server_delay_s or 0.0,
+            day_blocked_s=min(until_reset, DAY_BLOCK_RECHECK_S) if daily else 0.0,
+            limits=limits,
+        )
+
     def clear_day_block(self) -> None:
         """Forget a spent day (a task resuming after the reset looks again)."""
         with self._lock:
             self.day_blocked = None
             self.day_blocked_until = 0.0
 
-    def _pace_for(self, violation: QuotaViolation) -> WindowPace | None:
+    @staticmethod
+    def _pace_name(violation: QuotaViolation) -> str | None:
         if violation.window == "minute":
-            return self.paces["tokens_per_minute" if violation.unit == "tokens" else "requests_per_minute"]
+            return "tokens_per_minute" if violation.unit == "tokens" else "requests_per_minute"
         if violation.window == "second" and violation.unit == "requests":
-            return self.paces.setdefault("requests_per_second", WindowPace(WINDOW_SECONDS["second"]))
+            return "requests_per_second"
         return None
+
+    def _pace_for(self, violation: QuotaViolation) -> WindowPace | None:
+        name = self._pace_name(violation)
+        if name is None:
+            return None
+        return self.paces.setdefault(name, WindowPace(WINDOW_SECONDS[name.rsplit("_", 1)[-1]]))
 
     def _day_blocked(self, now: float, wall: datetime) -> DayBlocked | None:
         if self.day_reset_at is None or wall >= self.day_reset_at:

@@ -299,6 +299,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         before midnight America/Los_Angeles): ``"fail"`` (default) fails the task with
         :class:`FlexQuotaExhausted` after checkpointing; ``"wait"`` defers the task until
         the reset (no worker slot meanwhile), then carries on from the checkpoint.
+    :param rate_limit_redis_conn_id: a ``redis`` connection through which this task paces to the
+        project's quotas together with every other worker (shards, other DAGs); overrides the
+        connection extra of the same name. Without it the task paces alone.
     :param daily_quota_recheck: with ``"wait"``, look again after this long at most even
         if the reset is later (a day that reset early, a clock that disagrees): one
         refused call each time.
@@ -339,6 +342,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         tokens_per_minute: int | None = None,
         on_daily_quota: str = "fail",
         daily_quota_recheck: timedelta | float = timedelta(hours=1),
+        rate_limit_redis_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -376,6 +380,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             source=f"Task {self.task_id!r}",
         )
         self.on_daily_quota = on_daily_quota
+        self.rate_limit_redis_conn_id = rate_limit_redis_conn_id
         recheck = daily_quota_recheck
         self.daily_quota_recheck = recheck if isinstance(recheck, timedelta) else timedelta(seconds=float(recheck))
         check_schema_at_parse_time(self.task_id, response_schema)
@@ -418,6 +423,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             timeout=self.timeout,
             quotas=self.quotas,
             pacer=pacer,
+            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id,
         )
         engine = Enrichment(
             hook=hook,
