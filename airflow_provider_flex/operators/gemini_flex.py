@@ -316,6 +316,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "response_schema",
         "generation_config",
         "gemini_flex_conn_id",
+        "rate_limit_redis_conn_id",
+        "requests_per_minute",
+        "tokens_per_minute",
     )
     ui_color = "#e8f0fe"
 
@@ -375,15 +378,26 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
-        self.quotas = QuotaLimits.from_value(
-            {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute},
-            source=f"Task {self.task_id!r}",
-        )
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        if not any(isinstance(v, str) for v in (requests_per_minute, tokens_per_minute)):
+            self._quotas()  # plain values are checked when the DAG is parsed; templates once rendered
         self.on_daily_quota = on_daily_quota
         self.rate_limit_redis_conn_id = rate_limit_redis_conn_id
         recheck = daily_quota_recheck
         self.daily_quota_recheck = recheck if isinstance(recheck, timedelta) else timedelta(seconds=float(recheck))
         check_schema_at_parse_time(self.task_id, response_schema)
+
+    def _quotas(self) -> QuotaLimits:
+        """The task's quota overrides (an empty or 0 value: not given)."""
+        given = {
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+        }
+        return QuotaLimits.from_value(
+            {name: None if value in (None, "", 0, "0") else value for name, value in given.items()},
+            source=f"Task {self.task_id!r}",
+        )
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
@@ -421,9 +435,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
             self.gemini_flex_conn_id,
             retry_policy=self.retry_policy,
             timeout=self.timeout,
-            quotas=self.quotas,
+            quotas=self._quotas(),
             pacer=pacer,
-            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id,
+            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id or None,
         )
         engine = Enrichment(
             hook=hook,

@@ -101,3 +101,35 @@ def test_llm_judge_eval_scores_every_candidate_through_mapped_tasks(tmp_path):
         for c in candidates
     }
     assert {c["prompt_sha256"] for c in answered} == {hashlib.sha256(p.encode()).hexdigest() for p in expected}
+
+
+def test_sharded_enrichment_paces_every_shard_through_one_redis_and_a_rerun_resumes_them(tmp_path):
+    from tests.redis_server import RedisServer
+
+    conf = {"rows_per_shard": 30, "rate_limit_redis_conn_id": "flex_quota_redis", "requests_per_minute": 1200}
+    with RedisServer(tmp_path) as redis_server, FlexEmulator(rpm=1200, slots=8, service_time=(0.01, 0.03)) as emulator:
+        env = _airflow_env(emulator, tmp_path)
+        env["AIRFLOW_CONN_FLEX_QUOTA_REDIS"] = redis_server.connection_json()
+        output = _dags_test("flex_sharded_enrichment", env, "2026-11-20", "--conf", json.dumps(conf))
+        first_calls = emulator.admin.calls()
+        again = _dags_test("flex_sharded_enrichment", env, "2026-11-20", "--conf", json.dumps(conf))
+        all_calls = emulator.admin.calls()
+        keys = [key.decode() for key in redis_server.client().keys("flex:quota:*")]
+        refusals = emulator.admin.stats()["quota_refusals"]
+    root = tmp_path / "output" / "sharded" / "2026-11-20"
+    shards = sorted(p.name for p in (root / "shards").glob("shard-*.jsonl"))
+    assert shards == [f"shard-{i:05d}.jsonl" for i in range(4)]  # 100 rows, 30 a shard
+    assert "Sharded enrichment: 100 of 100 rows enriched over 4 shards (0 failed, 0 already done)" in output
+    assert "Sharded enrichment: 0 of 100 rows enriched over 4 shards (0 failed, 100 already done)" in again
+    summary = json.loads((root / "summary.json").read_text())
+    assert (summary["shards"], summary["skipped"], summary["total"]) == (4, 100, 100)
+    assert len([c for c in first_calls if c["outcome"] == "ok"]) == 100
+    assert len(all_calls) == len(first_calls)  # the rerun paid for nothing
+    results = [
+        json.loads(line)["key"]
+        for shard in sorted((root / "enriched").iterdir())
+        for part in sorted(shard.glob("results-*.jsonl"))
+        for line in part.read_text().splitlines()
+    ]
+    assert len(results) == 100 == len(set(results))
+    assert keys and refusals == {}  # paced through the shared state, no 429
