@@ -41,6 +41,12 @@ DEFAULT_PRICES: Mapping[str, Mapping[str, TokenPrice]] = {
     "gemini-2.5-flash-lite": _standard_and_flex(0.10, 0.40),
 }
 
+#: Vertex AI's list prices for the same models, by served tier. Vertex lists the same standard prices
+#: as the Gemini API for these models (copies of the Vertex AI generative AI pricing page, Nov 2026) and
+#: Flex PayGo is 50% of them; kept as its own table because they may diverge. Provisioned Throughput
+#: is prepaid capacity, not priced per token: calls it served have ``cost_usd = None``.
+VERTEX_PRICES: Mapping[str, Mapping[str, TokenPrice]] = {model: dict(tiers) for model, tiers in DEFAULT_PRICES.items()}
+
 #: The text models the flex documentation lists as supporting flex.
 FLEX_MODELS: tuple[str, ...] = tuple(DEFAULT_PRICES)
 

@@ -46,7 +46,7 @@ print("SUMMARY " + json.dumps(summary))
 
 def run_side(args: argparse.Namespace, redis_conn: str | None, workdir: Path) -> dict:
     rows = int(args.rpm * args.minutes / args.processes)
-    flags = ["--rpm", str(args.rpm), "--slots", "16", "--service-time", "0.05:0.15", "--seed", "1"]
+    flags = ["--rpm", str(args.rpm), "--quota-window", args.window, "--slots", "16", "--service-time", "0.05:0.15"]
     with emulator_process(*flags) as admin:
         env = {
             **os.environ,
@@ -106,6 +106,12 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=600)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--minutes", type=float, default=2.0, help="rows in all = rpm x minutes")
+    parser.add_argument(
+        "--window",
+        choices=["sliding", "fixed"],
+        default="sliding",
+        help="the emulator's minute windows; fixed ones let a run straddling a boundary take two minutes' quota at once",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         workdir = Path(root)
@@ -114,7 +120,7 @@ def main() -> None:
         alone = run_side(args, None, workdir)
     print(
         f"{args.processes} processes, one key and model, quota {args.rpm} requests/min ({args.rpm / 60:g}/s), "
-        f"{shared['rows']} rows in all, emulator in its own process"
+        f"{shared['rows']} rows in all, {args.window} minute windows, emulator in its own process"
     )
     print(f"{'pacing':<26} {'rows/s':>7} {'of RPM/60':>9} {'429s':>5} {'of calls':>8} {'failed':>6}")
     for name, r in (("shared through Redis", shared), ("each process alone", alone)):

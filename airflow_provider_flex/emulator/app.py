@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -43,6 +44,14 @@ from airflow_provider_flex.emulator.faults import (
     parse_fault,
 )
 from airflow_provider_flex.emulator.quotas import QuotaBook, QuotaExceeded
+from airflow_provider_flex.emulator.vertex import (
+    CAPACITY_MESSAGE,
+    TRAFFIC_TYPES,
+    VERTEX_API_VERSIONS,
+    TokenIssuer,
+    VertexError,
+    vertex_tier,
+)
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")
@@ -276,6 +285,7 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.faults = FaultQueue()
+        self.tokens = TokenIssuer(config.token_lifetime_s)  # kept across resets: clients hold their tokens
         self.reset()
 
     def reset(self) -> None:
@@ -325,7 +335,7 @@ def _model_resource(model_id: str, config: EmulatorConfig) -> dict[str, Any]:
     }
 
 
-def _usage(request: GenerateRequest, answer: Answer | None, tier: str) -> dict[str, Any]:
+def _usage(request: GenerateRequest, answer: Answer | None, tier: str, vertex: bool = False) -> dict[str, Any]:
     prompt = request.prompt_tokens
     usage: dict[str, Any] = {"promptTokenCount": prompt}
     if answer is not None:
@@ -334,7 +344,10 @@ def _usage(request: GenerateRequest, answer: Answer | None, tier: str) -> dict[s
             usage["thoughtsTokenCount"] = answer.thoughts_tokens
     usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
-    usage["serviceTier"] = tier
+    if vertex:
+        usage["trafficType"] = TRAFFIC_TYPES[tier]
+    else:
+        usage["serviceTier"] = tier
     return usage
 
 
@@ -347,6 +360,7 @@ def _response_body(
     text: str,
     answer: Answer | None,
     finish: str | None,
+    vertex: bool = False,
 ) -> dict[str, Any]:
     """One GenerateContentResponse: a whole answer, or one stream chunk (``answer`` None until the last)."""
     body: dict[str, Any] = {}
@@ -357,7 +371,7 @@ def _response_body(
         if finish:
             candidate["finishReason"] = finish
         body["candidates"] = [candidate]
-    body["usageMetadata"] = _usage(request, answer, tier)
+    body["usageMetadata"] = _usage(request, answer, tier, vertex)
     body["modelVersion"] = model
     body["responseId"] = response_id
     return body
@@ -480,10 +494,20 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             details = [retry_info(fault.retry_delay_s if fault.retry_delay_s is not None else 1.0)]
         return ApiError(code, status, fault.message or message, details=details, outcome=f"fault:{fault.kind}")
 
-    async def generate(request: Request, model: str, key: str, *, stream: bool) -> Response:
+    async def generate(
+        request: Request, model: str, key: str, *, stream: bool, vertex_location: str | None = None
+    ) -> Response:
+        """One generate call; on Vertex routes (``vertex_location``) the tier comes from the headers."""
         method = "stream" if stream else "generate"
-        parsed = parse_generate_request(await read_json(request))
-        tier = parsed.tier
+        vertex = vertex_location is not None
+        body_json = await read_json(request)
+        if vertex:
+            try:
+                tier = vertex_tier(request.headers, vertex_location, body_json)
+            except VertexError as refusal:
+                raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
+        parsed = parse_generate_request(body_json)
+        tier = tier if vertex else parsed.tier
         prompt = parsed.prompt
 
         def record(outcome: str, answer: Answer | None = None) -> None:
@@ -508,7 +532,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             fault = state.faults.take(method)
             if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
                 raise fault_error(fault)
-            admit(parsed, model, key)
+            if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
+                admit(parsed, model, key)
             answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked")
         except ApiError as error:
             record(error.outcome)
@@ -517,7 +542,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         preempt = tier == "flex" and config.preempt_rate > 0 and state.rng.random() < config.preempt_rate
         service_s = state.rng.uniform(*config.service_time)
         extra_delay = fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
-        headers = {SERVICE_TIER_HEADER: tier}
+        headers = {} if vertex else {SERVICE_TIER_HEADER: tier}
         response_id = uuid.uuid4().hex[:22]
         resources = AsyncExitStack()
         try:
@@ -536,6 +561,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     return Response(status_code=499)
         except CapacityRefusal as refusal:
             record(refusal.outcome)
+            if vertex and refusal.code == 503:  # Vertex sheds with its dynamic-shared-quota 429
+                raise ApiError(429, "RESOURCE_EXHAUSTED", CAPACITY_MESSAGE, outcome=refusal.outcome) from None
             raise ApiError(refusal.code, refusal.status, refusal.message, outcome=refusal.outcome) from None
 
         kind = fault.kind if fault is not None else None
@@ -549,7 +576,14 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     media_type="text/html",
                 )
             body = _response_body(
-                parsed, model, tier, response_id, text=answer.text, answer=answer, finish=answer.finish_reason
+                parsed,
+                model,
+                tier,
+                response_id,
+                text=answer.text,
+                answer=answer,
+                finish=answer.finish_reason,
+                vertex=vertex,
             )
             if kind == "drop":
                 return _DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
@@ -575,6 +609,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                         text=chunk,
                         answer=answer if last else None,
                         finish=answer.finish_reason if last else None,
+                        vertex=vertex,
                     )
                 )
 
@@ -674,7 +709,64 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         status = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT"}.get(code, "INVALID_ARGUMENT")
         return ApiError(code, status, f"{request.method} {request.url.path} is not a Gemini API method.").response()
 
+    @api_endpoint
+    async def vertex_action(request: Request) -> Response:
+        params = request.path_params
+        if params["version"] not in VERTEX_API_VERSIONS:
+            raise ApiError(404, "NOT_FOUND", f"API version {params['version']!r} is not served by this emulator.")
+        name, _, action = params["rest"].rpartition(":")
+        if action not in ("generateContent", "streamGenerateContent", "countTokens"):
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {action}")
+        if name not in config.models:
+            raise ApiError(
+                404,
+                "NOT_FOUND",
+                f"Publisher Model `projects/{params['project']}/locations/{params['location']}/publishers/google/"
+                f"models/{name}` was not found or your project does not have access to it.",
+            )
+        try:
+            token = state.tokens.check(
+                request.headers.get("authorization"),
+                project=params["project"],
+                location=params["location"],
+                model=name,
+            )
+        except VertexError as refusal:
+            raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
+        if action == "countTokens":
+            return await count_tokens(request)
+        return await generate(
+            request,
+            name,
+            f"vertex:{token.project}",
+            stream=action == "streamGenerateContent",
+            vertex_location=params["location"],
+        )
+
+    async def oauth_token(request: Request) -> Response:
+        form = {key: value[-1] for key, value in parse_qs((await request.body()).decode()).items()}
+        try:
+            return JSONResponse(state.tokens.grant(form, str(request.url)))
+        except ValueError as exc:
+            error, _, description = str(exc).partition(": ")
+            return JSONResponse({"error": error, "error_description": description}, status_code=400)
+
+    async def admin_expire_tokens(request: Request) -> Response:
+        state.tokens.expire_all()
+        return JSONResponse({"tokens": len(state.tokens.tokens), "issued": state.tokens.issued})
+
+    async def admin_tokens(request: Request) -> Response:
+        return JSONResponse({"tokens": len(state.tokens.tokens), "issued": state.tokens.issued})
+
     routes = [
+        Route(
+            "/{version}/projects/{project}/locations/{location}/publishers/google/models/{rest:path}",
+            vertex_action,
+            methods=["POST"],
+        ),
+        Route("/token", oauth_token, methods=["POST"]),
+        Route(f"{ADMIN_PREFIX}/oauth/tokens", admin_tokens, methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/oauth/expire", admin_expire_tokens, methods=["POST"]),
         Route("/{version}/models", list_models, methods=["GET"]),
         Route("/{version}/models/{rest:path}", model_action, methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/health", admin_health, methods=["GET"]),

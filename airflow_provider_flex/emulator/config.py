@@ -36,6 +36,8 @@ class EmulatorConfig:
     rpd: int = 0
     quotas: tuple[tuple[str, ModelQuota], ...] = ()
     quota_window: str = "fixed"
+    #: Seconds a Vertex AI access token from ``POST /token`` stays valid.
+    token_lifetime_s: float = 3600.0
     seed: int | None = None
     api_key: str | None = None
     models: tuple[str, ...] = FLEX_MODELS

@@ -46,6 +46,14 @@ class EmulatorAdmin:
         """Forget stats, queued faults and quota windows."""
         return self._request("POST", "/reset")
 
+    def expire_tokens(self) -> dict[str, Any]:
+        """Expire every Vertex AI access token the emulator issued (clients must get new ones)."""
+        return self._request("POST", "/oauth/expire")
+
+    def tokens(self) -> dict[str, Any]:
+        """Vertex AI access tokens: how many are known and how many were ever issued."""
+        return self._request("GET", "/oauth/tokens")
+
     def end_day(self) -> dict[str, Any]:
         """Start a new quota day now, as midnight America/Los_Angeles would."""
         return self._request("POST", "/quota/end-day")
@@ -257,10 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIN[:MAX]",
         help="length of plain-text answers in tokens (default 24:96)",
     )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=defaults.token_lifetime_s,
+        help="seconds a Vertex AI access token from POST /token stays valid (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.epilog = (
         f"Admin endpoints under {ADMIN_PREFIX}/: GET stats, GET calls, GET|POST|DELETE faults, POST reset, "
-        "POST quota/end-day, GET health. "
+        "POST quota/end-day, GET oauth/tokens, POST oauth/expire, GET health. Vertex AI routes under "
+        "/{v1,v1beta1}/projects/{project}/locations/{location}/publishers/google/models/, OAuth at POST /token. "
         f"Fault kinds: {', '.join(FAULT_KINDS)}."
     )
     return parser
@@ -280,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rpd=args.rpd,
         quotas=tuple(args.quota),
         quota_window=args.quota_window,
+        token_lifetime_s=args.token_lifetime,
         seed=args.seed,
         api_key=args.api_key,
         models=tuple(dict.fromkeys([*FLEX_MODELS, *args.model])),

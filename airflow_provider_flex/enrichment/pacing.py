@@ -84,8 +84,8 @@ class AdaptiveLimit:
         self.finished_calls += 1
         if failure.server_delay_s:
             self.paused_until = max(self.paused_until, now + failure.server_delay_s)
-        if failure.status_code != 429 or any(quota.limit for quota in failure.quotas):
-            return  # a named limit is the quota limiter's to pace
+        if failure.status_code != 429 or failure.capacity or any(quota.limit for quota in failure.quotas):
+            return  # a named limit is the quota limiter's to pace; shared capacity is the row's backoff's
         last = self.finished_at_last_cut
         if last is None or self.finished_calls - last >= self.allowed:
             self.current = max(1.0, self.current * SHRINK_FACTOR)

@@ -34,6 +34,7 @@ from airflow_provider_flex.hooks.retry import (
     plan_retry,
     translate_error,
 )
+from airflow_provider_flex.hooks.vertex import tier_headers
 from airflow_provider_flex.pricing import TokenPrice, token_cost
 
 if TYPE_CHECKING:
@@ -75,14 +76,16 @@ class RequestConfigs:
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._built: dict[tuple[int, str, int], tuple[Any, Any]] = {}
+        self._built: dict[tuple[int, str, int, str | None], tuple[Any, Any]] = {}
 
-    def get(self, base: types.GenerateContentConfig, tier: str, timeout_ms: int) -> types.GenerateContentConfig:
-        key = (id(base), tier, timeout_ms)
+    def get(
+        self, base: types.GenerateContentConfig, tier: str, timeout_ms: int, vertex_flex_mode: str | None = None
+    ) -> types.GenerateContentConfig:
+        key = (id(base), tier, timeout_ms, vertex_flex_mode)
         cached = self._built.get(key)
         if cached is not None and cached[0] is base:  # the same object, not a new one at a reused id
             return cached[1]
-        config = request_config(base, tier, timeout_ms)
+        config = request_config(base, tier, timeout_ms, vertex_flex_mode)
         if len(self._built) >= self.size:
             self._built.clear()
         self._built[key] = (base, config)
@@ -92,15 +95,26 @@ class RequestConfigs:
 REQUEST_CONFIGS = RequestConfigs()
 
 
-def request_config(base: types.GenerateContentConfig, tier: str, timeout_ms: int) -> types.GenerateContentConfig:
-    """``base`` with the tier, the attempt's timeout, the SDK's own retries off and one API call per SDK call."""
+def request_config(
+    base: types.GenerateContentConfig, tier: str, timeout_ms: int, vertex_flex_mode: str | None = None
+) -> types.GenerateContentConfig:
+    """``base`` with the tier, the attempt's timeout, the SDK's own retries off and one API call per SDK call.
+
+    On Vertex AI (``vertex_flex_mode`` given) the tier goes in the headers, never the body.
+    """
     from google.genai import types
 
     base_http = base.http_options
-    http_options = (base_http.model_copy() if base_http else types.HttpOptions()).model_copy(
-        update={"timeout": timeout_ms, "retry_options": None}
-    )
-    update: dict[str, Any] = {"service_tier": tier, "http_options": http_options}
+    http_update: dict[str, Any] = {"timeout": timeout_ms, "retry_options": None}
+    if vertex_flex_mode is not None:
+        http_update["headers"] = {
+            **((base_http.headers or {}) if base_http else {}),
+            **tier_headers(tier, vertex_flex_mode),
+        }
+    http_options = (base_http.model_copy() if base_http else types.HttpOptions()).model_copy(update=http_update)
+    update: dict[str, Any] = {"http_options": http_options}
+    if vertex_flex_mode is None:
+        update["service_tier"] = tier
     if base.automatic_function_calling is None:
         # One SDK call must stay one API call, so retries, usage and cost stay exact.
         update["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
@@ -121,6 +135,7 @@ class FlexCall:
     pacer: CallPacer
     log: logging.Logger
     configs: RequestConfigs
+    vertex_flex_mode: str | None = None
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
     last_failure: Failure | None = None
@@ -170,7 +185,7 @@ class FlexCall:
         self.attempts += 1
         remaining = self.policy.deadline - self.elapsed
         timeout_ms = max(1000, int(min(self.timeout_s, remaining)) * 1000)
-        return self.configs.get(self.base_config, tier, timeout_ms)
+        return self.configs.get(self.base_config, tier, timeout_ms, self.vertex_flex_mode)
 
     def attempt_failed(self, exc: Exception, assembly: StreamAssembly | None = None) -> Exception:
         """What an attempt's error becomes; a quota 429 also teaches the model's limiter."""
@@ -259,7 +274,7 @@ class FlexCall:
             parsed=raw.parsed if self._wants_parsed else None,
             finish_reason=finish_reason_of(raw),
             usage=FlexUsage.from_metadata(raw.usage_metadata),
-            tier=served_tier(headers, tier),
+            tier=served_tier(headers, tier, getattr(raw.usage_metadata, "traffic_type", None)),
         )
 
     def finish_stream(self, assembly: StreamAssembly, tier: str) -> FlexResponse:

@@ -19,8 +19,6 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
-from airflow_provider_flex.hooks.quota import project_fingerprint
-
 if TYPE_CHECKING:
     from google import genai
 
@@ -31,18 +29,37 @@ _clients_lock = threading.Lock()
 _sdk_warm = False
 
 
+def _client_key(settings: ConnectionSettings) -> tuple[str, str | None]:
+    return (f"{settings.project}|{settings.base_url or ''}", settings.api_version)
+
+
 def shared_client(settings: ConnectionSettings) -> genai.Client:
-    """The process's client for these settings' key and endpoint, built on first use."""
-    key = (project_fingerprint(settings.api_key, settings.base_url), settings.api_version)
+    """The process's client for these settings' key (or Vertex AI account) and endpoint, built on first use."""
+    key = _client_key(settings)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            from google import genai
-            from google.genai import types
-
-            http_options = types.HttpOptions(base_url=settings.base_url, api_version=settings.api_version)
-            client = _clients[key] = genai.Client(api_key=settings.api_key, http_options=http_options)
+            client = _clients[key] = _new_client(settings)
         return client
+
+
+def _new_client(settings: ConnectionSettings) -> genai.Client:
+    from google import genai
+    from google.genai import types
+
+    http_options = types.HttpOptions(base_url=settings.base_url, api_version=settings.api_version)
+    if settings.vertex is None:
+        return genai.Client(api_key=settings.api_key, http_options=http_options)
+    from airflow_provider_flex.hooks.vertex import credentials
+
+    creds, project = credentials(settings.vertex)
+    return genai.Client(
+        vertexai=True,
+        project=project,
+        location=settings.vertex.location,
+        credentials=creds,
+        http_options=http_options,
+    )
 
 
 def forget_shared_clients() -> None:
@@ -83,8 +100,7 @@ def warm_sdk(settings: ConnectionSettings) -> None:
 
 
 def sdk_is_warm(settings: ConnectionSettings) -> bool:
-    key = (project_fingerprint(settings.api_key, settings.base_url), settings.api_version)
-    return _sdk_warm and key in _clients
+    return _sdk_warm and _client_key(settings) in _clients
 
 
 class StartGate:

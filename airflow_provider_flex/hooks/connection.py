@@ -1,4 +1,4 @@
-"""A ``gemini_flex`` connection read into settings: key, base URL, timeouts, retry policy, quotas."""
+"""A ``gemini_flex`` connection read into settings: key or Vertex AI account, base URL, timeouts, policy, quotas."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.quota import QuotaLimits
+from airflow_provider_flex.hooks.quota import QuotaLimits, project_fingerprint
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy, coerce_fields
+from airflow_provider_flex.hooks.vertex import VERTEX_DEFAULT_TIMEOUT_S, VertexSettings, vertex_timeout
 
 DEFAULT_MODEL = "gemini-3-flash-preview"
 DEFAULT_TIMEOUT_S = 900.0
@@ -30,6 +31,15 @@ class ConnectionSettings:
     quotas: Mapping[str, QuotaLimits] = field(default_factory=dict)
     #: A ``redis`` connection through which every process paces to the same quotas (None: this process alone).
     rate_limit_redis_conn_id: str | None = None
+    #: Vertex AI mode (extra ``vertexai: true``): project, location, service-account credentials.
+    vertex: VertexSettings | None = None
+
+    @property
+    def project(self) -> str:
+        """The project this connection's calls count against, irreversibly named (quotas, shared clients)."""
+        if self.vertex is not None:
+            return self.vertex.identity()
+        return project_fingerprint(self.api_key, self.base_url)
 
     def quotas_for(self, model: str) -> QuotaLimits:
         model = model.removeprefix("models/")
@@ -41,9 +51,13 @@ class ConnectionSettings:
     ) -> ConnectionSettings:
         extras = dict(conn.extra_dejson or {})
         source = f"connection {conn.conn_id!r}"
-        api_key = conn.password or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-        if not api_key:
-            raise FlexError(f"{source} has no API key: set its password (API key), or GEMINI_API_KEY / GOOGLE_API_KEY.")
+        vertex = VertexSettings.from_extras(extras, source)
+        api_key = conn.password or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or ""
+        if not api_key and vertex is None:
+            raise FlexError(
+                f"{source} has no API key: set its password (API key), or GEMINI_API_KEY / GOOGLE_API_KEY, "
+                "or extra vertexai: true for Vertex AI with a service account."
+            )
         policy_fields = {f.name for f in fields(FlexRetryPolicy)}
         policy = explicit_policy or FlexRetryPolicy(
             **coerce_fields(
@@ -52,13 +66,16 @@ class ConnectionSettings:
                 source=f"{source} extra",
             )
         )
-        timeout = explicit_timeout if explicit_timeout is not None else extras.get("timeout") or DEFAULT_TIMEOUT_S
+        default_timeout = VERTEX_DEFAULT_TIMEOUT_S if vertex is not None else DEFAULT_TIMEOUT_S
+        timeout = explicit_timeout if explicit_timeout is not None else extras.get("timeout") or default_timeout
         try:
             timeout = float(timeout)
             if timeout <= 0 or math.isnan(timeout):
                 raise ValueError
         except (TypeError, ValueError):
             raise ValueError(f"{source}: timeout must be a positive number of seconds, got {timeout!r}") from None
+        if vertex is not None:
+            timeout = vertex_timeout(timeout, source)
         return cls(
             api_key=api_key,
             base_url=_base_url(conn, source),
@@ -68,6 +85,7 @@ class ConnectionSettings:
             retry_policy=policy,
             quotas=_quotas(extras.get("quotas"), source),
             rate_limit_redis_conn_id=extras.get("rate_limit_redis_conn_id") or None,
+            vertex=vertex,
         )
 
 
@@ -110,6 +128,9 @@ def mask(secret: str) -> None:
 
 
 def redact(text: str, settings: ConnectionSettings | None) -> str:
-    if settings is not None and settings.api_key:
-        text = text.replace(settings.api_key, "***")
+    if settings is None:
+        return text
+    for secret in (settings.api_key, settings.vertex.private_key if settings.vertex else None):
+        if secret:
+            text = text.replace(secret, "***")
     return text

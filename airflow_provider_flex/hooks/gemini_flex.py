@@ -28,7 +28,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
-from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, project_fingerprint, quota_limiter
+from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
 from airflow_provider_flex.hooks.results import (
     SERVICE_TIER_HEADER,
     TIERS,
@@ -52,7 +52,8 @@ from airflow_provider_flex.hooks.retry import (
     plan_retry,
     translate_error,
 )
-from airflow_provider_flex.pricing import DEFAULT_PRICES, TokenPrice
+from airflow_provider_flex.hooks.vertex import check_vertex_request
+from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPrice
 
 if TYPE_CHECKING:
     from google import genai
@@ -124,7 +125,7 @@ class GeminiFlexHook(BaseHook):
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self._explicit_policy = FlexRetryPolicy.from_value(retry_policy)
         self._explicit_timeout = timeout
-        self.prices = prices if prices is not None else DEFAULT_PRICES
+        self.prices = prices
         self._settings: ConnectionSettings | None = None
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
@@ -139,8 +140,11 @@ class GeminiFlexHook(BaseHook):
         settings = ConnectionSettings.from_connection(
             conn, explicit_policy=self._explicit_policy, explicit_timeout=self._explicit_timeout
         )
-        if settings.api_key != conn.password:  # Airflow masks a connection's own password already
+        if settings.api_key and settings.api_key != conn.password:  # Airflow masks a connection's own password
             mask(settings.api_key)
+        if settings.vertex is not None and settings.vertex.key_json:
+            mask(settings.vertex.key_json)  # a JSON string in an extra is not one Airflow knows to mask
+            mask(settings.vertex.private_key or "")
         return settings
 
     @property
@@ -188,7 +192,7 @@ class GeminiFlexHook(BaseHook):
         self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
     ) -> FlexResponse:
         """One flex call with retries; raises FlexCapacityError, FlexRequestError or FlexResponseError."""
-        call = self._prepare(model, config, service_tier)
+        call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
                 for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
@@ -210,7 +214,7 @@ class GeminiFlexHook(BaseHook):
     ) -> FlexResponse:
         """Async twin of :meth:`generate_content`, for triggers and the enrichment engine."""
         await self.aprepare()
-        call = self._prepare(model, config, service_tier)
+        call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
                 async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
@@ -240,7 +244,7 @@ class GeminiFlexHook(BaseHook):
         A failure before any text arrived is retried; after that it raises
         FlexStreamInterrupted, so partial text is never passed off as an answer.
         """
-        call = self._prepare(model, config, service_tier)
+        call = self._prepare(model, config, service_tier, contents)
         return FlexStream(self._stream(call, contents))
 
     def _stream(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
@@ -276,7 +280,7 @@ class GeminiFlexHook(BaseHook):
         self, model: Any, config: Any, service_tier: str, contents: Any
     ) -> AsyncIterator[str | FlexResponse]:
         await self.aprepare()
-        call = self._prepare(model, config, service_tier)
+        call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
                 async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
@@ -332,7 +336,7 @@ class GeminiFlexHook(BaseHook):
         """
         settings = self.settings
         model = (model or settings.default_model).removeprefix("models/")
-        project = project_fingerprint(settings.api_key, settings.base_url)
+        project = settings.project
         limiter = quota_limiter(
             self.gemini_flex_conn_id, project, model, settings.quotas_for(model).merged(self._explicit_quotas)
         )
@@ -343,16 +347,20 @@ class GeminiFlexHook(BaseHook):
             limiter.share_with(shared_quota_link(redis_conn_id, project, model))
         return limiter
 
-    def _prepare(self, model: str | None, config: Any, service_tier: str) -> FlexCall:
+    def _prepare(self, model: str | None, config: Any, service_tier: str, contents: Any) -> FlexCall:
         settings = self.settings
         model = model or settings.default_model
+        tier = normalize_tier(service_tier)
+        if settings.vertex is not None:
+            check_vertex_request(settings.vertex, tier, contents, f"connection {self.gemini_flex_conn_id!r}")
         return FlexCall(
             model=model,
             base_config=as_generate_config(config),
-            requested_tier=normalize_tier(service_tier),
+            requested_tier=tier,
             policy=settings.retry_policy,
             timeout_s=settings.timeout,
-            prices=self.prices,
+            prices=self.prices if self.prices is not None else (VERTEX_PRICES if settings.vertex else DEFAULT_PRICES),
+            vertex_flex_mode=settings.vertex.flex_mode if settings.vertex else None,
             limiter=self.quota_limiter(model),
             pacer=self.pacer,
             log=self.log,

@@ -87,8 +87,14 @@ def normalize_tier(tier: Any) -> str:
     return name
 
 
-def served_tier(headers: Mapping[str, str] | None, requested: str) -> str:
-    """The tier that served a call: the response header when present, else the one requested."""
+def served_tier(headers: Mapping[str, str] | None, requested: str, traffic_type: Any = None) -> str:
+    """The tier that served a call: Vertex AI's ``usageMetadata.trafficType``, else the Gemini API's
+    ``x-gemini-service-tier`` header, else the one requested."""
+    from airflow_provider_flex.hooks.vertex import served_by_traffic_type
+
+    by_traffic = served_by_traffic_type(traffic_type)
+    if by_traffic is not None:
+        return by_traffic
     value = (headers or {}).get(SERVICE_TIER_HEADER)
     try:
         return normalize_tier(value) if value else requested
@@ -126,9 +132,10 @@ class StreamAssembly:
     model_version: str | None = None
 
     def add(self, chunk: Any) -> str:
-        if self.tier is None:
-            headers = getattr(chunk.sdk_http_response, "headers", None) if chunk.sdk_http_response else None
-            self.tier = served_tier(headers, self.requested_tier)
+        headers = getattr(chunk.sdk_http_response, "headers", None) if chunk.sdk_http_response else None
+        traffic_type = getattr(chunk.usage_metadata, "traffic_type", None)
+        if self.tier is None or traffic_type is not None:
+            self.tier = served_tier(headers, self.requested_tier, traffic_type)
         self.usage_metadata = chunk.usage_metadata or self.usage_metadata
         self.model_version = chunk.model_version or self.model_version
         self.finish_reason = finish_reason_of(chunk) or self.finish_reason

@@ -167,6 +167,9 @@ class Failure:
     server_delay_s: float | None = None
     #: The quotas a 429 says ran out (its ``google.rpc.QuotaFailure``), if it said.
     quotas: tuple[QuotaViolation, ...] = ()
+    #: A 429 about shared capacity, not our quota (Vertex AI's "Resource exhausted. Please try again
+    #: later."): retried with backoff like a 503, and no reason to slow our own rate.
+    capacity: bool = False
 
     @property
     def daily_quota(self) -> QuotaViolation | None:
@@ -190,6 +193,7 @@ def classify_error(exc: BaseException) -> Failure | None:
             message=str(exc.message or exc.status or exc.code),
             server_delay_s=parse_retry_delay(exc.details, dict(headers) if headers else None),
             quotas=quotas,
+            capacity=exc.code == 429 and not quotas and "try again later" in str(exc.message or "").lower(),
         )
     if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
         return Failure(True, None, "TIMEOUT", f"{type(exc).__name__}: the attempt timed out")
