@@ -42,6 +42,29 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         "Calls are paced to them; quotas not given are learned from the API's 429s.",
         fmt="json",
     ),
+    "vertexai": _field(
+        "Vertex AI", ["boolean", "null"], "Call Vertex AI (Flex PayGo) with a service account instead of an API key."
+    ),
+    "project": _field("Vertex AI project", ["string", "null"], "Google Cloud project id (default: the key's)."),
+    "location": _field("Vertex AI location", ["string", "null"], "Flex PayGo is served on global only.", "global"),
+    "key_json": _field(
+        "Service-account key (JSON)",
+        ["string", "null"],
+        "The key file's JSON; masked, never logged. Else key_path, gcp_conn_id, or Application Default Credentials.",
+        fmt="password",
+    ),
+    "key_path": _field("Service-account key file", ["string", "null"], "Path of a service-account key file."),
+    "gcp_conn_id": _field(
+        "Google Cloud connection",
+        ["string", "null"],
+        "Take the credentials from this google_cloud_platform connection (apache-airflow-providers-google).",
+    ),
+    "vertex_flex_mode": _field(
+        "Vertex flex mode",
+        ["string", "null"],
+        "flex_only (default: never Provisioned Throughput) or provisioned_then_flex.",
+        "flex_only",
+    ),
     "rate_limit_redis_conn_id": _field(
         "Redis connection for shared quotas",
         ["string", "null"],
@@ -91,7 +114,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONNECTION_FIELDS,
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"password": "API key", "host": "Base URL (optional)"},
+                    "relabeling": {"password": "API key (Gemini API)", "host": "Base URL (optional)"},
                     "placeholders": {"host": "https://generativelanguage.googleapis.com"},
                 },
             }

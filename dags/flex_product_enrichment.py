@@ -11,6 +11,9 @@ what it cost against the same tokens on the standard tier.
 - Load goes through any DB-API connection of `common.sql` (`sql_conn_id`; SQLite
   by default, set `AIRFLOW_CONN_FLEX_DEMO_SQLITE`).
 - Params: `model`, `gemini_flex_conn_id`, `sql_conn_id`. Spend is capped at $5 a run (`max_cost_usd`).
+- **Vertex AI**: set `vertexai` to run on Vertex AI's Flex PayGo through `vertex_conn_id`, a
+  `gemini_flex` connection in Vertex mode (extras `vertexai: true`, `project`, `location: global`
+  and a service-account `key_json`, `key_path` or Application Default Credentials).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ with DAG(
         "model": Param("gemini-2.5-flash-lite", type="string", description="A flex-capable Gemini model"),
         "gemini_flex_conn_id": Param("gemini_flex_default", type="string"),
         "sql_conn_id": Param("flex_demo_sqlite", type="string", description="Any common.sql DB-API connection"),
+        "vertexai": Param(False, type="boolean", description="Call Vertex AI Flex PayGo instead of the Gemini API"),
+        "vertex_conn_id": Param(
+            "gemini_flex_vertex", type="string", description="A gemini_flex connection in Vertex mode"
+        ),
     },
 ):
 
@@ -87,7 +94,7 @@ with DAG(
         response_schema=ENRICHMENT_SCHEMA,
         model="{{ params.model }}",
         output_path="{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_enrichment/{{ ds }}",
-        gemini_flex_conn_id="{{ params.gemini_flex_conn_id }}",
+        gemini_flex_conn_id="{{ params.vertex_conn_id if params.vertexai else params.gemini_flex_conn_id }}",
         max_cost_usd=5.0,
         max_failed_fraction=0.05,
     )

@@ -133,3 +133,20 @@ def test_sharded_enrichment_paces_every_shard_through_one_redis_and_a_rerun_resu
     ]
     assert len(results) == 100 == len(set(results))
     assert keys and refusals == {}  # paced through the shared state, no 429
+
+
+def test_product_enrichment_on_vertex_ai_with_a_service_account(tmp_path):
+    from tests.vertex_account import service_account
+
+    with FlexEmulator(slots=4, service_time=(0.01, 0.05), seed=3) as emulator:
+        env = _airflow_env(emulator, tmp_path)
+        env["AIRFLOW_CONN_GEMINI_FLEX_VERTEX"] = service_account(emulator).connection_json(emulator, initial_delay=0.1)
+        output = _dags_test("flex_product_enrichment", env, "--conf", json.dumps({"vertexai": True}))
+        stats = emulator.admin.stats()
+        tokens = emulator.admin.tokens()
+    assert "Enriched 100 of 100 products (0 failed" in output
+    assert stats["calls"]["flex"]["ok"] == 100 and set(stats["calls_by_tier"]) == {"flex"}
+    assert tokens["issued"] >= 1  # the Vertex route, with the service account's token
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        tiers = {row[0] for row in db.execute("SELECT service_tier FROM enriched_products")}
+    assert tiers == {"flex"}

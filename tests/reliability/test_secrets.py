@@ -135,3 +135,71 @@ def test_base_urls_other_than_http_are_refused_before_any_call(set_connection, h
     with pytest.raises(ValueError, match="http") as refused:
         GeminiFlexGenerateContentOperator(task_id="ask", contents="hi", deferrable=False).execute(context={})
     assert KEY not in str(refused.value)
+
+
+# ---- Vertex AI: the service-account private key never leaves the connection either
+
+
+@pytest.fixture(scope="module")
+def vertex_probe_run(tmp_path_factory):
+    """The probe DAG on a Vertex AI connection (service-account key in the extra), at INFO."""
+    from tests.vertex_account import service_account
+
+    root = tmp_path_factory.mktemp("vertex-secrets")
+    dags = root / "dags"
+    dags.mkdir(parents=True)
+    (dags / "secrets_probe.py").write_text(textwrap.dedent(PROBE_DAG).replace("OUTPUT", str(root / "output")))
+    with FlexEmulator() as emulator:
+        account = service_account(emulator)
+        env = airflow_env(
+            root / "home",
+            dags,
+            AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=account.connection_json(emulator, initial_delay=0.1),
+        )
+        console = ""
+        for args in (["db", "migrate"], ["dags", "test", "secrets_probe"]):
+            result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=300)
+            console += result.stdout + result.stderr
+        return console, root, emulator.admin.stats(), account
+
+
+def _key_fragments(private_key: str) -> list[str]:
+    """The key's base64 body lines: any of them on a console or in a file is a leak."""
+    return [line for line in private_key.splitlines() if line and not line.startswith("-----")]
+
+
+def test_vertex_probe_really_used_the_service_account(vertex_probe_run):
+    console, _, stats, _ = vertex_probe_run
+    assert stats["calls"]["flex"]["ok"] == 7
+    assert "404 NOT_FOUND" in console and "Flex result:" in console
+
+
+def test_service_account_key_is_not_on_the_console_nor_in_any_file(vertex_probe_run):
+    console, root, _, account = vertex_probe_run
+    fragments = _key_fragments(account.private_key)
+    assert all(fragment not in console for fragment in fragments)
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        assert all(fragment.encode() not in data for fragment in fragments), path
+
+
+def test_service_account_key_is_not_in_reprs_trigger_payloads_or_errors(monkeypatch):
+    from tests.vertex_account import service_account
+
+    with FlexEmulator() as emulator:
+        account = service_account(emulator, project="flex-analytics")
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT", account.connection_json(emulator, project="not-this-account")
+        )
+        operator = GeminiFlexGenerateContentOperator(task_id="ask", contents="hi", deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context={})
+        hook = GeminiFlexHook()
+        with pytest.raises(FlexRequestError) as refused:  # 403: the account's project is not this one
+            hook.generate_content(contents="hi", model="gemini-2.5-flash")
+    trigger = deferred.value.trigger
+    texts = [json.dumps(trigger.serialize()), repr(trigger), repr(operator), repr(hook), repr(hook.settings)]
+    error = refused.value
+    texts += [f"{item} {item!r}" for item in (error, error.__cause__, error.__context__) if item is not None]
+    for fragment in _key_fragments(account.private_key):
+        assert all(fragment not in text for text in texts)
