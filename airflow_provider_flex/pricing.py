@@ -17,16 +17,19 @@ from typing import NamedTuple
 
 
 class TokenPrice(NamedTuple):
-    """USD per 1M tokens."""
+    """USD per 1M tokens; ``image_output`` for image output tokens (image models), else ``output``."""
 
     input: float
     output: float
+    image_output: float | None = None
 
 
-def _standard_and_flex(input_usd: float, output_usd: float) -> dict[str, TokenPrice]:
+def _standard_and_flex(
+    input_usd: float, output_usd: float, image_output_usd: float | None = None
+) -> dict[str, TokenPrice]:
     return {
-        "standard": TokenPrice(input_usd, output_usd),
-        "flex": TokenPrice(input_usd / 2, output_usd / 2),
+        "standard": TokenPrice(input_usd, output_usd, image_output_usd),
+        "flex": TokenPrice(input_usd / 2, output_usd / 2, None if image_output_usd is None else image_output_usd / 2),
     }
 
 
@@ -39,7 +42,16 @@ DEFAULT_PRICES: Mapping[str, Mapping[str, TokenPrice]] = {
     "gemini-2.5-pro": _standard_and_flex(1.25, 10.00),
     "gemini-2.5-flash": _standard_and_flex(0.30, 2.50),
     "gemini-2.5-flash-lite": _standard_and_flex(0.10, 0.40),
+    # Image models (copies of the pricing page, Nov 2026): image output is billed by token, one image being
+    # IMAGE_OUTPUT_TOKENS tokens: $30/1M for 2.5 Flash Image ($0.039 an image), $120/1M for 3 Pro Image.
+    "gemini-2.5-flash-image": _standard_and_flex(0.30, 2.50, 30.00),
+    "gemini-3-pro-image-preview": _standard_and_flex(2.00, 12.00, 120.00),
 }
+
+#: Output tokens one generated image counts as (1024x1024 for 2.5 Flash Image; 1K/2K for 3 Pro Image).
+IMAGE_OUTPUT_TOKENS: Mapping[str, int] = {"gemini-2.5-flash-image": 1290, "gemini-3-pro-image-preview": 1120}
+#: The models that answer with images (``response_modalities`` including ``IMAGE``).
+IMAGE_MODELS: tuple[str, ...] = tuple(IMAGE_OUTPUT_TOKENS)
 
 #: Vertex AI's list prices for the same models, by served tier. Vertex lists the same standard prices
 #: as the Gemini API for these models (copies of the Vertex AI generative AI pricing page, Nov 2026) and
@@ -58,16 +70,18 @@ def token_cost(
     model: str,
     tier: str,
     prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES,
+    image_output_tokens: int = 0,
 ) -> float | None:
     """USD for the tokens at ``tier``'s price, or None when the table has no price.
 
     ``output_tokens`` must already include thinking tokens, which are billed as
-    output.
+    output, and exclude ``image_output_tokens``, billed at the image output price.
     """
     price = prices.get(_bare_model_id(model), {}).get(tier)
     if price is None:
         return None
-    return (prompt_tokens * price.input + output_tokens * price.output) / 1_000_000
+    image_price = price.image_output if price.image_output is not None else price.output
+    return (prompt_tokens * price.input + output_tokens * price.output + image_output_tokens * image_price) / 1_000_000
 
 
 def _bare_model_id(model: str) -> str:

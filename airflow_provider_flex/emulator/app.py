@@ -7,6 +7,7 @@ API routes live under ``/v1`` and ``/v1beta``; test controls live under
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -43,6 +44,8 @@ from airflow_provider_flex.emulator.faults import (
     FaultSpecError,
     parse_fault,
 )
+from airflow_provider_flex.emulator.files import FileStore
+from airflow_provider_flex.emulator.media import decode_inline, generated_image, media_tokens
 from airflow_provider_flex.emulator.quotas import QuotaBook, QuotaExceeded
 from airflow_provider_flex.emulator.vertex import (
     CAPACITY_MESSAGE,
@@ -52,6 +55,7 @@ from airflow_provider_flex.emulator.vertex import (
     VertexError,
     vertex_tier,
 )
+from airflow_provider_flex.pricing import IMAGE_OUTPUT_TOKENS
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")
@@ -128,17 +132,30 @@ class GenerateRequest:
     max_output_tokens: int | None
     schema: Mapping[str, Any] | None
     thinking_budget: int | None
+    response_modalities: tuple[str, ...] = ("TEXT",)
+    part_tokens: Callable[[Mapping[str, Any]], int] | None = None
 
     @cached_property
     def prompt(self) -> str:
+        """The prompt's text, with a short digest standing for each media part (so answers differ by image)."""
         system_text = lm.content_text(self.system_instruction)[0] if self.system_instruction else ""
-        return (
+        text = (
             f"{system_text}\n{lm.content_text(self.contents)[0]}" if system_text else lm.content_text(self.contents)[0]
         )
+        media = [
+            f"[{p['type']}:{hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:8]}]"
+            for p in self.parts
+            if p["type"] != "text"
+        ]
+        return " ".join([text, *media]) if media else text
+
+    @cached_property
+    def parts(self) -> list[dict[str, Any]]:
+        return lm.parts_summary(self.contents)
 
     @cached_property
     def prompt_tokens(self) -> int:
-        return lm.prompt_tokens(self.contents, self.system_instruction)
+        return lm.prompt_tokens(self.contents, self.system_instruction, self.part_tokens)
 
 
 def _validate_contents(contents: Any) -> list[Any]:
@@ -162,7 +179,7 @@ def _validate_contents(contents: Any) -> list[Any]:
     return contents
 
 
-def parse_generate_request(body: Any) -> GenerateRequest:
+def parse_generate_request(body: Any, part_tokens: Callable[[Mapping[str, Any]], int] | None = None) -> GenerateRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
     config = _pick(body, "generationConfig", "generation_config") or {}
@@ -188,6 +205,9 @@ def parse_generate_request(body: Any) -> GenerateRequest:
         raise ApiError(400, "INVALID_ARGUMENT", "maxOutputTokens must be positive.")
     if schema is None and mime == "application/json":
         schema = {}
+    modalities = _pick(config, "responseModalities", "response_modalities") or ["TEXT"]
+    if not isinstance(modalities, list) or not all(str(m).upper() in ("TEXT", "IMAGE", "AUDIO") for m in modalities):
+        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid responseModalities: {modalities!r}")
     return GenerateRequest(
         contents=_validate_contents(body.get("contents")),
         system_instruction=_pick(body, "systemInstruction", "system_instruction"),
@@ -195,6 +215,8 @@ def parse_generate_request(body: Any) -> GenerateRequest:
         max_output_tokens=max_tokens,
         schema=schema,
         thinking_budget=budget,
+        response_modalities=tuple(str(m).upper() for m in modalities),
+        part_tokens=part_tokens,
     )
 
 
@@ -202,16 +224,31 @@ def parse_generate_request(body: Any) -> GenerateRequest:
 class Answer:
     text: str
     finish_reason: str
-    output_tokens: int
+    output_tokens: int  # text and image output tokens
     thoughts_tokens: int
     blocked: bool = False
+    images: tuple[bytes, ...] = ()
+    image_tokens: int = 0
 
 
-def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool) -> Answer:
-    """What the model says: a pure function of the request."""
+def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool, model: str = "") -> Answer:
+    """What the model says: a pure function of the request (an image model asked for images draws one)."""
     prompt = request.prompt
     if blocked or "[emulator:block]" in prompt:
         return Answer("", "SAFETY", 0, 0, blocked=True)
+    if "IMAGE" in request.response_modalities and model in IMAGE_OUTPUT_TOKENS:
+        caption = (
+            f"Here is the image for: {' '.join(prompt.split()[:6])}" if "TEXT" in request.response_modalities else ""
+        )
+        image_tokens = IMAGE_OUTPUT_TOKENS[model]
+        return Answer(
+            caption,
+            "STOP",
+            lm.count_tokens(caption) + image_tokens,
+            0,
+            images=(generated_image(prompt),),
+            image_tokens=image_tokens,
+        )
     if request.schema is not None:
         text = (
             lm.json_answer(prompt, request.schema) if request.schema else json.dumps({"answer": lm.text_answer(prompt)})
@@ -247,6 +284,7 @@ class Stats:
         prompt: str,
         prompt_tokens: int,
         answer: Answer | None,
+        parts: list[dict[str, Any]] | None = None,
     ) -> None:
         self.calls[tier][outcome] += 1
         if answer is not None:
@@ -265,6 +303,9 @@ class Stats:
                 "outcome": outcome,
                 "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
                 "prompt": prompt[:200],
+                "prompt_tokens": prompt_tokens,
+                "parts": parts or [],
+                "images_out": len(answer.images) if answer is not None else 0,
             }
         )
 
@@ -286,6 +327,7 @@ class EmulatorState:
         self.config = config
         self.faults = FaultQueue()
         self.tokens = TokenIssuer(config.token_lifetime_s)  # kept across resets: clients hold their tokens
+        self.files = FileStore()  # kept across resets too: uploaded files live until deleted
         self.reset()
 
     def reset(self) -> None:
@@ -340,10 +382,15 @@ def _usage(request: GenerateRequest, answer: Answer | None, tier: str, vertex: b
     usage: dict[str, Any] = {"promptTokenCount": prompt}
     if answer is not None:
         usage["candidatesTokenCount"] = answer.output_tokens
+        if answer.image_tokens:
+            usage["candidatesTokensDetails"] = [
+                {"modality": "TEXT", "tokenCount": answer.output_tokens - answer.image_tokens},
+                {"modality": "IMAGE", "tokenCount": answer.image_tokens},
+            ]
         if answer.thoughts_tokens:
             usage["thoughtsTokenCount"] = answer.thoughts_tokens
     usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]  # text and media together here
     if vertex:
         usage["trafficType"] = TRAFFIC_TYPES[tier]
     else:
@@ -367,7 +414,13 @@ def _response_body(
     if answer is not None and answer.blocked:
         body["promptFeedback"] = {"blockReason": "SAFETY"}
     else:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        parts: list[dict[str, Any]] = [{"text": text}] if text or answer is None or not answer.images else []
+        if answer is not None:
+            parts += [
+                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}}
+                for image in answer.images
+            ]
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if finish:
             candidate["finishReason"] = finish
         body["candidates"] = [candidate]
@@ -436,6 +489,24 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     config = config or EmulatorConfig()
     state = EmulatorState(config)
     logging.getLogger("uvicorn.error").addFilter(_DropFaultLogFilter())
+
+    def part_tokens(part: Mapping[str, Any]) -> int:
+        """Prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
+        inline = decode_inline(dict(part))
+        if inline is not None:
+            return media_tokens(*inline)
+        file_data = part.get("fileData") or part.get("file_data")
+        if isinstance(file_data, Mapping):
+            uri = str(file_data.get("fileUri") or file_data.get("file_uri") or "")
+            stored = state.files.by_uri(uri)
+            if stored is None or not stored.complete:
+                raise ApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"You do not have permission to access the File {uri.rsplit('/', 1)[-1]} or it may not exist.",
+                )
+            return media_tokens(stored.mime_type, bytes(stored.data))
+        return lm.NON_TEXT_PART_TOKENS
 
     def authenticate(request: Request) -> str:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
@@ -506,7 +577,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                 tier = vertex_tier(request.headers, vertex_location, body_json)
             except VertexError as refusal:
                 raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
-        parsed = parse_generate_request(body_json)
+        parsed = parse_generate_request(body_json, part_tokens)
         tier = tier if vertex else parsed.tier
         prompt = parsed.prompt
 
@@ -519,6 +590,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                 prompt=prompt,
                 prompt_tokens=parsed.prompt_tokens,
                 answer=answer,
+                parts=parsed.parts,
             )
 
         try:
@@ -534,7 +606,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                 raise fault_error(fault)
             if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
                 admit(parsed, model, key)
-            answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked")
+            answer = compose_answer(parsed, config, blocked=fault is not None and fault.kind == "blocked", model=model)
         except ApiError as error:
             record(error.outcome)
             raise
@@ -622,7 +694,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         inner = _pick(body, "generateContentRequest", "generate_content_request")
         source = inner if isinstance(inner, dict) else body
         contents = _validate_contents(source.get("contents"))
-        total = lm.prompt_tokens(contents, _pick(source, "systemInstruction", "system_instruction"))
+        total = lm.prompt_tokens(contents, _pick(source, "systemInstruction", "system_instruction"), part_tokens)
         return JSONResponse({"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]})
 
     def api_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -743,6 +815,68 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             vertex_location=params["location"],
         )
 
+    @api_endpoint
+    async def files_start(request: Request) -> Response:
+        authenticate(request)
+        if request.headers.get("x-goog-upload-command", "").strip().lower() != "start":
+            raise ApiError(400, "INVALID_ARGUMENT", "Only resumable uploads are served: X-Goog-Upload-Command: start.")
+        body = await read_json(request) or {}
+        file = body.get("file", {}) if isinstance(body, dict) else {}
+        try:
+            size = int(request.headers.get("x-goog-upload-header-content-length") or file.get("sizeBytes") or 0)
+        except ValueError:
+            raise ApiError(400, "INVALID_ARGUMENT", "Invalid upload size.") from None
+        mime = request.headers.get("x-goog-upload-header-content-type") or file.get("mimeType")
+        if not mime:
+            raise ApiError(400, "INVALID_ARGUMENT", "The file's MIME type is required.")
+        token = state.files.start(mime, file.get("displayName"), size)
+        upload_url = f"{str(request.base_url).rstrip('/')}/__upload__/{token}"
+        return JSONResponse({}, headers={"x-goog-upload-url": upload_url, "x-goog-upload-status": "active"})
+
+    async def files_upload(request: Request) -> Response:
+        command = request.headers.get("x-goog-upload-command", "").lower()
+        try:
+            stored = state.files.append(
+                request.path_params["token"],
+                int(request.headers.get("x-goog-upload-offset", "0")),
+                await request.body(),
+                finalize="finalize" in command,
+            )
+        except (KeyError, ValueError) as exc:
+            return ApiError(400, "INVALID_ARGUMENT", f"Upload refused: {exc}").response()
+        if not stored.complete:
+            return Response(status_code=200, headers={"x-goog-upload-status": "active"})
+        version = "v1beta"
+        return JSONResponse(
+            {"file": stored.resource(str(request.base_url), version)}, headers={"x-goog-upload-status": "final"}
+        )
+
+    @api_endpoint
+    async def file_resource(request: Request) -> Response:
+        authenticate(request)
+        file_id = request.path_params["file_id"]
+        if request.method == "DELETE":
+            if not state.files.delete(file_id):
+                raise ApiError(404, "NOT_FOUND", f"File {file_id} not found.")
+            return JSONResponse({})
+        stored = state.files.get(file_id)
+        if stored is None:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"You do not have permission to access the File {file_id} or it may not exist.",
+            )
+        return JSONResponse(stored.resource(str(request.base_url), request.path_params["version"]))
+
+    async def admin_files(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "files": sorted(state.files.files),
+                "uploads_under_way": len(state.files.uploads),
+                "deleted": state.files.deleted,
+            }
+        )
+
     async def oauth_token(request: Request) -> Response:
         form = {key: value[-1] for key, value in parse_qs((await request.body()).decode()).items()}
         try:
@@ -765,6 +899,10 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             methods=["POST"],
         ),
         Route("/token", oauth_token, methods=["POST"]),
+        Route("/upload/{version}/files", files_start, methods=["POST"]),
+        Route("/__upload__/{token}", files_upload, methods=["POST", "PUT"]),
+        Route("/{version}/files/{file_id}", file_resource, methods=["GET", "DELETE"]),
+        Route(f"{ADMIN_PREFIX}/files", admin_files, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/oauth/tokens", admin_tokens, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/oauth/expire", admin_expire_tokens, methods=["POST"]),
         Route("/{version}/models", list_models, methods=["GET"]),

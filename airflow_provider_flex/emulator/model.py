@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -73,15 +73,59 @@ def content_text(contents: Any) -> tuple[str, int]:
     return "\n".join(texts), other_parts
 
 
-def prompt_tokens(contents: Any, system_instruction: Any = None) -> int:
-    """Prompt tokens as the emulator bills them: contents plus system instruction."""
+def prompt_tokens(
+    contents: Any, system_instruction: Any = None, part_tokens: Callable[[Mapping[str, Any]], int] | None = None
+) -> int:
+    """Prompt tokens as the emulator bills them: contents plus system instruction.
+
+    ``part_tokens`` counts a non-text part (an image, a file); NON_TEXT_PART_TOKENS each by default.
+    """
     total = 0
     for block in (contents, system_instruction):
-        if block is None:
-            continue
-        text, other_parts = content_text(block)
-        total += count_tokens(text) + other_parts * NON_TEXT_PART_TOKENS
+        for content in _as_list(block):
+            parts = content.get("parts", []) if isinstance(content, Mapping) else []
+            for part in _as_list(parts):
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    total += count_tokens(part["text"])
+                elif part_tokens is not None and isinstance(part, Mapping):
+                    total += part_tokens(part)
+                else:
+                    total += NON_TEXT_PART_TOKENS
     return total
+
+
+def parts_summary(contents: Any) -> list[dict[str, Any]]:
+    """Each part of ``contents`` as the call log shows it: its kind, MIME type and size."""
+    summary: list[dict[str, Any]] = []
+    for content in _as_list(contents):
+        parts = content.get("parts", []) if isinstance(content, Mapping) else []
+        for part in _as_list(parts):
+            if not isinstance(part, Mapping):
+                continue
+            if isinstance(part.get("text"), str):
+                summary.append({"type": "text", "chars": len(part["text"])})
+            elif isinstance(part.get("inlineData") or part.get("inline_data"), Mapping):
+                inline = part.get("inlineData") or part.get("inline_data")
+                data = str(inline.get("data") or "")
+                summary.append(
+                    {
+                        "type": "inline_data",
+                        "mime_type": inline.get("mimeType") or inline.get("mime_type"),
+                        "bytes": len(data) * 3 // 4 - data[-2:].count("="),
+                    }
+                )
+            elif isinstance(part.get("fileData") or part.get("file_data"), Mapping):
+                file_data = part.get("fileData") or part.get("file_data")
+                summary.append(
+                    {
+                        "type": "file_data",
+                        "mime_type": file_data.get("mimeType") or file_data.get("mime_type"),
+                        "file_uri": file_data.get("fileUri") or file_data.get("file_uri"),
+                    }
+                )
+            else:
+                summary.append({"type": next(iter(part), "unknown")})
+    return summary
 
 
 def _as_list(value: Any) -> list[Any]:
