@@ -19,9 +19,11 @@ from airflow_provider_flex.hooks.quota import DayBlocked, QuotaLimiter, Reservat
 from airflow_provider_flex.hooks.results import (
     FlexResponse,
     FlexUsage,
+    GeneratedImage,
     StreamAssembly,
     check_usable,
     finish_reason_of,
+    images_of,
     served_tier,
 )
 from airflow_provider_flex.hooks.retry import (
@@ -35,6 +37,7 @@ from airflow_provider_flex.hooks.retry import (
     translate_error,
 )
 from airflow_provider_flex.hooks.vertex import tier_headers
+from airflow_provider_flex.media import InlineMedia, UploadedFile
 from airflow_provider_flex.pricing import TokenPrice, token_cost
 
 if TYPE_CHECKING:
@@ -269,12 +272,14 @@ class FlexCall:
     def finish(self, raw: Any, tier: str) -> FlexResponse:
         headers = raw.sdk_http_response.headers if raw.sdk_http_response else None
         check_usable(raw, wants_json=self._wants_parsed)
+        images = images_of(raw)
         return self._response(
-            text=raw.text,
+            text=_text_of(raw) if images else raw.text,
             parsed=raw.parsed if self._wants_parsed else None,
             finish_reason=finish_reason_of(raw),
             usage=FlexUsage.from_metadata(raw.usage_metadata),
             tier=served_tier(headers, tier, getattr(raw.usage_metadata, "traffic_type", None)),
+            images=images,
         )
 
     def finish_stream(self, assembly: StreamAssembly, tier: str) -> FlexResponse:
@@ -291,11 +296,25 @@ class FlexCall:
         config = self.base_config
         return config.response_schema is not None or config.response_json_schema is not None
 
-    def _response(self, *, text: Any, parsed: Any, finish_reason: Any, usage: FlexUsage, tier: str) -> FlexResponse:
+    def _response(
+        self,
+        *,
+        text: Any,
+        parsed: Any,
+        finish_reason: Any,
+        usage: FlexUsage,
+        tier: str,
+        images: tuple[GeneratedImage, ...] = (),
+    ) -> FlexResponse:
         if self.reservation is not None:
             self.limiter.settle(self.reservation, usage.prompt_tokens)
         cost = token_cost(
-            usage.prompt_tokens, usage.billed_output_tokens, model=self.model, tier=tier, prices=self.prices
+            usage.prompt_tokens,
+            usage.billed_output_tokens,
+            model=self.model,
+            tier=tier,
+            prices=self.prices,
+            image_output_tokens=usage.image_output_tokens,
         )
         if cost is None and (self.model, tier) not in _warned_unpriced:
             _warned_unpriced.add((self.model, tier))
@@ -311,6 +330,7 @@ class FlexCall:
             cost_usd=cost,
             attempts=self.attempts,
             elapsed_s=round(self.elapsed, 3),
+            images=images,
         )
         if self.log.isEnabledFor(self.pacer.log_level):
             self.log.log(
@@ -337,3 +357,27 @@ def price_note(model: str, prices: Mapping[str, Mapping[str, TokenPrice]]) -> st
         f"standard ${standard.input:g}/${standard.output:g} vs flex ${flex.input:g}/${flex.output:g} "
         "per 1M input/output tokens"
     )
+
+
+def _text_of(response: Any) -> str | None:
+    """The text parts of an answer that also carries images (``response.text`` warns on those)."""
+    candidates = response.candidates or []
+    parts = candidates[0].content.parts if candidates and candidates[0].content else []
+    texts = [part.text for part in parts or [] if isinstance(part.text, str) and not part.thought]
+    return "".join(texts) if texts else None
+
+
+def contents_with_media(contents: Any, media: list[InlineMedia | UploadedFile]) -> Any:
+    """The prompt with its media as further parts: inline bytes, or an uploaded file by URI."""
+    if not media:
+        return contents
+    from google.genai import types
+
+    parts = [
+        types.Part.from_bytes(data=item.data, mime_type=item.mime_type)
+        if isinstance(item, InlineMedia)
+        else types.Part.from_uri(file_uri=item.uri, mime_type=item.mime_type)
+        for item in media
+    ]
+    head = list(contents) if isinstance(contents, list | tuple) else [contents]
+    return [*head, *parts]

@@ -18,14 +18,14 @@ import functools
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import tenacity
 from airflow.sdk import BaseHook
 
-from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
+from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall, contents_with_media
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
@@ -53,6 +53,16 @@ from airflow_provider_flex.hooks.retry import (
     translate_error,
 )
 from airflow_provider_flex.hooks.vertex import check_vertex_request
+from airflow_provider_flex.media import (
+    INLINE_LIMIT_BYTES,
+    InlineMedia,
+    MediaError,
+    MediaFile,
+    UploadedFile,
+    open_media,
+    probe_media,
+    read_inline,
+)
 from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPrice
 
 if TYPE_CHECKING:
@@ -189,9 +199,26 @@ class GeminiFlexHook(BaseHook):
     # ---- generate
 
     def generate_content(
-        self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        config: Any = None,
+        service_tier: str = "flex",
+        media: Sequence[Any] | None = None,
     ) -> FlexResponse:
-        """One flex call with retries; raises FlexCapacityError, FlexRequestError or FlexResponseError."""
+        """One flex call with retries; raises FlexCapacityError, FlexRequestError or FlexResponseError.
+
+        ``media``: files (locations, :class:`~airflow_provider_flex.media.MediaFile`) added to the prompt,
+        inline or through the Files API (uploads made here are deleted after the call).
+        """
+        items, uploads = self.prepare_media(media)
+        try:
+            return self._generate(contents_with_media(contents, items), model, config, service_tier)
+        finally:
+            self.delete_files(uploads)
+
+    def _generate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
         call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
@@ -210,10 +237,25 @@ class GeminiFlexHook(BaseHook):
         raise call.capacity_error()
 
     async def agenerate_content(
-        self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        config: Any = None,
+        service_tier: str = "flex",
+        media: Sequence[Any] | None = None,
     ) -> FlexResponse:
-        """Async twin of :meth:`generate_content`, for triggers and the enrichment engine."""
+        """Async twin of :meth:`generate_content`, for triggers and the enrichment engine (media files are
+        read and uploaded in a thread, off the event loop)."""
         await self.aprepare()
+        items, uploads = await asyncio.to_thread(self.prepare_media, media) if media else ([], [])
+        try:
+            return await self._agenerate(contents_with_media(contents, items), model, config, service_tier)
+        finally:
+            if uploads:
+                await asyncio.to_thread(self.delete_files, uploads)
+
+    async def _agenerate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
         call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
@@ -237,17 +279,31 @@ class GeminiFlexHook(BaseHook):
     # ---- stream
 
     def stream_content(
-        self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        config: Any = None,
+        service_tier: str = "flex",
+        media: Sequence[Any] | None = None,
     ) -> FlexStream:
         """Yield the answer's text as it arrives; ``.result`` holds the FlexResponse once it ends.
 
         A failure before any text arrived is retried; after that it raises
         FlexStreamInterrupted, so partial text is never passed off as an answer.
         """
+        items, uploads = self.prepare_media(media)
+        contents = contents_with_media(contents, items)
         call = self._prepare(model, config, service_tier, contents)
-        return FlexStream(self._stream(call, contents))
+        return FlexStream(self._stream(call, contents, uploads))
 
-    def _stream(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
+    def _stream(self, call: FlexCall, contents: Any, uploads: list[str]) -> Iterator[str | FlexResponse]:
+        try:
+            yield from self._stream_attempts(call, contents)
+        finally:
+            self.delete_files(uploads)
+
+    def _stream_attempts(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
         for tier, policy in call.legs():
             try:
                 for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
@@ -271,15 +327,32 @@ class GeminiFlexHook(BaseHook):
         raise call.capacity_error()
 
     def astream_content(
-        self, *, contents: Any, model: str | None = None, config: Any = None, service_tier: str = "flex"
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        config: Any = None,
+        service_tier: str = "flex",
+        media: Sequence[Any] | None = None,
     ) -> FlexAsyncStream:
         """Async twin of :meth:`stream_content`."""
-        return FlexAsyncStream(self._astream(model, config, service_tier, contents))
+        return FlexAsyncStream(self._astream(model, config, service_tier, contents, media))
 
     async def _astream(
-        self, model: Any, config: Any, service_tier: str, contents: Any
+        self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
     ) -> AsyncIterator[str | FlexResponse]:
         await self.aprepare()
+        items, uploads = await asyncio.to_thread(self.prepare_media, media) if media else ([], [])
+        try:
+            async for item in self._astream_attempts(model, config, service_tier, contents_with_media(contents, items)):
+                yield item
+        finally:
+            if uploads:
+                await asyncio.to_thread(self.delete_files, uploads)
+
+    async def _astream_attempts(
+        self, model: Any, config: Any, service_tier: str, contents: Any
+    ) -> AsyncIterator[str | FlexResponse]:
         call = self._prepare(model, config, service_tier, contents)
         for tier, policy in call.legs():
             try:
@@ -305,6 +378,52 @@ class GeminiFlexHook(BaseHook):
             except tenacity.RetryError as exhausted:
                 call.record_exhausted(exhausted)
         raise call.capacity_error()
+
+    # ---- media
+
+    def prepare_media(self, media: Sequence[Any] | None) -> tuple[list[InlineMedia | UploadedFile], list[str]]:
+        """Media ready for a prompt, and the names of the files uploaded for it (to delete after the call).
+
+        Locations are found and typed first (MediaError names a missing, unreadable, oversize or
+        unsupported file); a file up to INLINE_LIMIT_BYTES travels inline, a larger one is uploaded
+        through the Files API. Blocking: the async paths run it in a thread.
+        """
+        items: list[InlineMedia | UploadedFile] = []
+        uploads: list[str] = []
+        for item in media or []:
+            if isinstance(item, InlineMedia | UploadedFile):
+                items.append(item)
+                continue
+            found = item if isinstance(item, MediaFile) else probe_media(str(item))
+            if found.size <= INLINE_LIMIT_BYTES:
+                items.append(read_inline(found))
+            else:
+                uploaded = self.upload_file(found)
+                items.append(uploaded)
+                uploads.append(uploaded.name)
+        return items, uploads
+
+    def upload_file(self, media: MediaFile) -> UploadedFile:
+        """Upload a file through the Files API (the Gemini API's; Vertex AI takes Cloud Storage URIs)."""
+        if self.settings.vertex is not None:
+            raise MediaError(
+                f"media file {media.location!r} is {media.size / 2**20:.1f} MB, too large to send inline; Vertex AI "
+                "takes larger files by Cloud Storage URI, not the Files API"
+            )
+        with open_media(media.location) as handle:
+            uploaded = self.client.files.upload(
+                file=handle,
+                config={"mime_type": media.mime_type, "display_name": media.location.rsplit("/", 1)[-1][:100]},
+            )
+        return UploadedFile(str(uploaded.name), str(uploaded.uri), media.mime_type)
+
+    def delete_files(self, names: Sequence[str]) -> None:
+        """Delete uploaded files; one that is already gone is logged, not raised."""
+        for name in names:
+            try:
+                self.client.files.delete(name=name)
+            except Exception as exc:
+                self.log.warning("Could not delete uploaded file %s: %s", name, _final_error(exc))
 
     # ---- misc
 

@@ -15,13 +15,15 @@ TIERS = ("flex", "standard", "priority")
 
 @dataclass(frozen=True)
 class FlexUsage:
-    """Tokens of one call. ``output_tokens`` excludes thinking; both are billed as output."""
+    """Tokens of one call. ``output_tokens`` excludes thinking and includes ``image_output_tokens``
+    (the images an image model drew); thinking is billed as output, images at the image price."""
 
     prompt_tokens: int = 0
     output_tokens: int = 0
     thoughts_tokens: int = 0
     cached_tokens: int = 0
     total_tokens: int = 0
+    image_output_tokens: int = 0
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> FlexUsage:
@@ -30,17 +32,24 @@ class FlexUsage:
         prompt = metadata.prompt_token_count or 0
         output = metadata.candidates_token_count or 0
         thoughts = metadata.thoughts_token_count or 0
+        images = sum(
+            detail.token_count or 0
+            for detail in metadata.candidates_tokens_details or []
+            if str(getattr(detail.modality, "value", detail.modality)) == "IMAGE"
+        )
         return cls(
             prompt_tokens=prompt,
             output_tokens=output,
             thoughts_tokens=thoughts,
             cached_tokens=metadata.cached_content_token_count or 0,
             total_tokens=metadata.total_token_count or prompt + output + thoughts,
+            image_output_tokens=images,
         )
 
     @property
     def billed_output_tokens(self) -> int:
-        return self.output_tokens + self.thoughts_tokens
+        """Output tokens billed at the text output price (thinking included, images not)."""
+        return self.output_tokens - self.image_output_tokens + self.thoughts_tokens
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,36 @@ class FlexResponse:
     attempts: int
     elapsed_s: float
     parsed: Any = None
+    #: Images an image model drew, as bytes; ``to_dict()`` carries only their types and sizes (XCom stays small).
+    images: tuple[GeneratedImage, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
         result["parsed"] = json_safe(self.parsed)
+        result["images"] = [{"mime_type": image.mime_type, "bytes": len(image.data)} for image in self.images]
         return result
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    mime_type: str
+    data: bytes = field(repr=False)
+
+    @property
+    def extension(self) -> str:
+        return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}.get(self.mime_type, ".bin")
+
+
+def images_of(response: Any) -> tuple[GeneratedImage, ...]:
+    """The images in an answer's parts (inline data of an image type)."""
+    candidates = getattr(response, "candidates", None) or []
+    content = candidates[0].content if candidates else None
+    images = []
+    for part in getattr(content, "parts", None) or []:
+        inline = getattr(part, "inline_data", None)
+        if inline is not None and inline.data and str(inline.mime_type or "").startswith("image/"):
+            images.append(GeneratedImage(str(inline.mime_type), inline.data))
+    return tuple(images)
 
 
 def json_safe(value: Any) -> Any:

@@ -82,7 +82,9 @@ def test_structured_output_and_json_safe_dict(hook):
         "thoughts_tokens",
         "cached_tokens",
         "total_tokens",
+        "image_output_tokens",
     }
+    assert as_dict["images"] == []
 
 
 def test_hook_owns_the_tier_and_validates_it(hook, emulator):
