@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.store import OutputStore
@@ -102,6 +103,7 @@ class Enrichment:
         service_tier: str,
         max_cost_usd: float | None,
         log: Any,
+        media: RowMedia | None = None,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -115,6 +117,7 @@ class Enrichment:
         self.service_tier = service_tier
         self.max_cost_usd = max_cost_usd
         self.log = log
+        self.media = media
         self.stats = EnrichStats()
         self._pending_results: list[dict[str, Any]] = []
         self._failed: list[dict[str, Any]] = []
@@ -157,6 +160,8 @@ class Enrichment:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
+            if self.media is not None:
+                await self.media.delete_uploads()
         self._checkpoint(force=True)
         self.store.write_failed(self._failed)
         self._log_progress()
@@ -165,9 +170,11 @@ class Enrichment:
     async def _enrich(self, key: str, number: int, row: dict[str, Any]) -> None:
         try:
             prompt = self.template.render(row, number=number, key=key)
+            media = await self.media.for_row(row, number=number, key=key) if self.media else None
             response = await self.hook.agenerate_content(
-                contents=prompt, model=self.model, config=self.config, service_tier=self.service_tier
+                contents=prompt, model=self.model, config=self.config, service_tier=self.service_tier, media=media
             )
+            images = await asyncio.to_thread(self.store.write_images, key, response.images) if response.images else []
         except FlexQuotaExhausted as exc:
             self._stop_for_the_day(exc)  # the row is left for a rerun: neither a result nor a dead letter
         except Exception as exc:
@@ -189,6 +196,7 @@ class Enrichment:
                     "model": response.model,
                     "finish_reason": response.finish_reason,
                     "attempts": response.attempts,
+                    **({"images": images} if images else {}),
                 }
             )
         finally:

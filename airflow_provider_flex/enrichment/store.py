@@ -8,7 +8,9 @@ looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 RESULT_PREFIX = "results-"
 FAILED_PREFIX = "failed"
+IMAGES_DIR = "images"
 
 
 class OutputStore:
@@ -78,6 +81,30 @@ class OutputStore:
             if entry.name != name:
                 entry.unlink()
         return name if rows else None
+
+    def write_images(self, key: str, images: Any) -> list[str]:
+        """Write a row's generated images under ``images/`` (one file each, named from the key); their locations."""
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)[:80]
+        if safe != key:  # two keys that clean up alike must not share files
+            safe = f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        locations = []
+        for index, image in enumerate(images):
+            name = f"{IMAGES_DIR}/{safe}-{index}{image.extension}"
+            self._write_bytes(name, image.data)
+            locations.append(f"{self.output_path}/{name}")
+        return locations
+
+    def _write_bytes(self, name: str, data: bytes) -> None:
+        if self._is_remote:
+            from airflow.sdk import ObjectStoragePath
+
+            (ObjectStoragePath(self.output_path) / name).write_bytes(data)
+            return
+        target = self._local_dir() / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(data)
+        partial.replace(target)
 
     def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

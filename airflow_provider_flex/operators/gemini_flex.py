@@ -29,6 +29,7 @@ from airflow_provider_flex.hooks.request import (
     response_json_schema,
 )
 from airflow_provider_flex.hooks.results import log_result
+from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         "generation_config",
         "response_schema",
         "gemini_flex_conn_id",
+        "media",
     )
     template_ext: Sequence[str] = (".txt", ".md", ".j2")
     ui_color = "#e8f0fe"
@@ -73,9 +75,11 @@ class _GeminiFlexBaseOperator(BaseOperator):
         gemini_flex_conn_id: str = GeminiFlexHook.default_conn_name,
         retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
+        media: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.media = media
         self.contents = contents
         self.model = model
         self.system_instruction = system_instruction
@@ -93,6 +97,12 @@ class _GeminiFlexBaseOperator(BaseOperator):
     def _request_config(self) -> dict[str, Any]:
         check_contents(self.contents, self.task_id)
         return generate_config(self.system_instruction, self.generation_config, self.response_schema)
+
+    def _media(self) -> list[str] | None:
+        """The rendered ``media`` locations (a single location is a list of one)."""
+        if not self.media:
+            return None
+        return [self.media] if isinstance(self.media, str) else [str(location) for location in self.media]
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
         log_result(self.log, result)
@@ -146,6 +156,7 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                     "gemini_flex_conn_id": self.gemini_flex_conn_id,
                     "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
                     "timeout": self.timeout,
+                    "media": list(self.media) if self.media else None,
                     "end_from_trigger": True,
                 },
                 next_method="execute_complete",
@@ -164,13 +175,18 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         if not self.deferrable:
             hook = self.get_hook()
             response = hook.generate_content(
-                contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
+                contents=self.contents,
+                model=self.model,
+                config=config,
+                service_tier=self.service_tier,
+                media=self._media(),
             )
             return self._summarize(response.to_dict())
         self.defer(
             trigger=GeminiFlexGenerateContentTrigger(
                 contents=self.contents,
                 model=self.model,
+                media=self._media(),
                 config=config,
                 service_tier=self.service_tier,
                 gemini_flex_conn_id=self.gemini_flex_conn_id,
@@ -223,7 +239,7 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         config = self._request_config()
         output_path = self._rendered_output_path(context)  # before the call: a bad path costs nothing
         stream = self.get_hook().stream_content(
-            contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
+            contents=self.contents, model=self.model, config=config, service_tier=self.service_tier, media=self._media()
         )
         pending = ""
         for piece in stream:
@@ -299,6 +315,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         before midnight America/Los_Angeles): ``"fail"`` (default) fails the task with
         :class:`FlexQuotaExhausted` after checkpointing; ``"wait"`` defers the task until
         the reset (no worker slot meanwhile), then carries on from the checkpoint.
+    :param media_fields: row fields holding file locations (local paths, ``ObjectStoragePath`` URLs such
+        as ``s3://``, ``gs://``, ``file://``); each file becomes a part of the row's prompt, typed by its
+        content. A missing, unreadable, oversize (``max_media_bytes``) or unsupported file makes that
+        row a dead letter naming the field and location, before its call. Files up to
+        ``inline_media_bytes`` travel inline; larger ones are uploaded through the Files API once per
+        run and deleted when it ends.
+    :param media_root: where relative locations in media fields are found.
     :param rate_limit_redis_conn_id: a ``redis`` connection through which this task paces to the
         project's quotas together with every other worker (shards, other DAGs); overrides the
         connection extra of the same name. Without it the task paces alone.
@@ -319,6 +342,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "rate_limit_redis_conn_id",
         "requests_per_minute",
         "tokens_per_minute",
+        "media_root",
     )
     ui_color = "#e8f0fe"
 
@@ -346,9 +370,17 @@ class GeminiFlexEnrichOperator(BaseOperator):
         on_daily_quota: str = "fail",
         daily_quota_recheck: timedelta | float = timedelta(hours=1),
         rate_limit_redis_conn_id: str | None = None,
+        media_fields: Sequence[str] | None = None,
+        media_root: str | None = None,
+        inline_media_bytes: int = INLINE_LIMIT_BYTES,
+        max_media_bytes: int = MAX_MEDIA_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.media_fields = list(media_fields or [])
+        self.media_root = media_root
+        self.inline_media_bytes = inline_media_bytes
+        self.max_media_bytes = max_media_bytes
         if on_daily_quota not in DAILY_QUOTA_ACTIONS:
             raise ValueError(
                 f"Task {self.task_id!r}: on_daily_quota must be one of {', '.join(DAILY_QUOTA_ACTIONS)}, "
@@ -412,6 +444,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_flex.enrichment.engine import Enrichment, reset_time, run_enrichment
+        from airflow_provider_flex.enrichment.media import RowMedia
         from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
         from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows
         from airflow_provider_flex.enrichment.store import OutputStore
@@ -452,6 +485,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
             service_tier=self.service_tier,
             max_cost_usd=self.max_cost_usd,
             log=self.log,
+            media=RowMedia(
+                hook,
+                self.media_fields,
+                media_root=self.media_root or None,
+                inline_limit=self.inline_media_bytes,
+                max_bytes=self.max_media_bytes,
+            )
+            if self.media_fields
+            else None,
         )
         engine.stats.total = total
         hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh

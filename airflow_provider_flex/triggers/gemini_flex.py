@@ -21,7 +21,8 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
     A triggerer restart runs the trigger again, which re-sends the request (and
     pays for it again if the first one had been answered).
 
-    The request is either ``config`` (built on a worker) or, for a task that starts
+    ``media`` names files for the prompt (read in the triggerer: local paths must exist there;
+    object storage URLs are safest). The request is either ``config`` (built on a worker) or, for a task that starts
     in the triggerer, the task's own ``system_instruction``, ``generation_config`` and
     ``response_schema``, which the triggerer renders with ``contents`` and ``model``
     before :meth:`run`.
@@ -48,6 +49,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         generation_config: dict[str, Any] | None = None,
         response_schema: dict[str, Any] | None = None,
         end_from_trigger: bool = False,
+        media: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.contents = contents
@@ -61,6 +63,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         self.generation_config = generation_config
         self.response_schema = response_schema
         self.end_from_trigger = end_from_trigger
+        self.media = media
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -80,6 +83,8 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
             )
         if self.end_from_trigger:
             kwargs["end_from_trigger"] = True
+        if self.media:
+            kwargs["media"] = self.media
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
@@ -105,7 +110,11 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
                 check_contents(self.contents, self.task_id or "flex call")
                 config = generate_config(self.system_instruction, self.generation_config, self.response_schema)
             response = await hook.agenerate_content(
-                contents=self.contents, model=self.model, config=config, service_tier=self.service_tier
+                contents=self.contents,
+                model=self.model,
+                config=config,
+                service_tier=self.service_tier,
+                media=[self.media] if isinstance(self.media, str) else self.media,
             )
         except (FlexError, ValueError, TypeError) as exc:
             if self._ends_the_task:
