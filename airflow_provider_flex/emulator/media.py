@@ -83,8 +83,9 @@ def decode_inline(part: dict[str, Any]) -> tuple[str, bytes] | None:
     if not isinstance(inline, dict):
         return None
     mime = str(inline.get("mimeType") or inline.get("mime_type") or "application/octet-stream")
-    try:
-        return mime, base64.b64decode(inline.get("data") or "", validate=False)
+    text = str(inline.get("data") or "")
+    try:  # google-genai sends the URL-safe alphabet; others the standard one: the API takes both
+        return mime, base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
     except ValueError:
         return mime, b""
 

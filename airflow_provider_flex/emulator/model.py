@@ -106,12 +106,12 @@ def parts_summary(contents: Any) -> list[dict[str, Any]]:
                 summary.append({"type": "text", "chars": len(part["text"])})
             elif isinstance(part.get("inlineData") or part.get("inline_data"), Mapping):
                 inline = part.get("inlineData") or part.get("inline_data")
-                data = str(inline.get("data") or "")
+                data = str(inline.get("data") or "").rstrip("=")
                 summary.append(
                     {
                         "type": "inline_data",
                         "mime_type": inline.get("mimeType") or inline.get("mime_type"),
-                        "bytes": len(data) * 3 // 4 - data[-2:].count("="),
+                        "bytes": len(data) * 3 // 4,
                     }
                 )
             elif isinstance(part.get("fileData") or part.get("file_data"), Mapping):
