@@ -150,3 +150,29 @@ def test_product_enrichment_on_vertex_ai_with_a_service_account(tmp_path):
     with sqlite3.connect(tmp_path / "demo.db") as db:
         tiers = {row[0] for row in db.execute("SELECT service_tier FROM enriched_products")}
     assert tiers == {"flex"}
+
+
+def test_product_photos_loads_attributes_and_draws_a_thumbnail_per_product(tmp_path):
+    import csv
+
+    from PIL import Image
+
+    products = list(csv.DictReader((DAGS / "data" / "product_photos.csv").open()))
+    with FlexEmulator(slots=4, service_time=(0.01, 0.03), seed=5) as emulator:
+        output = _dags_test("flex_product_photos", _airflow_env(emulator, tmp_path), "2026-11-25")
+        calls = emulator.admin.calls()
+    assert f"Described {len(products)} of {len(products)} photos (0 failed)" in output
+    assert f"drew {len(products)} thumbnails (0 failed)" in output
+    # every call carried its photo, as an image part typed from its content
+    assert len(calls) == 2 * len(products)
+    assert all(c["parts"][1]["type"] == "inline_data" and c["parts"][1]["mime_type"] == "image/png" for c in calls)
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        rows = db.execute("SELECT sku, colours, alt_text FROM photo_attributes").fetchall()
+    assert sorted(row[0] for row in rows) == sorted(p["sku"] for p in products)
+    assert all(isinstance(json.loads(colours), list) and alt for _, colours, alt in rows)
+    images = sorted((tmp_path / "output" / "product_photos" / "2026-11-25" / "thumbnails" / "images").iterdir())
+    assert len(images) == len(products)
+    for path in images:
+        with Image.open(path) as image:
+            image.load()
+            assert image.format == "PNG"

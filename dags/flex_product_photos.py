@@ -1,0 +1,142 @@
+"""
+### Product photos on the Gemini flex tier: attributes in, thumbnails out
+
+A catalogue of product photos (`dags/data/product_photos.csv` and the small photos in
+`dags/data/photos/`) enriched on the **flex** tier in two ways:
+
+- **Attributes**: each photo goes into its row's prompt (`media_fields=["photo"]`, typed
+  by its content; small files inline, larger ones through the Files API) and the model
+  answers with structured attributes (category, colours, visible defects, alt text),
+  loaded into a SQL table (`photo_attributes`) through any common-sql connection.
+- **Thumbnails**: an image model (`image_model`, default Gemini 2.5 Flash Image) draws one
+  square thumbnail variant per product from its photo; each is written under
+  `<output>/thumbnails/images/` and the results hold their locations, not the bytes.
+
+A missing or unreadable photo, or one of a type Gemini does not take, makes that row a
+dead letter naming the file; the rest of the catalogue goes on. Reruns skip products
+already done. Params: `model`, `image_model`, `gemini_flex_conn_id`, `sql_conn_id`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+
+DATA = Path(__file__).parent / "data"
+CATALOGUE = DATA / "product_photos.csv"
+OUTPUT = "{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_photos/{{ ds }}"
+TABLE = "photo_attributes"
+ATTRIBUTES_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["Kitchen", "Garden", "Home", "Toys", "Sports", "Pets", "Office"]},
+        "colours": {"type": "array", "maxItems": 4, "items": {"type": "string"}},
+        "defects": {"type": "array", "maxItems": 4, "items": {"type": "string"}},
+        "alt_text": {"type": "string", "maxLength": 125},
+    },
+    "required": ["category", "colours", "defects", "alt_text"],
+}
+
+with DAG(
+    dag_id="flex_product_photos",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["gemini", "flex", "enrichment", "images"],
+    params={
+        "model": Param("gemini-2.5-flash", type="string", description="A flex-capable model that reads images"),
+        "image_model": Param("gemini-2.5-flash-image", type="string", description="A flex-capable image model"),
+        "gemini_flex_conn_id": Param("gemini_flex_default", type="string"),
+        "sql_conn_id": Param("flex_demo_sqlite", type="string", description="Any common.sql DB-API connection"),
+    },
+):
+    attributes = GeminiFlexEnrichOperator(
+        task_id="describe_photos",
+        input_path=str(CATALOGUE),
+        key_field="sku",
+        media_fields=["photo"],
+        media_root=str(DATA),
+        prompt_template=(
+            "This is the catalogue photo of '{{ row.title }}'. Give its category, its main colours, any visible "
+            "defects (none if it looks new), and alt text for a shop page."
+        ),
+        response_schema=ATTRIBUTES_SCHEMA,
+        model="{{ params.model }}",
+        gemini_flex_conn_id="{{ params.gemini_flex_conn_id }}",
+        output_path=OUTPUT + "/attributes",
+        max_failed_fraction=0.1,
+        max_cost_usd=2.0,
+    )
+
+    thumbnails = GeminiFlexEnrichOperator(
+        task_id="draw_thumbnails",
+        input_path=str(CATALOGUE),
+        key_field="sku",
+        media_fields=["photo"],
+        media_root=str(DATA),
+        prompt_template="Draw a square thumbnail variant of this '{{ row.title }}' on a plain white background.",
+        model="{{ params.image_model }}",
+        generation_config={"response_modalities": ["IMAGE"]},
+        gemini_flex_conn_id="{{ params.gemini_flex_conn_id }}",
+        output_path=OUTPUT + "/thumbnails",
+        max_failed_fraction=0.1,
+        max_cost_usd=2.0,
+    )
+
+    @task
+    def load_attributes(summary: dict, **context) -> int:
+        """Upsert every product's attributes into the SQL table."""
+        from airflow.sdk import BaseHook
+
+        rows = []
+        for path in sorted(Path(summary["output_path"]).glob("results-*.jsonl")):
+            for line in path.read_text().splitlines():
+                result = json.loads(line)
+                parsed = result["parsed"]
+                rows.append(
+                    (
+                        result["key"],
+                        parsed["category"],
+                        json.dumps(parsed["colours"]),
+                        json.dumps(parsed["defects"]),
+                        parsed["alt_text"],
+                        result["cost_usd"],
+                    )
+                )
+        hook = BaseHook.get_connection(context["params"]["sql_conn_id"]).get_hook()
+        hook.run(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (sku TEXT PRIMARY KEY, category TEXT, colours TEXT, defects TEXT, "
+            "alt_text TEXT, cost_usd REAL)"
+        )
+        hook.insert_rows(
+            TABLE,
+            rows,
+            target_fields=["sku", "category", "colours", "defects", "alt_text", "cost_usd"],
+            replace=True,
+            replace_index="sku",
+        )
+        return len(rows)
+
+    @task
+    def report(described: dict, drawn: dict, loaded: int) -> dict:
+        """Rows, images written and what it cost on flex."""
+        images = sum(
+            len(json.loads(line).get("images", []))
+            for path in Path(drawn["output_path"]).glob("results-*.jsonl")
+            for line in path.read_text().splitlines()
+        )
+        cost = described["cost_usd"] + drawn["cost_usd"]
+        print(
+            f"Described {described['succeeded']} of {described['total']} photos ({described['failed']} failed), "
+            f"loaded {loaded} rows into {TABLE}; drew {images} thumbnails ({drawn['failed']} failed). "
+            f"Flex cost ${cost:.4f}."
+        )
+        return {"described": described["succeeded"], "loaded": loaded, "thumbnails": images, "cost_usd": cost}
+
+    report(attributes.output, thumbnails.output, load_attributes(attributes.output))
