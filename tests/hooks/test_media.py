@@ -195,3 +195,14 @@ def test_images_out_are_written_per_row_referenced_from_results_and_a_rerun_skip
     assert (second["skipped"], second["succeeded"]) == (4, 0)
     assert len(media_emulator.admin.calls()) == 4  # nothing paid twice
     assert {p.name: p.stat().st_mtime_ns for p in (output / "images").iterdir()} == written
+
+
+def test_the_input_token_limit_counts_media_tokens(set_connection, tmp_path):
+    photo = tmp_path / "wide.jpg"
+    photo.write_bytes(_jpeg(800, 500))  # 516 tokens of image, 1 of text
+    with FlexEmulator(input_token_limit=400) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        from airflow_provider_flex.exceptions import FlexRequestError
+
+        with pytest.raises(FlexRequestError, match=r"input token count \(517\) exceeds"):
+            GeminiFlexHook(retry_policy=FAST).generate_content(contents="Describe", media=[str(photo)])
