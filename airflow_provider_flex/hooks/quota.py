@@ -39,6 +39,9 @@ DAY_BLOCK_RECHECK_S = 900.0
 #: Seconds added to each window when counting what it holds: a request's arrival at the server
 #: varies by milliseconds, and one arriving a little late must not land in a full window.
 WINDOW_MARGIN_S = 0.025
+#: Shared pacing spreads starts over this much more than the window: processes on other hosts send a
+#: reserved start late by their own loop's delays, and late starts bunch up against the ones on time.
+SHARED_WINDOW_SLACK = 0.015
 #: Prompt tokens per character before any answer has said how many the model counted.
 INITIAL_TOKENS_PER_CHAR = 0.3
 #: Tokens a non-text part (an image, a file) is estimated at before the answer says.
@@ -421,7 +424,8 @@ class QuotaLimiter:
 
     def _shared_pace(self, name: str, units: float = 0.0) -> SharedPace:
         pace = self.paces[name]
-        return SharedPace(name, pace.window_s, pace.configured, units)
+        window = pace.window_s * (1 + SHARED_WINDOW_SLACK) + WINDOW_MARGIN_S
+        return SharedPace(name, window, pace.configured, units)
 
     def _reserve_shared(
         self, units: dict[str, float], now: float, wall: datetime
