@@ -75,3 +75,20 @@ def captured_logs(caplog, capfd) -> Callable[[], str]:
         return caplog.text + out + err
 
     return text
+
+
+@pytest.fixture
+def times_logged(caplog, capfd) -> Callable[[str], int]:
+    """How many times a message was logged, through stdlib logging or Airflow's structlog console.
+
+    The same record may reach both (whether it does depends on how earlier tests left logging), so the
+    count is the larger of the two sinks, never their sum.
+    """
+    caplog.set_level(logging.DEBUG)
+    console: list[str] = []
+
+    def count(fragment: str) -> int:
+        console.extend(capfd.readouterr())
+        return max(caplog.text.count(fragment), "".join(console).count(fragment))
+
+    return count

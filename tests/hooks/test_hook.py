@@ -52,13 +52,13 @@ def test_flex_costs_half_of_standard():
     assert token_cost(1000, 500, model="gemini-2.5-pro", tier="priority") is None
 
 
-def test_unknown_model_cost_is_none_with_one_warning(set_connection, captured_logs):
+def test_unknown_model_cost_is_none_with_one_warning(set_connection, times_logged):
     with FlexEmulator(models=("gemini-future",)) as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
         hook = GeminiFlexHook(retry_policy=FAST)
         assert hook.generate_content(contents="a", model="gemini-future").cost_usd is None
         assert hook.generate_content(contents="b", model="gemini-future").cost_usd is None
-    assert captured_logs().count("No price for model gemini-future") == 1
+    assert times_logged("No price for model gemini-future") == 1
 
 
 def test_user_price_table_overrides(connection):
