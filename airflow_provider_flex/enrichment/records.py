@@ -1,4 +1,4 @@
-"""Rows in: read JSONL or CSV as a stream, check keys, render each row's prompt."""
+"""Rows in: read JSONL or CSV as a stream, check keys, render each row's prompt; whole files out."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ def open_text(path: str, mode: str = "r") -> Iterator[TextIO]:
         return
     with open(path.removeprefix("file://"), mode, encoding="utf-8", newline="" if mode == "r" else None) as handle:
         yield handle
+
+
+def write_whole_text(path: str, text: str) -> None:
+    """Write the whole text at once; a local file appears only when complete (write, then rename)."""
+    if "://" in path and not path.startswith("file://"):
+        from airflow.sdk import ObjectStoragePath
+
+        ObjectStoragePath(path).write_text(text)
+        return
+    target = Path(path.removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
 
 
 def iter_rows(

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_flex.enrichment.records import EnrichInputError, iter_rows, open_text
+from airflow_provider_flex.enrichment.records import EnrichInputError, iter_rows, open_text, write_whole_text
 
 MANIFEST = "manifest.json"
 #: Summary fields that add up across shards.
@@ -33,21 +33,6 @@ def _exists(path: str) -> bool:
     from pathlib import Path
 
     return Path(path.removeprefix("file://")).exists()
-
-
-def _write_whole(path: str, text: str) -> None:
-    if "://" in path and not path.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        ObjectStoragePath(path).write_text(text)
-        return
-    from pathlib import Path
-
-    target = Path(path.removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
 
 
 def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> list[str]:
@@ -74,7 +59,7 @@ def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> 
 
     def flush() -> None:
         path = _join(shard_root, f"shard-{len(shards):05d}.jsonl")
-        _write_whole(path, "".join(batch))
+        write_whole_text(path, "".join(batch))
         shards.append(path)
         batch.clear()
 
@@ -86,7 +71,7 @@ def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> 
         flush()
     if not shards:
         raise EnrichInputError(f"input_path {input_path!r} has no rows")
-    _write_whole(manifest_path, json.dumps({"source": source, "shards": shards}, indent=1))
+    write_whole_text(manifest_path, json.dumps({"source": source, "shards": shards}, indent=1))
     return shards
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_flex.enrichment.records import write_whole_text
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.gemini_flex import (
     FlexRetryPolicy,
@@ -257,23 +257,9 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         if result is None:  # pragma: no cover - the hook raises before this can happen
             raise FlexError(f"Task {self.task_id!r}: the stream ended without a result")
         if output_path:
-            _write_text(output_path, result.text or "")
+            write_whole_text(output_path, result.text or "")
             self.log.info("Wrote %d characters to %s", len(result.text or ""), output_path)
         return self._summarize(result.to_dict())
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write the whole text at once; local files appear only when complete (write, then rename)."""
-    if "://" in path and not path.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        ObjectStoragePath(path).write_text(text)
-        return
-    target = Path(path.removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
 
 
 class GeminiFlexEnrichOperator(BaseOperator):
