@@ -87,6 +87,7 @@ def run_side(args: argparse.Namespace, redis_conn: str | None, workdir: Path) ->
             summaries.append(json.loads(line.removeprefix("SUMMARY ")))
         elapsed = time.monotonic() - started
         stats = admin.stats()
+        answered = sorted(call["time"] for call in admin.calls() if call["outcome"] == "ok")
     calls = sum(sum(outcomes.values()) for outcomes in stats["calls"].values())
     refused = sum(stats["quota_refusals"].values())
     succeeded = sum(s["succeeded"] for s in summaries)
@@ -96,6 +97,9 @@ def run_side(args: argparse.Namespace, redis_conn: str | None, workdir: Path) ->
         "failed": sum(s["failed"] for s in summaries),
         "rows_per_s": succeeded / elapsed,
         "of_bound": succeeded / elapsed / (args.rpm / 60),
+        # The pacing alone: answers per second from the first answer to the last, without the
+        # seconds the worker processes spend importing Airflow before their first call.
+        "paced_of_bound": (len(answered) - 1) / (answered[-1] - answered[0]) / (args.rpm / 60),
         "refused": refused,
         "refused_share": refused / calls if calls else 0.0,
     }
@@ -122,11 +126,13 @@ def main() -> None:
         f"{args.processes} processes, one key and model, quota {args.rpm} requests/min ({args.rpm / 60:g}/s), "
         f"{shared['rows']} rows in all, {args.window} minute windows, emulator in its own process"
     )
-    print(f"{'pacing':<26} {'rows/s':>7} {'of RPM/60':>9} {'429s':>5} {'of calls':>8} {'failed':>6}")
+    print("rows/s and 'of RPM/60' count from the processes' start (Airflow imports included);")
+    print("'paced' counts from the first answer to the last, the rate the pacing kept while it ran.")
+    print(f"{'pacing':<26} {'rows/s':>7} {'of RPM/60':>9} {'paced':>7} {'429s':>5} {'of calls':>8} {'failed':>6}")
     for name, r in (("shared through Redis", shared), ("each process alone", alone)):
         print(
-            f"{name:<26} {r['rows_per_s']:>7.2f} {r['of_bound']:>9.1%} {r['refused']:>5} "
-            f"{r['refused_share']:>8.2%} {r['failed']:>6}"
+            f"{name:<26} {r['rows_per_s']:>7.2f} {r['of_bound']:>9.1%} {r['paced_of_bound']:>7.1%} "
+            f"{r['refused']:>5} {r['refused_share']:>8.2%} {r['failed']:>6}"
         )
 
 
