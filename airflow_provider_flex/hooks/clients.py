@@ -17,7 +17,7 @@ import contextlib
 import threading
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from google import genai
@@ -72,30 +72,71 @@ def forget_shared_clients() -> None:
             client.close()
 
 
+def _sample_answer() -> dict[str, Any]:
+    """An answer with every part the API sends (built afresh: the parser mutates it)."""
+    details = [{"modality": "TEXT", "tokenCount": 1}]
+    return {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"text": "x", "thought": True}, {"inlineData": {"mimeType": "image/png", "data": ""}}],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+                "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
+            }
+        ],
+        "promptFeedback": {"blockReason": "OTHER"},
+        "usageMetadata": {
+            "promptTokenCount": 1,
+            "candidatesTokenCount": 1,
+            "thoughtsTokenCount": 1,
+            "cachedContentTokenCount": 1,
+            "totalTokenCount": 4,
+            "promptTokensDetails": details,
+            "candidatesTokensDetails": details,
+            "cacheTokensDetails": details,
+            "trafficType": "ON_DEMAND",
+        },
+        "modelVersion": "x",
+        "responseId": "x",
+    }
+
+
 def warm_sdk(settings: ConnectionSettings) -> None:
     """google-genai's one-time work, once per process: imports, the client, pydantic schema building.
 
     Blocking (~0.2 s): the async path runs it in a thread, off the event loop.
     """
     global _sdk_warm
-    shared_client(settings)
+    client = shared_client(settings)
     if _sdk_warm:
         return
     import anyio
-    from google.genai import types
+    from google.genai import models, types
 
     anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
-    types.GenerateContentConfig(
+    # Request and response types build their schemas lazily, each nested type the first time a call holds
+    # one: build a request and parse an answer with every part our calls send and the API returns.
+    config = types.GenerateContentConfig(
         service_tier="flex",
         http_options=types.HttpOptions(timeout=1000),
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        response_mime_type="application/json",
+        response_json_schema={"type": "object"},
+        system_instruction="x",
     )
-    types.GenerateContentResponse.model_validate(
-        {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": "x"}]}, "finish_reason": "STOP"}],
-            "usage_metadata": {"prompt_token_count": 1},
-        }
-    )
+    contents = [types.Part(text="x"), types.Part.from_bytes(data=b"x", mime_type="image/png")]
+    with contextlib.suppress(Exception):  # private helpers: a new SDK may move them, and warming is only a head start
+        request = types._GenerateContentParameters(model="x", contents=contents, config=config)
+        to_wire = (
+            models._GenerateContentParameters_to_vertex
+            if client.vertexai
+            else models._GenerateContentParameters_to_mldev
+        )
+        to_wire(client._api_client, request, None, request)
+        types.GenerateContentResponse._from_response(response=_sample_answer(), kwargs={})
     _sdk_warm = True
 
 

@@ -4,7 +4,10 @@ The probe runs in a fresh interpreter (so google.genai's first import happens
 inside the trigger, as in a new triggerer) and runs our trigger beside Airflow's
 own DateTimeTrigger on one event loop while the flex call waits in the
 emulator's queue behind a call holding its only slot. A watcher measures the
-loop's worst stall.
+loop's worst stall twice: in wall-clock time, which a busy machine stretches,
+and in the loop thread's own CPU time, which only work done on the loop
+spends. A blocking wait on the loop (the queue wait is seconds long) shows in
+the first; computing on the loop (the SDK's first-use work) in the second.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ gc.disable()
 
 async def main():
     loop = asyncio.get_running_loop()
-    worst_lag = 0.0
+    worst_lag = worst_busy = 0.0
 
     async def watch_lag():
-        nonlocal worst_lag
+        nonlocal worst_lag, worst_busy
         while True:
-            before = loop.time()
+            before, cpu_before = loop.time(), time.thread_time()
             await asyncio.sleep(0.01)
             worst_lag = max(worst_lag, loop.time() - before - 0.01)
+            worst_busy = max(worst_busy, time.thread_time() - cpu_before)
 
     watcher = asyncio.create_task(watch_lag())
     started = time.monotonic()
@@ -53,7 +57,8 @@ async def main():
     flex_done = time.monotonic() - started
     watcher.cancel()
     print(json.dumps({"timer_late_s": timer_late, "timer_fired_s": timer_fired, "flex_done_s": flex_done,
-                      "worst_lag_s": worst_lag, "flex_status": flex_event.payload["status"]}))
+                      "worst_lag_s": worst_lag, "worst_busy_s": worst_busy,
+                      "flex_status": flex_event.payload["status"]}))
 
 
 asyncio.run(main())
@@ -84,6 +89,9 @@ def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_
     assert probe["flex_status"] == "success"
     assert probe["flex_done_s"] > probe["timer_fired_s"] + 1  # the timer fired while the flex call still waited
     assert stats["peak_queue_depth"] >= 1
-    assert probe["timer_late_s"] < 0.1, probe
-    # No step of ours holds the loop: the SDK's first-use work (~0.2 s) runs in a thread (GeminiFlexHook.aprepare).
-    assert probe["worst_lag_s"] < 0.04, probe
+    # Blocking on the loop through the queue wait would stall it for seconds; a busy machine adds only fractions.
+    assert probe["timer_late_s"] < 0.5, probe
+    assert probe["worst_lag_s"] < 0.5, probe
+    # No step of ours computes on the loop: the SDK's first-use work (~0.2 s of CPU) runs in a thread
+    # (GeminiFlexHook.aprepare). Measured ~15 ms on an idle machine; with it on the loop, ~0.2 s.
+    assert probe["worst_busy_s"] < 0.04, probe
