@@ -94,11 +94,12 @@ def test_deadline_stops_before_max_attempts(set_connection, mode):
     with FlexEmulator(preempt_rate=1.0) as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
         policy = FlexRetryPolicy(max_attempts=100, initial_delay=0.2, multiplier=1, jitter=0, deadline=1.0)
-        started = time.monotonic()
         with pytest.raises(FlexCapacityError) as raised:
             run_generate(GeminiFlexHook(retry_policy=policy), mode, contents="x")
-        assert time.monotonic() - started < 1.0
-        assert 3 <= raised.value.attempts <= 5
+    # Waits of 0.2 s within 1 s of patience leave room for at most 5 attempts (fewer on a busy machine),
+    # 100 without the deadline; no wait starts that would end past it, only the last attempt may overrun.
+    assert 2 <= raised.value.attempts <= 5
+    assert raised.value.waited_s < policy.deadline + 1.0
 
 
 @pytest.mark.parametrize("mode", MODES)
