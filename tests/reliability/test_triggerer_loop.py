@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 
@@ -29,6 +30,8 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 TIMER_S = float(sys.argv[1])
+print("ready", flush=True)  # imports done; go when the test says the emulator's slot is taken
+sys.stdin.readline()
 # A full collection with Airflow loaded pauses every thread ~0.1 s whoever triggers it; measure our code alone.
 gc.disable()
 
@@ -65,27 +68,50 @@ asyncio.run(main())
 """
 
 
+def _wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_connection):
-    with FlexEmulator(slots=1, service_time=(3.0, 3.0)) as emulator:
+    with FlexEmulator(slots=1) as emulator:
         set_connection(host=emulator.base_url, password="probe-key")
-        # hold the only slot with a standard call, so the trigger's flex call queues behind it
-        holder = threading.Thread(
-            target=httpx.post,
-            args=(f"{emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",),
-            kwargs={
-                "json": {"contents": [{"parts": [{"text": "hold"}]}]},
-                "headers": {"x-goog-api-key": "h"},
-                "timeout": 30,
-            },
+        probe_process = subprocess.Popen(
+            [sys.executable, "-c", PROBE, "1.0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        holder.start()
-        result = subprocess.run(
-            [sys.executable, "-c", PROBE, "1.0"], capture_output=True, text=True, timeout=120, check=False
-        )
+        try:
+            for line in probe_process.stdout:  # Airflow may log to stdout first
+                if line.strip() == "ready":
+                    break
+            else:
+                raise AssertionError(probe_process.communicate()[1][-3000:])
+            # Hold the only slot with a slow standard call, so the trigger's flex call queues behind it
+            # however long this machine took to start the probe.
+            emulator.admin.inject("slow", delay_s=6, count=1)
+            holder = threading.Thread(
+                target=httpx.post,
+                args=(f"{emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",),
+                kwargs={
+                    "json": {"contents": [{"parts": [{"text": "hold"}]}]},
+                    "headers": {"x-goog-api-key": "h"},
+                    "timeout": 60,
+                },
+            )
+            holder.start()
+            _wait_until(lambda: emulator.admin.stats()["in_service"] == 1)
+            stdout, stderr = probe_process.communicate("go\n", timeout=120)
+        finally:
+            probe_process.kill()
         holder.join()
         stats = emulator.admin.stats()
-    assert result.returncode == 0, result.stderr[-3000:]
-    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe_process.returncode == 0, stderr[-3000:]
+    probe = json.loads(stdout.strip().splitlines()[-1])
     assert probe["flex_status"] == "success"
     assert probe["flex_done_s"] > probe["timer_fired_s"] + 1  # the timer fired while the flex call still waited
     assert stats["peak_queue_depth"] >= 1
@@ -93,5 +119,5 @@ def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_
     assert probe["timer_late_s"] < 0.5, probe
     assert probe["worst_lag_s"] < 0.5, probe
     # No step of ours computes on the loop: the SDK's first-use work (~0.2 s of CPU) runs in a thread
-    # (GeminiFlexHook.aprepare). Measured ~15 ms on an idle machine; with it on the loop, ~0.2 s.
+    # (GeminiFlexHook.aprepare). Measured 15-25 ms; with it on the loop, ~0.4 s.
     assert probe["worst_busy_s"] < 0.04, probe
