@@ -20,10 +20,8 @@ import argparse
 import asyncio
 import gc
 import statistics
-import threading
 import time
 
-import httpx
 import psutil
 from emulator_process import emulator_process, use_connection
 
@@ -31,22 +29,6 @@ from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContent
 
 TIMER_S = 0.05
 MODEL = "gemini-2.5-flash"
-
-
-def hold_the_slot(base_url: str, seconds: float) -> threading.Thread:
-    """A standard call that holds the emulator's only slot for ``seconds`` (a ``slow`` fault)."""
-
-    def hold() -> None:
-        httpx.post(
-            f"{base_url}/v1beta/models/{MODEL}:generateContent",
-            json={"contents": [{"parts": [{"text": "hold the slot"}]}]},
-            headers={"x-goog-api-key": "bench-key"},
-            timeout=seconds + 60,
-        )
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    return thread
 
 
 async def run(args: argparse.Namespace, base_url: str, admin) -> dict:
@@ -73,9 +55,7 @@ async def run(args: argparse.Namespace, base_url: str, admin) -> dict:
             await asyncio.sleep(TIMER_S)
             ticks.append((time.monotonic(), loop.time() - before - TIMER_S))
 
-    admin.inject("slow", delay_s=args.hold_s, count=1)
-    holder = hold_the_slot(base_url, args.hold_s)
-    await asyncio.sleep(0.5)
+    holder = admin.hold_slot(args.hold_s)
     probe = asyncio.create_task(timer())
     tasks = []
     started = time.monotonic()

@@ -61,6 +61,32 @@ class EmulatorAdmin:
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
 
+    def hold_slot(self, seconds: float, model: str = "gemini-2.5-flash") -> threading.Thread:
+        """Take a serving slot for ``seconds`` with a slow standard call, returned once it is in service.
+
+        With ``slots=1`` every flex call made meanwhile waits in the flex queue, however long
+        the caller takes to make it. Join the returned thread to wait for the slot to free.
+        """
+        in_service = self.stats()["in_service"]
+        self.inject("slow", delay_s=seconds, count=1)
+        holder = threading.Thread(
+            target=httpx.post,
+            args=(f"{self.base_url}/v1beta/models/{model}:generateContent",),
+            kwargs={
+                "json": {"contents": [{"parts": [{"text": "hold the slot"}]}]},
+                "headers": {"x-goog-api-key": "slot-holder"},
+                "timeout": seconds + 60,
+            },
+            daemon=True,
+        )
+        holder.start()
+        deadline = time.monotonic() + 60
+        while self.stats()["in_service"] <= in_service:
+            if time.monotonic() > deadline or not holder.is_alive():
+                raise RuntimeError("the slot-holding call never came into service")
+            time.sleep(0.02)
+        return holder
+
     def close(self) -> None:
         self._http.close()
 

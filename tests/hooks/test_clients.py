@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-
-import httpx
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.hooks.clients import start_turn
@@ -64,17 +61,7 @@ def test_more_deferred_calls_than_a_connection_pool_holds_all_reach_the_flex_que
     """The async transport has no client-side cap: 150 waiting calls are 150 calls in the server's queue."""
     with FlexEmulator(slots=1, service_time=(0.01, 0.01), queue_depth=500) as emulator:
         set_connection(host=emulator.base_url, password=API_KEY)
-        emulator.admin.inject("slow", delay_s=6.0)
-        holder = threading.Thread(
-            target=httpx.post,
-            args=(f"{emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",),
-            kwargs={
-                "json": {"contents": [{"parts": [{"text": "hold"}]}]},
-                "headers": {"x-goog-api-key": "h"},
-                "timeout": 60,
-            },
-        )
-        holder.start()
+        holder = emulator.admin.hold_slot(6.0)
 
         async def main() -> tuple[int, list]:
             triggers = [GeminiFlexGenerateContentTrigger(contents=f"waiting call {i}") for i in range(150)]

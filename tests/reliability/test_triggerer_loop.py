@@ -15,10 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
-
-import httpx
 
 from airflow_provider_flex.emulator import FlexEmulator
 
@@ -68,13 +64,6 @@ asyncio.run(main())
 """
 
 
-def _wait_until(condition, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_connection):
     with FlexEmulator(slots=1) as emulator:
         set_connection(host=emulator.base_url, password="probe-key")
@@ -91,20 +80,8 @@ def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_
                     break
             else:
                 raise AssertionError(probe_process.communicate()[1][-3000:])
-            # Hold the only slot with a slow standard call, so the trigger's flex call queues behind it
-            # however long this machine took to start the probe.
-            emulator.admin.inject("slow", delay_s=6, count=1)
-            holder = threading.Thread(
-                target=httpx.post,
-                args=(f"{emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",),
-                kwargs={
-                    "json": {"contents": [{"parts": [{"text": "hold"}]}]},
-                    "headers": {"x-goog-api-key": "h"},
-                    "timeout": 60,
-                },
-            )
-            holder.start()
-            _wait_until(lambda: emulator.admin.stats()["in_service"] == 1)
+            # the only slot is taken, so the trigger's flex call queues however long this machine took to start it
+            holder = emulator.admin.hold_slot(6)
             stdout, stderr = probe_process.communicate("go\n", timeout=120)
         finally:
             probe_process.kill()
