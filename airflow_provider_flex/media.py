@@ -9,11 +9,11 @@ request; larger ones go through the Files API (the hook uploads them).
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 #: Raw bytes a file may have to travel inline: base64 makes it a third larger, and the API takes 20 MB a request.
 INLINE_LIMIT_BYTES = 14 * 1024 * 1024
@@ -118,6 +118,13 @@ def sniff_mime_type(head: bytes, location: str) -> str | None:
             return None
         return guessed
     return None
+
+
+def media_locations(media: str | Iterable[Any] | None) -> list[str] | None:
+    """A task's rendered ``media`` as a list of locations (a single location is a list of one), or None."""
+    if not media:
+        return None
+    return [media] if isinstance(media, str) else [str(location) for location in media]
 
 
 def _is_remote(location: str) -> bool:

@@ -29,7 +29,7 @@ from airflow_provider_flex.hooks.request import (
     response_json_schema,
 )
 from airflow_provider_flex.hooks.results import log_result
-from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES
+from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES, media_locations
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
@@ -97,12 +97,6 @@ class _GeminiFlexBaseOperator(BaseOperator):
     def _request_config(self) -> dict[str, Any]:
         check_contents(self.contents, self.task_id)
         return generate_config(self.system_instruction, self.generation_config, self.response_schema)
-
-    def _media(self) -> list[str] | None:
-        """The rendered ``media`` locations (a single location is a list of one)."""
-        if not self.media:
-            return None
-        return [self.media] if isinstance(self.media, str) else [str(location) for location in self.media]
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
         log_result(self.log, result)
@@ -179,14 +173,14 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                 model=self.model,
                 config=config,
                 service_tier=self.service_tier,
-                media=self._media(),
+                media=media_locations(self.media),
             )
             return self._summarize(response.to_dict())
         self.defer(
             trigger=GeminiFlexGenerateContentTrigger(
                 contents=self.contents,
                 model=self.model,
-                media=self._media(),
+                media=media_locations(self.media),
                 config=config,
                 service_tier=self.service_tier,
                 gemini_flex_conn_id=self.gemini_flex_conn_id,
@@ -239,7 +233,11 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         config = self._request_config()
         output_path = self._rendered_output_path(context)  # before the call: a bad path costs nothing
         stream = self.get_hook().stream_content(
-            contents=self.contents, model=self.model, config=config, service_tier=self.service_tier, media=self._media()
+            contents=self.contents,
+            model=self.model,
+            config=config,
+            service_tier=self.service_tier,
+            media=media_locations(self.media),
         )
         pending = ""
         for piece in stream:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_flex.exceptions import FlexError, error_payload
+from airflow_provider_flex.media import media_locations
 
 if TYPE_CHECKING:
     import jinja2
@@ -125,7 +126,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
                 model=self.model,
                 config=config,
                 service_tier=self.service_tier,
-                media=[self.media] if isinstance(self.media, str) else self.media,
+                media=media_locations(self.media),
             )
         except (FlexError, ValueError, TypeError) as exc:
             if self._ends_the_task:
