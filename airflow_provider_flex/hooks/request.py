@@ -67,3 +67,15 @@ def check_contents(contents: Any, task_id: str) -> None:
     empty = contents is None or (isinstance(contents, str) and not contents.strip())
     if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
         raise ValueError(f"Task {task_id!r}: contents is empty; give the prompt text or a list of contents")
+
+
+def task_request_config(
+    task_id: str,
+    contents: Any,
+    system_instruction: str | None,
+    generation_config: Mapping[str, Any] | None,
+    response_schema: Any,
+) -> dict[str, Any]:
+    """A task's contents checked and its generate config built: the same on a worker and in the triggerer."""
+    check_contents(contents, task_id)
+    return generate_config(system_instruction, generation_config, response_schema)

@@ -23,10 +23,10 @@ from airflow_provider_flex.hooks.gemini_flex import (
     normalize_tier,
 )
 from airflow_provider_flex.hooks.request import (
-    check_contents,
     check_schema_at_parse_time,
     generate_config,
     response_json_schema,
+    task_request_config,
 )
 from airflow_provider_flex.hooks.results import log_result
 from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES, media_locations
@@ -95,8 +95,9 @@ class _GeminiFlexBaseOperator(BaseOperator):
         return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
 
     def _request_config(self) -> dict[str, Any]:
-        check_contents(self.contents, self.task_id)
-        return generate_config(self.system_instruction, self.generation_config, self.response_schema)
+        return task_request_config(
+            self.task_id, self.contents, self.system_instruction, self.generation_config, self.response_schema
+        )
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
         log_result(self.log, result)

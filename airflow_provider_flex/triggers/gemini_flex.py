@@ -111,7 +111,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         await import_off_the_loop("airflow_provider_flex.hooks.gemini_flex")
         from airflow_provider_flex.hooks.clients import start_turn
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
-        from airflow_provider_flex.hooks.request import check_contents, generate_config
+        from airflow_provider_flex.hooks.request import task_request_config
         from airflow_provider_flex.hooks.results import log_result
 
         await start_turn()  # a triggerer starts new triggers in batches: set them up one per loop pass
@@ -119,8 +119,13 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         try:
             config = self.config
             if config is None:
-                check_contents(self.contents, self.task_id or "flex call")
-                config = generate_config(self.system_instruction, self.generation_config, self.response_schema)
+                config = task_request_config(
+                    self.task_id or "flex call",
+                    self.contents,
+                    self.system_instruction,
+                    self.generation_config,
+                    self.response_schema,
+                )
             response = await hook.agenerate_content(
                 contents=self.contents,
                 model=self.model,
