@@ -116,17 +116,16 @@ def warm_sdk(settings: ConnectionSettings) -> None:
     import anyio
     from google.genai import models, types
 
+    from airflow_provider_flex.hooks.call import request_config
+
     anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
     # Request and response types build their schemas lazily, each nested type the first time a call holds
-    # one: build a request and parse an answer with every part our calls send and the API returns.
-    config = types.GenerateContentConfig(
-        service_tier="flex",
-        http_options=types.HttpOptions(timeout=1000),
-        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-        response_mime_type="application/json",
-        response_json_schema={"type": "object"},
-        system_instruction="x",
+    # one: build a request as our calls do and parse an answer with every part the API returns.
+    caller_config = types.GenerateContentConfig(
+        response_mime_type="application/json", response_json_schema={"type": "object"}, system_instruction="x"
     )
+    flex_mode = settings.vertex.flex_mode if settings.vertex else None
+    config = request_config(caller_config, "flex", 1_000_000, flex_mode)
     contents = [types.Part(text="x"), types.Part.from_bytes(data=b"x", mime_type="image/png")]
     with contextlib.suppress(Exception):  # private helpers: a new SDK may move them, and warming is only a head start
         request = types._GenerateContentParameters(model="x", contents=contents, config=config)
