@@ -12,8 +12,9 @@ import mimetypes
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
+
+from airflow_provider_flex.storage import is_remote, local_path, object_path
 
 #: Raw bytes a file may have to travel inline: base64 makes it a third larger, and the API takes 20 MB a request.
 INLINE_LIMIT_BYTES = 14 * 1024 * 1024
@@ -127,29 +128,21 @@ def media_locations(media: str | Iterable[Any] | None) -> list[str] | None:
     return [media] if isinstance(media, str) else [str(location) for location in media]
 
 
-def _is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
 @contextmanager
 def open_media(location: str) -> Iterator[IO[bytes]]:
     """A local path or an ``ObjectStoragePath`` URL (``s3://``, ``gs://``, ``file://``), opened for bytes."""
-    if _is_remote(location):
-        from airflow.sdk import ObjectStoragePath
-
-        with ObjectStoragePath(location).open("rb") as handle:
+    if is_remote(location):
+        with object_path(location).open("rb") as handle:
             yield handle
         return
-    with open(location.removeprefix("file://"), "rb") as handle:
+    with open(local_path(location), "rb") as handle:
         yield handle
 
 
 def _size(location: str) -> int:
-    if _is_remote(location):
-        from airflow.sdk import ObjectStoragePath
-
-        return int(ObjectStoragePath(location).stat().st_size)
-    return Path(location.removeprefix("file://")).stat().st_size
+    if is_remote(location):
+        return int(object_path(location).stat().st_size)
+    return local_path(location).stat().st_size
 
 
 def probe_media(location: str, *, what: str = "media file", max_bytes: int = MAX_MEDIA_BYTES) -> MediaFile:

@@ -1,4 +1,4 @@
-"""Rows in: read JSONL or CSV as a stream, check keys, render each row's prompt; whole files out."""
+"""Rows in: read JSONL or CSV as a stream, check keys, render each row's prompt."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any, TextIO
 import jinja2
 import jinja2.sandbox
 
+from airflow_provider_flex.storage import is_remote, local_path, object_path
+
 
 class EnrichInputError(ValueError):
     """Input that cannot be enriched; the message names the row or the problem."""
@@ -21,28 +23,12 @@ class EnrichInputError(ValueError):
 @contextmanager
 def open_text(path: str, mode: str = "r") -> Iterator[TextIO]:
     """A local path or an ``ObjectStoragePath`` URL, opened as text."""
-    if "://" in path and not path.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        with ObjectStoragePath(path).open(mode) as handle:
+    if is_remote(path):
+        with object_path(path).open(mode) as handle:
             yield handle if isinstance(handle, io.TextIOBase) else io.TextIOWrapper(handle, encoding="utf-8")
         return
-    with open(path.removeprefix("file://"), mode, encoding="utf-8", newline="" if mode == "r" else None) as handle:
+    with open(local_path(path), mode, encoding="utf-8", newline="" if mode == "r" else None) as handle:
         yield handle
-
-
-def write_whole_text(path: str, text: str) -> None:
-    """Write the whole text at once; a local file appears only when complete (write, then rename)."""
-    if "://" in path and not path.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        ObjectStoragePath(path).write_text(text)
-        return
-    target = Path(path.removeprefix("file://"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
 
 
 def iter_rows(

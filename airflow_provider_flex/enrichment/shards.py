@@ -14,7 +14,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_flex.enrichment.records import EnrichInputError, iter_rows, open_text, write_whole_text
+from airflow_provider_flex.enrichment.records import EnrichInputError, iter_rows, open_text
+from airflow_provider_flex.storage import exists, write_whole
 
 MANIFEST = "manifest.json"
 #: Summary fields that add up across shards.
@@ -23,16 +24,6 @@ SUMMED = ("total", "succeeded", "failed", "skipped", "not_started", "rate_limite
 
 def _join(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
-
-
-def _exists(path: str) -> bool:
-    if "://" in path and not path.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(path).exists()
-    from pathlib import Path
-
-    return Path(path.removeprefix("file://")).exists()
 
 
 def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> list[str]:
@@ -49,17 +40,17 @@ def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> 
             fingerprint.update(line.encode("utf-8"))
     source = {"input_path": input_path, "sha256": fingerprint.hexdigest(), "rows_per_shard": rows_per_shard}
     manifest_path = _join(shard_root, MANIFEST)
-    if _exists(manifest_path):
+    if exists(manifest_path):
         with open_text(manifest_path) as handle:
             manifest = json.load(handle)
-        if manifest.get("source") == source and all(_exists(p) for p in manifest.get("shards", [])):
+        if manifest.get("source") == source and all(exists(p) for p in manifest.get("shards", [])):
             return list(manifest["shards"])
     shards: list[str] = []
     batch: list[str] = []
 
     def flush() -> None:
         path = _join(shard_root, f"shard-{len(shards):05d}.jsonl")
-        write_whole_text(path, "".join(batch))
+        write_whole(path, "".join(batch))
         shards.append(path)
         batch.clear()
 
@@ -71,7 +62,7 @@ def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> 
         flush()
     if not shards:
         raise EnrichInputError(f"input_path {input_path!r} has no rows")
-    write_whole_text(manifest_path, json.dumps({"source": source, "shards": shards}, indent=1))
+    write_whole(manifest_path, json.dumps({"source": source, "shards": shards}, indent=1))
     return shards
 
 

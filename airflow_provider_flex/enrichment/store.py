@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_flex.storage import is_remote, local_path, object_path, write_whole
+
 RESULT_PREFIX = "results-"
 FAILED_PREFIX = "failed"
 IMAGES_DIR = "images"
@@ -28,18 +30,16 @@ class OutputStore:
         self.output_path = output_path.rstrip("/")
         self.run_id = uuid.uuid4().hex[:12]
         self._next_part = 1
-        self._is_remote = "://" in output_path and not output_path.startswith("file://")
+        self._is_remote = is_remote(output_path)
         if not self._is_remote:
             self._local_dir().mkdir(parents=True, exist_ok=True)
 
     def _local_dir(self) -> Path:
-        return Path(self.output_path.removeprefix("file://"))
+        return local_path(self.output_path)
 
     def _entries(self) -> Iterator[tuple[str, Any]]:
         if self._is_remote:
-            from airflow.sdk import ObjectStoragePath
-
-            root = ObjectStoragePath(self.output_path)
+            root = object_path(self.output_path)
             if root.exists():
                 for entry in root.iterdir():
                     yield entry.name, entry
@@ -95,27 +95,7 @@ class OutputStore:
         return locations
 
     def _write_bytes(self, name: str, data: bytes) -> None:
-        if self._is_remote:
-            from airflow.sdk import ObjectStoragePath
-
-            (ObjectStoragePath(self.output_path) / name).write_bytes(data)
-            return
-        target = self._local_dir() / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_bytes(data)
-        partial.replace(target)
+        write_whole(f"{self.output_path}/{name}", data)
 
     def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if self._is_remote:
-            from airflow.sdk import ObjectStoragePath
-
-            (ObjectStoragePath(self.output_path) / name).write_text(text)
-            return
-        target = self._local_dir() / name
-        partial = target.with_name(f".{name}.partial")
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-        partial.replace(target)
+        write_whole(f"{self.output_path}/{name}", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_provider_flex.enrichment.records import write_whole_text
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.gemini_flex import (
     FlexRetryPolicy,
@@ -30,6 +29,7 @@ from airflow_provider_flex.hooks.request import (
 )
 from airflow_provider_flex.hooks.results import log_result
 from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES, media_locations
+from airflow_provider_flex.storage import write_whole
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
@@ -256,7 +256,7 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         if result is None:  # pragma: no cover - the hook raises before this can happen
             raise FlexError(f"Task {self.task_id!r}: the stream ended without a result")
         if output_path:
-            write_whole_text(output_path, result.text or "")
+            write_whole(output_path, result.text or "")
             self.log.info("Wrote %d characters to %s", len(result.text or ""), output_path)
         return self._summarize(result.to_dict())
 
