@@ -151,7 +151,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                     "gemini_flex_conn_id": self.gemini_flex_conn_id,
                     "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
                     "timeout": self.timeout,
-                    "media": list(self.media) if self.media else None,
+                    # a single location stays a string, rendered whole in the triggerer
+                    "media": self.media if isinstance(self.media, str) else media_locations(self.media),
                     "end_from_trigger": True,
                 },
                 next_method="execute_complete",

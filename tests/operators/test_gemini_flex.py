@@ -12,6 +12,7 @@ import pydantic
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from airflow_provider_flex.emulator.media import png
 from airflow_provider_flex.exceptions import FlexCapacityError, FlexError, FlexRequestError, FlexResponseError
 from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import (
@@ -57,6 +58,20 @@ def test_deferrable_execute_defers_with_a_keyless_round_tripping_trigger(connect
     assert API_KEY not in json.dumps(kwargs)
     assert GeminiFlexGenerateContentTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert connection.admin.stats()["requests"] == 0, "the worker must not call the API when deferring"
+
+
+@pytest.mark.parametrize("path", ["worker", "triggerer"])
+def test_a_single_media_location_is_one_part_on_a_worker_and_in_the_triggerer(connection, tmp_path, path):
+    photo = tmp_path / "mug.png"
+    photo.write_bytes(png(32, 32, "mug"))
+    operator = _operator(deferrable=path == "triggerer", contents="Describe the mug", media=str(photo))
+    if path == "worker":
+        operator.execute(context={})
+    else:  # the trigger the triggerer builds for a task that starts there
+        kwargs = operator.start_trigger_args.trigger_kwargs
+        assert _run_trigger(GeminiFlexGenerateContentTrigger(**kwargs))["status"] == "success"
+    (call,) = connection.admin.calls()
+    assert call["parts"][1] == {"type": "inline_data", "mime_type": "image/png", "bytes": photo.stat().st_size}
 
 
 def _run_trigger(trigger: GeminiFlexGenerateContentTrigger) -> dict:
