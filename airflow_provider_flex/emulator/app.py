@@ -30,12 +30,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from airflow_provider_flex.emulator import model as lm
+from airflow_provider_flex.emulator.batch import BatchEndpoints, BatchJobs
 from airflow_provider_flex.emulator.capacity import Capacity, CapacityRefusal, format_duration
 from airflow_provider_flex.emulator.config import (
     DEFAULT_OUTPUT_TOKEN_LIMIT,
     DEFAULT_SERVER_TIMEOUT_S,
     EmulatorConfig,
 )
+from airflow_provider_flex.emulator.errors import ApiError
 from airflow_provider_flex.emulator.faults import (
     API_STATUS_BY_CODE,
     ERROR_FAULTS,
@@ -63,32 +65,6 @@ SERVICE_TIER_HEADER = "x-gemini-service-tier"
 _TIER_ALIASES = {"flex": "flex", "standard": "standard", "priority": "priority", "unspecified": "standard"}
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered in Gemini's error format."""
-
-    def __init__(
-        self,
-        code: int,
-        status: str,
-        message: str,
-        *,
-        details: list[dict[str, Any]] | None = None,
-        outcome: str = "invalid",
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.message = message
-        self.details = details
-        self.outcome = outcome
-
-    def response(self) -> JSONResponse:
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
-        if self.details:
-            error["details"] = self.details
-        return JSONResponse({"error": error}, status_code=self.code)
 
 
 class ConnectionDropped(Exception):
@@ -320,6 +296,25 @@ class Stats:
             self.in_flight -= 1
 
 
+def media_part_tokens(files: FileStore, part: Mapping[str, Any]) -> int:
+    """Prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
+    inline = decode_inline(dict(part))
+    if inline is not None:
+        return media_tokens(*inline)
+    file_data = part.get("fileData") or part.get("file_data")
+    if isinstance(file_data, Mapping):
+        uri = str(file_data.get("fileUri") or file_data.get("file_uri") or "")
+        stored = files.by_uri(uri)
+        if stored is None or not stored.complete:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"You do not have permission to access the File {uri.rsplit('/', 1)[-1]} or it may not exist.",
+            )
+        return media_tokens(stored.mime_type, bytes(stored.data))
+    return lm.NON_TEXT_PART_TOKENS
+
+
 class EmulatorState:
     """Everything one emulator instance knows; lives on the server's event loop."""
 
@@ -330,6 +325,29 @@ class EmulatorState:
         self.files = FileStore()  # kept across resets too: uploaded files live until deleted
         self.reset()
 
+    def part_tokens(self, part: Mapping[str, Any]) -> int:
+        return media_part_tokens(self.files, part)
+
+    def batch_request_tokens(self, body: Mapping[str, Any]) -> int:
+        """Prompt tokens of one request inside a batch job (ApiError if it is not a valid request)."""
+        return parse_generate_request(body, self.part_tokens).prompt_tokens
+
+    def batch_answer(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One batch line's GenerateContentResponse, as a generateContent call would answer it."""
+        request = parse_generate_request(body, self.part_tokens)
+        answer = compose_answer(request, self.config, blocked=False, model=model)
+        response = _response_body(
+            request,
+            model,
+            "standard",
+            uuid.uuid4().hex[:22],
+            text=answer.text,
+            answer=answer,
+            finish=answer.finish_reason,
+        )
+        response["usageMetadata"].pop("serviceTier", None)  # a batch line is not served on an online tier
+        return response
+
     def reset(self) -> None:
         config = self.config
         self.rng = random.Random(config.seed)
@@ -338,6 +356,13 @@ class EmulatorState:
         self.quotas = QuotaBook(default=default, per_model=per_model, window=config.quota_window, rps=config.rps)
         self.stats = Stats(config.call_log_size)
         self.faults.clear()
+        self.batches = BatchJobs(
+            config.batch,
+            self.files,
+            count_tokens=self.batch_request_tokens,
+            answer=self.batch_answer,
+            rng=random.Random(config.seed),
+        )
 
     def snapshot(self) -> dict[str, Any]:
         capacity = self.capacity
@@ -356,6 +381,7 @@ class EmulatorState:
             "peak_queue_depth": capacity.peak_queued,
             "pending_faults": len(self.faults.pending()),
             "quota_refusals": dict(self.quotas.refusals),
+            "batch_jobs": len(self.batches.jobs),
         }
 
 
@@ -368,7 +394,12 @@ def _model_resource(model_id: str, config: EmulatorConfig) -> dict[str, Any]:
         "description": f"{model_id} served by the airflow-provider-flex emulator.",
         "inputTokenLimit": config.input_token_limit,
         "outputTokenLimit": DEFAULT_OUTPUT_TOKEN_LIMIT,
-        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        "supportedGenerationMethods": [
+            "generateContent",
+            "streamGenerateContent",
+            "countTokens",
+            *(["batchGenerateContent"] if model_id in config.batch_model_ids else []),
+        ],
         "temperature": 1.0,
         "maxTemperature": 2.0,
         "topP": 0.95,
@@ -490,23 +521,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     state = EmulatorState(config)
     logging.getLogger("uvicorn.error").addFilter(_DropFaultLogFilter())
 
-    def part_tokens(part: Mapping[str, Any]) -> int:
-        """Prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
-        inline = decode_inline(dict(part))
-        if inline is not None:
-            return media_tokens(*inline)
-        file_data = part.get("fileData") or part.get("file_data")
-        if isinstance(file_data, Mapping):
-            uri = str(file_data.get("fileUri") or file_data.get("file_uri") or "")
-            stored = state.files.by_uri(uri)
-            if stored is None or not stored.complete:
-                raise ApiError(
-                    403,
-                    "PERMISSION_DENIED",
-                    f"You do not have permission to access the File {uri.rsplit('/', 1)[-1]} or it may not exist.",
-                )
-            return media_tokens(stored.mime_type, bytes(stored.data))
-        return lm.NON_TEXT_PART_TOKENS
+    part_tokens = state.part_tokens
 
     def authenticate(request: Request) -> str:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
@@ -540,6 +555,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
             return json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}") from None
+
+    batch = BatchEndpoints(lambda: state.batches, authenticate=authenticate, read_json=read_json)
 
     def server_timeout(request: Request) -> float:
         try:
@@ -722,9 +739,19 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         name, _, action = rest.rpartition(":")
         if not name or request.method != "POST":
             raise ApiError(404, "NOT_FOUND", f"Method not found: {request.url.path}")
-        if action not in ("generateContent", "streamGenerateContent", "countTokens"):
+        if action not in ("generateContent", "streamGenerateContent", "countTokens", "batchGenerateContent"):
             raise ApiError(404, "NOT_FOUND", f"Method not found: {action}")
         model_id = known_model(version, name, action)
+        if action == "batchGenerateContent":
+            if model_id not in config.batch_model_ids:
+                raise ApiError(
+                    404,
+                    "NOT_FOUND",
+                    f"models/{model_id} is not found for API version {version}, or is not supported for "
+                    "batchGenerateContent. Call ListModels to see the list of available models and their "
+                    "supported methods.",
+                )
+            return await batch.create(request, model_id)
         if action == "countTokens":
             return await count_tokens(request)
         return await generate(request, model_id, key, stream=action == "streamGenerateContent")
@@ -854,7 +881,12 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     @api_endpoint
     async def file_resource(request: Request) -> Response:
         authenticate(request)
-        file_id = request.path_params["file_id"]
+        file_id, _, action = request.path_params["file_id"].partition(":")
+        if action == "download" and request.method == "GET":
+            stored = state.files.get(file_id)
+            if stored is None or not stored.generated:
+                raise ApiError(404, "NOT_FOUND", f"File {file_id} has nothing to download (only generated files do).")
+            return Response(bytes(stored.data), media_type=stored.mime_type)
         if request.method == "DELETE":
             if not state.files.delete(file_id):
                 raise ApiError(404, "NOT_FOUND", f"File {file_id} not found.")
@@ -905,6 +937,10 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route(f"{ADMIN_PREFIX}/files", admin_files, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/oauth/tokens", admin_tokens, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/oauth/expire", admin_expire_tokens, methods=["POST"]),
+        Route(f"{ADMIN_PREFIX}/batches", api_endpoint(batch.admin_batches), methods=["GET", "POST"]),
+        Route(f"{ADMIN_PREFIX}/batches/{{batch_id}}/end", api_endpoint(batch.admin_end_batch), methods=["POST"]),
+        Route("/{version}/batches", api_endpoint(batch.batches), methods=["GET"]),
+        Route("/{version}/batches/{rest}", api_endpoint(batch.batch), methods=["GET", "POST", "DELETE"]),
         Route("/{version}/models", list_models, methods=["GET"]),
         Route("/{version}/models/{rest:path}", model_action, methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/health", admin_health, methods=["GET"]),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from airflow_provider_flex.emulator.batch import BatchSettings
 from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
 from airflow_provider_flex.pricing import FLEX_MODELS
 
@@ -45,6 +46,14 @@ class EmulatorConfig:
     answer_tokens: tuple[int, int] = (24, 96)
     stream_chunk_tokens: int = 8
     call_log_size: int = 200_000
+    #: How Batch API jobs behave: turnaround, failed lines, order, metadata, enqueued-token quota.
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    #: Models that take batch jobs (``batchGenerateContent``); None = every model served.
+    batch_models: tuple[str, ...] | None = None
+
+    @property
+    def batch_model_ids(self) -> tuple[str, ...]:
+        return self.models if self.batch_models is None else self.batch_models
 
     def __post_init__(self) -> None:
         problems = []
@@ -68,6 +77,10 @@ class EmulatorConfig:
             problems.append(f"answer tokens must be MIN[:MAX] with 1 <= MIN <= MAX, got {self.answer_tokens}")
         if self.stream_chunk_tokens < 1:
             problems.append("stream chunk tokens must be at least 1")
+        if self.batch.turnaround_s < 0 or not 0.0 <= self.batch.error_rate <= 1.0:
+            problems.append("batch turnaround must be >= 0 and the batch error rate between 0 and 1")
+        if self.batch.enqueued_tokens < 0:
+            problems.append("batch enqueued tokens must be >= 0 (0 = unlimited)")
         if not self.models:
             problems.append("at least one model is required")
         if problems:

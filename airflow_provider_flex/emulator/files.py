@@ -4,7 +4,7 @@ As google-genai's ``client.files.upload`` drives it: ``POST /upload/{v}/files`` 
 ``X-Goog-Upload-Command: start`` answers an ``x-goog-upload-url``; chunks go to that
 URL (``upload``, the last ``upload, finalize``) and the final answer is the file,
 ``ACTIVE``, with the ``uri`` a ``fileData`` part names. ``GET`` and ``DELETE
-/{v}/files/{id}``. Files stay until deleted (the API keeps them 48 hours).
+/{v}/files/{id}``; files the API made (batch responses) download from ``/{v}/files/{id}:download``. Files stay until deleted (the API keeps them 48 hours).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class StoredFile:
     data: bytearray = field(default_factory=bytearray)
     created: float = field(default_factory=time.time)
     complete: bool = False
+    #: Made by the API (a batch job's responses): downloadable, unlike an upload.
+    generated: bool = False
 
     def resource(self, base_url: str, version: str) -> dict[str, Any]:
         created = datetime.fromtimestamp(self.created, UTC)
@@ -39,8 +41,10 @@ class StoredFile:
             "sha256Hash": hashlib.sha256(bytes(self.data)).hexdigest(),
             "uri": f"{base_url.rstrip('/')}/{version}/files/{self.file_id}",
             "state": "ACTIVE" if self.complete else "PROCESSING",
-            "source": "UPLOADED",
+            "source": "GENERATED" if self.generated else "UPLOADED",
         }
+        if self.generated:
+            body["downloadUri"] = f"{base_url.rstrip('/')}/{version}/files/{self.file_id}:download?alt=media"
         if self.display_name:
             body["displayName"] = self.display_name
         return body
@@ -72,6 +76,13 @@ class FileStore:
             stored.complete = True
             del self.uploads[token]
             self.files[stored.file_id] = stored
+        return stored
+
+    def add_generated(self, data: bytes, mime_type: str, display_name: str) -> StoredFile:
+        """A file the API made (a batch job's responses), complete at once."""
+        stored = StoredFile(secrets.token_hex(6), mime_type, display_name, len(data), bytearray(data))
+        stored.complete = stored.generated = True
+        self.files[stored.file_id] = stored
         return stored
 
     def get(self, file_id: str) -> StoredFile | None:

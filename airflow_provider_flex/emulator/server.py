@@ -16,6 +16,7 @@ import httpx
 import uvicorn
 
 from airflow_provider_flex.emulator.app import ADMIN_PREFIX, create_app
+from airflow_provider_flex.emulator.batch import BatchSettings
 from airflow_provider_flex.emulator.config import EmulatorConfig
 from airflow_provider_flex.emulator.faults import FAULT_KINDS
 from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
@@ -57,6 +58,18 @@ class EmulatorAdmin:
     def end_day(self) -> dict[str, Any]:
         """Start a new quota day now, as midnight America/Los_Angeles would."""
         return self._request("POST", "/quota/end-day")
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch job the emulator holds, with its state and the keys of its requests."""
+        return self._request("GET", "/batches")["jobs"]
+
+    def batch_fate(self, state: str, count: int = 1) -> dict[str, Any]:
+        """The next ``count`` batch jobs end in ``state`` (FAILED, CANCELLED or EXPIRED) instead of succeeding."""
+        return self._request("POST", "/batches", json={"state": state, "count": count})
+
+    def end_batch(self, name: str, state: str) -> dict[str, Any]:
+        """End batch job ``name`` now in ``state``."""
+        return self._request("POST", f"/batches/{name.removeprefix('batches/')}/end", json={"state": state})
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
@@ -297,10 +310,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.token_lifetime_s,
         help="seconds a Vertex AI access token from POST /token stays valid (default %(default)s)",
     )
+    batch = defaults.batch
+    parser.add_argument(
+        "--batch-turnaround",
+        type=float,
+        default=batch.turnaround_s,
+        help="seconds from a batch job's creation to its end (the real target is 24 hours; default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-error-rate",
+        type=float,
+        default=batch.error_rate,
+        help="share of a batch job's lines answered with an error (default %(default)s)",
+    )
+    parser.add_argument("--batch-shuffle", action="store_true", help="batch results come back out of order")
+    parser.add_argument(
+        "--batch-drop-metadata", action="store_true", help="inline batch results come back without their metadata"
+    )
+    parser.add_argument(
+        "--batch-enqueued-tokens",
+        type=int,
+        default=batch.enqueued_tokens,
+        help="prompt tokens a project's pending and running batch jobs may hold per model; 0 = unlimited",
+    )
+    parser.add_argument(
+        "--batch-model",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="a model that takes batch jobs (repeatable); default: every model served",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.epilog = (
         f"Admin endpoints under {ADMIN_PREFIX}/: GET stats, GET calls, GET|POST|DELETE faults, POST reset, "
-        "POST quota/end-day, GET oauth/tokens, POST oauth/expire, GET health. Vertex AI routes under "
+        "POST quota/end-day, GET oauth/tokens, POST oauth/expire, GET health, GET|POST batches, "
+        "POST batches/{id}/end. Batch API under /{v1,v1beta}/batches. Vertex AI routes under "
         "/{v1,v1beta1}/projects/{project}/locations/{location}/publishers/google/models/, OAuth at POST /token. "
         f"Fault kinds: {', '.join(FAULT_KINDS)}."
     )
@@ -327,6 +371,14 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         models=tuple(dict.fromkeys([*FLEX_MODELS, *args.model])),
         input_token_limit=args.input_token_limit,
         answer_tokens=args.answer_tokens,
+        batch=BatchSettings(
+            turnaround_s=args.batch_turnaround,
+            error_rate=args.batch_error_rate,
+            shuffle=args.batch_shuffle,
+            drop_metadata=args.batch_drop_metadata,
+            enqueued_tokens=args.batch_enqueued_tokens,
+        ),
+        batch_models=tuple(m.removeprefix("models/") for m in args.batch_model) if args.batch_model else None,
     )
 
 
