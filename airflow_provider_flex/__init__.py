@@ -103,7 +103,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Gemini Flex",
-                "python-modules": ["airflow_provider_flex.triggers.gemini_flex"],
+                "python-modules": [
+                    "airflow_provider_flex.triggers.gemini_flex",
+                    "airflow_provider_flex.triggers.batch",
+                ],
             }
         ],
         "connection-types": [

@@ -2,7 +2,7 @@
 
 Prices are data, not code: USD per 1M tokens, paid tier, prompts up to 200k
 tokens, by served tier. Flex is 50% of standard. Output prices include thinking
-tokens. Prices change; pass your own table to the hook (``prices=``) or extend
+tokens. The Batch API (tier ``batch``) costs the same 50% as flex. Prices change; pass your own table to the hook (``prices=``) or extend
 this one rather than editing code paths.
 
 Priority prices are not published as exact numbers ("75-100% more than
@@ -13,7 +13,7 @@ standard"), so priority is left out: a call served on priority gets
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class TokenPrice(NamedTuple):
@@ -27,14 +27,12 @@ class TokenPrice(NamedTuple):
 def _standard_and_flex(
     input_usd: float, output_usd: float, image_output_usd: float | None = None
 ) -> dict[str, TokenPrice]:
-    return {
-        "standard": TokenPrice(input_usd, output_usd, image_output_usd),
-        "flex": TokenPrice(input_usd / 2, output_usd / 2, None if image_output_usd is None else image_output_usd / 2),
-    }
+    half = TokenPrice(input_usd / 2, output_usd / 2, None if image_output_usd is None else image_output_usd / 2)
+    return {"standard": TokenPrice(input_usd, output_usd, image_output_usd), "flex": half, "batch": half}
 
 
 #: model id -> served tier -> price. Standard prices from copies of the Gemini
-#: pricing page (Sep 2026); flex = 50% of standard.
+#: pricing page (Sep 2026); flex and batch = 50% of standard.
 DEFAULT_PRICES: Mapping[str, Mapping[str, TokenPrice]] = {
     "gemini-3.1-flash-lite-preview": _standard_and_flex(0.25, 1.50),
     "gemini-3.1-pro-preview": _standard_and_flex(2.00, 12.00),
@@ -82,6 +80,20 @@ def token_cost(
         return None
     image_price = price.image_output if price.image_output is not None else price.output
     return (prompt_tokens * price.input + output_tokens * price.output + image_output_tokens * image_price) / 1_000_000
+
+
+def usage_cost(
+    usage: Any, *, model: str, tier: str, prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES
+) -> float | None:
+    """USD for a call's usage (a :class:`~airflow_provider_flex.hooks.results.FlexUsage`) at ``tier``'s price."""
+    return token_cost(
+        usage.prompt_tokens,
+        usage.billed_output_tokens,
+        model=model,
+        tier=tier,
+        prices=prices,
+        image_output_tokens=usage.image_output_tokens,
+    )
 
 
 def _bare_model_id(model: str) -> str:

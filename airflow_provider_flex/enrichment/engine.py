@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_flex.enrichment.batch_route import BatchRouteStats, Routing
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
-from airflow_provider_flex.enrichment.store import OutputStore
+from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
+from airflow_provider_flex.enrichment.store import OutputStore, result_record
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, error_payload
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
-from airflow_provider_flex.hooks.results import json_safe
 
 CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
@@ -34,6 +35,8 @@ PROGRESS_SECONDS = 5.0
 ROWS_PER_CALL_SLOT = 8
 #: Loggers of google-genai's HTTP clients, which log every request at INFO.
 HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+#: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
+ROUTE_SECONDS = 2.0
 _QUOTA_WORDS = {"requests_per_minute": "requests/min", "tokens_per_minute": "input tokens/min"}
 
 
@@ -45,9 +48,31 @@ class EnrichStats:
     failed: int = 0
     cost_usd: float = 0.0
     standard_tier_calls: int = 0
+    standard_cost_usd: float = 0.0
+    rows_by_route: dict[str, int] = field(default_factory=lambda: {"flex": 0, "batch": 0})
+    cost_by_route: dict[str, float] = field(default_factory=lambda: {"flex": 0.0, "batch": 0.0})
+    flex_prompt_tokens: int = 0
+    in_batch: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
     quota_exhausted: FlexQuotaExhausted | None = None
+
+    def count_answer(self, response: Any) -> None:
+        """One row answered by flex: its cost, and the same tokens at the standard price."""
+        self.succeeded += 1
+        self.rows_by_route["flex"] += 1
+        self.cost_usd += response.cost_usd or 0.0
+        self.cost_by_route["flex"] += response.cost_usd or 0.0
+        self.standard_cost_usd += response.standard_cost_usd or 0.0
+
+    def add_batch(self, batch: BatchRouteStats) -> None:
+        """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
+        self.succeeded += batch.rows_answered
+        self.failed += len(batch.dead_letters)
+        self.rows_by_route["batch"] += batch.rows_answered
+        self.cost_usd += batch.cost_usd
+        self.cost_by_route["batch"] += batch.cost_usd
+        self.standard_cost_usd += batch.standard_cost_usd
 
     @property
     def done(self) -> int:
@@ -61,8 +86,12 @@ class EnrichStats:
             "succeeded": self.succeeded,
             "failed": self.failed,
             "skipped": self.skipped,
-            "not_started": self.total - self.skipped - self.done,
+            "not_started": self.total - self.skipped - self.done - self.in_batch,
             "cost_usd": round(self.cost_usd, 6),
+            "standard_cost_usd": round(self.standard_cost_usd, 6),
+            "rows_by_route": dict(self.rows_by_route),
+            "cost_by_route": {route: round(cost, 6) for route, cost in self.cost_by_route.items()},
+            "in_batch": self.in_batch,
             "elapsed_s": round(elapsed, 3),
             "rows_per_s": round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
             "rate_limited_429": pacer.rate_limited_429,
@@ -104,6 +133,7 @@ class Enrichment:
         max_cost_usd: float | None,
         log: Any,
         media: RowMedia | None = None,
+        routing: Routing | None = None,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -118,13 +148,17 @@ class Enrichment:
         self.max_cost_usd = max_cost_usd
         self.log = log
         self.media = media
+        self.routing = routing
         self.stats = EnrichStats()
+        self._next_position = 0
+        self._reclaimed: list[str] = []
         self._pending_results: list[dict[str, Any]] = []
         self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
         self._rows_in_progress = 0
         self._row_tasks: set[asyncio.Task[None]] = set()
-        self._row_slots = asyncio.Semaphore(pacer.limit.maximum * ROWS_PER_CALL_SLOT)
+        # Routing by deadline decides on rows not yet started, so flex starts no more than it can call at once.
+        self._row_slots = asyncio.Semaphore(pacer.limit.maximum * (1 if routing is not None else ROWS_PER_CALL_SLOT))
         pacer.watch_quota(hook.quota_limiter(model))
 
     def _over_budget(self) -> bool:
@@ -136,14 +170,29 @@ class Enrichment:
 
     async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> dict[str, Any]:
         progress = asyncio.create_task(self._report_progress())
+        routing = self.routing
+        in_batch: set[str] = set()
+        side_tasks: list[asyncio.Task[None]] = []
+        if routing is not None:
+            in_batch = routing.batch.keys()
+            if routing.router.route == "batch":
+                routing.batch.hand_over(routing.router.hand_over_from(0))
+            side_tasks = [asyncio.create_task(routing.batch.run(until_done=False))]
+            if routing.router.route == "auto":
+                side_tasks.append(asyncio.create_task(self._route_by_deadline(routing)))
         try:
-            for number, row in rows:
+            for position, (number, row) in enumerate(rows):
+                self._next_position = position
                 key = row_key(row, self.key_field, number)
-                if key in done_keys:
-                    self.stats.skipped += 1
+                if key in done_keys or key in in_batch:
+                    self.stats.skipped += key in done_keys
                     continue
+                if routing is not None and not routing.router.flex_may_take(position):
+                    break
                 await self._row_slots.acquire()
-                if self.stats.quota_exhausted is not None:
+                if self.stats.quota_exhausted is not None or (
+                    routing is not None and not routing.router.flex_may_take(position)
+                ):
                     self._row_slots.release()
                     break
                 if self._over_budget():
@@ -154,18 +203,62 @@ class Enrichment:
                 task = asyncio.create_task(self._enrich(key, number, row))
                 self._row_tasks.add(task)
                 task.add_done_callback(self._row_tasks.discard)
+            else:
+                self._next_position += 1
             while self._row_tasks:
                 await asyncio.wait(set(self._row_tasks))
+            if routing is not None:
+                await self._finish_batches(routing, side_tasks)
         finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            for task in (progress, *side_tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self.media is not None:
                 await self.media.delete_uploads()
         self._checkpoint(force=True)
         self.store.write_failed(self._failed)
         self._log_progress()
         return self.stats.summary(self.pacer)
+
+    async def _route_by_deadline(self, routing: Routing) -> None:
+        """Every few seconds, hand the rows flex can no longer finish by the deadline to batch jobs."""
+        while True:
+            self._hand_over(
+                routing, routing.router.move(self._next_position, self.flex_rate(), in_progress=self._rows_in_progress)
+            )
+            await asyncio.sleep(ROUTE_SECONDS)
+
+    def _hand_over(self, routing: Routing, keys: list[str]) -> None:
+        keys = keys + self._reclaimed
+        self._reclaimed = []
+        if keys:
+            self.log.info("Routing %d rows to the Batch API (flex cannot finish them by the deadline).", len(keys))
+            routing.batch.hand_over(keys)
+
+    async def _finish_batches(self, routing: Routing, side_tasks: list[asyncio.Task[None]]) -> None:
+        """After flex: stop routing, let the batch loop end its step, then wait for the jobs or leave them."""
+        for task in side_tasks[1:]:
+            task.cancel()
+        self._hand_over(routing, [])
+        routing.batch.request_stop()
+        await side_tasks[0]
+        if routing.wait_for_batches:
+            await routing.batch.run(until_done=True)
+        else:
+            await routing.batch.step()  # create what was handed over last, so the deferral has jobs to watch
+        self.stats.in_batch = routing.batch.pending_rows
+        self.stats.add_batch(routing.batch.stats)
+        self._failed.extend(routing.batch.stats.dead_letters)
+
+    def flex_rate(self) -> float | None:
+        """Rows per second flex can sustain: from the known quotas, else as measured so far."""
+        flex_rows = self.stats.rows_by_route["flex"]
+        per_row = self.stats.flex_prompt_tokens / flex_rows if flex_rows else None
+        known = quota_rate(self.hook.quota_limiter(self.model).known_limits(), per_row)
+        if known is not None:
+            return known
+        return measured_rate(flex_rows, time.monotonic() - self.stats.started)
 
     async def _enrich(self, key: str, number: int, row: dict[str, Any]) -> None:
         try:
@@ -179,26 +272,17 @@ class Enrichment:
             self._stop_for_the_day(exc)  # the row is left for a rerun: neither a result nor a dead letter
         except Exception as exc:
             self._record_failure(key, number, exc)
+        except asyncio.CancelledError:
+            if self.routing is not None:  # a spent day: the row goes to batch with the rest
+                self._reclaimed.append(key)
+            raise
         else:
             self.pacer.on_success()
-            self.stats.succeeded += 1
-            self.stats.cost_usd += response.cost_usd or 0.0
+            self.stats.count_answer(response)
+            self.stats.flex_prompt_tokens += response.usage.prompt_tokens
             if response.service_tier != "flex":
                 self.stats.standard_tier_calls += 1
-            self._pending_results.append(
-                {
-                    "key": key,
-                    "text": response.text,
-                    "parsed": json_safe(response.parsed),
-                    "usage": dict(vars(response.usage)),
-                    "service_tier": response.service_tier,
-                    "cost_usd": response.cost_usd,
-                    "model": response.model,
-                    "finish_reason": response.finish_reason,
-                    "attempts": response.attempts,
-                    **({"images": images} if images else {}),
-                }
-            )
+            self._pending_results.append(result_record(key, response, "flex", images))
         finally:
             self._rows_in_progress -= 1
             self._row_slots.release()
@@ -208,7 +292,11 @@ class Enrichment:
         """No new call after a per-day 429: rows not in a call stop now, calls in flight finish."""
         if self.stats.quota_exhausted is None:
             self.stats.quota_exhausted = exc
-            self.log.warning("%s Stopping: calls in flight finish, the rest are left for a rerun.", exc)
+            if self.routing is not None and self.routing.router.route == "auto":
+                self.log.warning("%s Flex stops; calls in flight finish, the rest go to the Batch API.", exc)
+                self._hand_over(self.routing, self.routing.router.hand_over_from(self._next_position))
+            else:
+                self.log.warning("%s Stopping: calls in flight finish, the rest are left for a rerun.", exc)
         current = asyncio.current_task()
         for task in list(self._row_tasks):
             if task is not current and task not in self.pacer.tasks_in_call:
@@ -252,7 +340,8 @@ class Enrichment:
         paused = max(limiter.paused_until, self.pacer.limit.paused_until) - time.monotonic()
         if paused > 0:
             notes.append(f"paused {paused:.0f}s by the server")
-        return "; " + ", ".join(notes) if notes else ""
+        batch_note = self.routing.batch.progress_note() if self.routing is not None else ""
+        return ("; " + ", ".join(notes) if notes else "") + batch_note
 
     def _log_progress(self) -> None:
         stats = self.stats

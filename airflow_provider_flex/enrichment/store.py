@@ -16,11 +16,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_flex.hooks.results import json_safe
 from airflow_provider_flex.storage import is_remote, local_path, object_path, write_whole
 
 RESULT_PREFIX = "results-"
 FAILED_PREFIX = "failed"
 IMAGES_DIR = "images"
+#: ``batch-<id>.json``: a batch job's rows, written before the job is created (see enrichment.batch_route).
+BATCH_PREFIX = "batch-"
+
+
+def result_record(key: str, response: Any, route: str, images: list[str] | None = None) -> dict[str, Any]:
+    """One line of a results file: the row's answer, usage, cost, served tier and the route that answered it."""
+    return {
+        "key": key,
+        "text": response.text,
+        "parsed": json_safe(response.parsed),
+        "usage": dict(vars(response.usage)),
+        "service_tier": response.service_tier,
+        "route": route,
+        "cost_usd": response.cost_usd,
+        "model": response.model,
+        "finish_reason": response.finish_reason,
+        "attempts": response.attempts,
+        **({"images": images} if images else {}),
+    }
 
 
 class OutputStore:
@@ -81,6 +101,23 @@ class OutputStore:
             if entry.name != name:
                 entry.unlink()
         return name if rows else None
+
+    def batch_checkpoints(self) -> list[dict[str, Any]]:
+        """The batch jobs this output has rows in (written by :meth:`write_batch_checkpoint`), oldest first."""
+        found = [
+            json.loads(entry.read_text())
+            for name, entry in self._entries()
+            if name.startswith(BATCH_PREFIX) and name.endswith(".json")
+        ]
+        return sorted(found, key=lambda checkpoint: checkpoint["created"])
+
+    def write_batch_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        write_whole(f"{self.output_path}/{BATCH_PREFIX}{checkpoint['id']}.json", json.dumps(checkpoint))
+
+    def remove_batch_checkpoint(self, checkpoint_id: str) -> None:
+        for name, entry in self._entries():
+            if name == f"{BATCH_PREFIX}{checkpoint_id}.json":
+                entry.unlink()
 
     def write_images(self, key: str, images: Any) -> list[str]:
         """Write a row's generated images under ``images/`` (one file each, named from the key); their locations."""

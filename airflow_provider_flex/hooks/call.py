@@ -38,7 +38,7 @@ from airflow_provider_flex.hooks.retry import (
 )
 from airflow_provider_flex.hooks.vertex import tier_headers
 from airflow_provider_flex.media import InlineMedia, UploadedFile
-from airflow_provider_flex.pricing import TokenPrice, token_cost
+from airflow_provider_flex.pricing import TokenPrice, usage_cost
 
 if TYPE_CHECKING:
     from google.genai import types
@@ -308,19 +308,13 @@ class FlexCall:
     ) -> FlexResponse:
         if self.reservation is not None:
             self.limiter.settle(self.reservation, usage.prompt_tokens)
-        cost = token_cost(
-            usage.prompt_tokens,
-            usage.billed_output_tokens,
-            model=self.model,
-            tier=tier,
-            prices=self.prices,
-            image_output_tokens=usage.image_output_tokens,
-        )
+        cost = usage_cost(usage, model=self.model, tier=tier, prices=self.prices)
         if cost is None and (self.model, tier) not in _warned_unpriced:
             _warned_unpriced.add((self.model, tier))
             self.log.warning("No price for model %s on tier %s: cost_usd is None.", self.model, tier)
         response = FlexResponse(
             text=text,
+            standard_cost_usd=usage_cost(usage, model=self.model, tier="standard", prices=self.prices),
             parsed=parsed,
             model=self.model,
             service_tier=tier,

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 from airflow.sdk import BaseHook
 
+from airflow_provider_flex.exceptions import FlexError
+from airflow_provider_flex.hooks.batch import FlexBatches
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall, contents_with_media
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
@@ -195,6 +197,17 @@ class GeminiFlexHook(BaseHook):
 
     def get_conn(self) -> genai.Client:
         return self.client
+
+    @cached_property
+    def batches(self) -> FlexBatches:
+        """The Gemini Batch API (same 50% price as flex, its own quota, answers within 24 hours):
+        submit, follow, cancel and delete jobs, and read their results by key. Gemini API only."""
+        if self.settings.vertex is not None:
+            raise FlexError(
+                f"connection {self.gemini_flex_conn_id!r} is in Vertex AI mode: its batch prediction jobs read "
+                "from Cloud Storage or BigQuery, which this provider does not drive; use the Gemini API for batch"
+            )
+        return FlexBatches(lambda: self.client, self.prices if self.prices is not None else DEFAULT_PRICES)
 
     # ---- generate
 

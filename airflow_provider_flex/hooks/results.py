@@ -66,6 +66,8 @@ class FlexResponse:
     attempts: int
     elapsed_s: float
     parsed: Any = None
+    #: What the same tokens cost at the standard tier's price (None when the table has no price).
+    standard_cost_usd: float | None = None
     #: Images an image model drew, as bytes; ``to_dict()`` carries only their types and sizes (XCom stays small).
     images: tuple[GeneratedImage, ...] = ()
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_flex.enrichment.routing import check_route, deadline_of
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.gemini_flex import (
     FlexRetryPolicy,
@@ -314,6 +315,19 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param daily_quota_recheck: with ``"wait"``, look again after this long at most even
         if the reset is later (a day that reset early, a clock that disagrees): one
         refused call each time.
+    :param route: ``"flex"`` (default): every row on the flex tier. ``"batch"``: every row through
+        Gemini Batch API jobs (the same 50% price, its own far larger quota, answers within 24
+        hours). ``"auto"``: flex serves the rows it can finish by ``finish_by`` at the rate the
+        quotas allow (known, learned or measured), and the rest go into batch jobs as soon as that
+        is known (all the rest once the day's quota is spent). No row is answered on both routes;
+        a failed batch line is retried in a later job, and after the retry policy's attempts
+        becomes a dead letter with its reason. Batch jobs are checkpointed under ``output_path``
+        before they are created, so a rerun or retry re-attaches to its own jobs instead of paying
+        twice. Not with ``media_fields``.
+    :param finish_by: with ``route="auto"``: a ``timedelta`` from the task's start, or an aware ``datetime``.
+    :param batch_poll_interval: seconds between two looks at running batch jobs.
+    :param deferrable: while batch jobs run, defer (no worker slot; a trigger polls them, then the task
+        resumes to collect their answers); with ``False`` the worker polls.
     """
 
     template_fields: Sequence[str] = (
@@ -360,9 +374,22 @@ class GeminiFlexEnrichOperator(BaseOperator):
         media_root: str | None = None,
         inline_media_bytes: int = INLINE_LIMIT_BYTES,
         max_media_bytes: int = MAX_MEDIA_BYTES,
+        route: str = "flex",
+        finish_by: timedelta | datetime | None = None,
+        batch_poll_interval: float = 60.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_route(self.task_id, route, finish_by)
+        if route != "flex" and media_fields:
+            raise ValueError(f"Task {self.task_id!r}: media_fields work on the flex route only, not route={route!r}")
+        if batch_poll_interval <= 0:
+            raise ValueError(f"Task {self.task_id!r}: batch_poll_interval must be positive, got {batch_poll_interval}")
+        self.route = route
+        self.finish_by = finish_by
+        self.batch_poll_interval = batch_poll_interval
+        self.deferrable = deferrable
         self.media_fields = list(media_fields or [])
         self.media_root = media_root
         self.inline_media_bytes = inline_media_bytes
@@ -421,6 +448,17 @@ class GeminiFlexEnrichOperator(BaseOperator):
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
         return self.execute(context)
 
+    def execute_after_batches(self, context: Context, event: Any = None, deadline: str | None = None) -> dict[str, Any]:
+        """Resume once a batch job ended: collect its answers, resubmit what it missed, defer again or finish."""
+        return self._run(context, datetime.fromisoformat(deadline) if deadline else None)
+
+    def _deadline(self, context: Context) -> datetime | None:
+        if self.route != "auto" or self.finish_by is None:
+            return None
+        ti = context.get("ti") if hasattr(context, "get") else None
+        started = getattr(ti, "start_date", None) or datetime.now(UTC)
+        return deadline_of(self.task_id, self.finish_by, started)
+
     def _wait_for_quota_reset(self, reset_at: datetime) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
@@ -429,6 +467,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_quota_reset")
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self._run(context, None)
+
+    def _run(self, context: Context, deadline: datetime | None) -> dict[str, Any]:
+        from airflow_provider_flex.enrichment.batch_route import build_routing
         from airflow_provider_flex.enrichment.engine import Enrichment, reset_time, run_enrichment
         from airflow_provider_flex.enrichment.media import RowMedia
         from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
@@ -458,6 +500,28 @@ class GeminiFlexEnrichOperator(BaseOperator):
             pacer=pacer,
             rate_limit_redis_conn_id=self.rate_limit_redis_conn_id or None,
         )
+        config = as_generate_config(
+            generate_config(self.system_instruction, self.generation_config, self.response_schema)
+        )
+        routing = None
+        if self.route != "flex":
+            deadline = deadline or self._deadline(context)
+            routing = build_routing(
+                hook=hook,
+                store=store,
+                rows=rows,
+                template=template,
+                key_field=self.key_field,
+                model=self.model or hook.settings.default_model,
+                config=config,
+                route=self.route,
+                deadline=deadline,
+                done=done,
+                poll_interval=self.batch_poll_interval,
+                wait_for_batches=not self.deferrable,
+                log=self.log,
+                task=f"Task {self.task_id!r}",
+            )
         engine = Enrichment(
             hook=hook,
             pacer=pacer,
@@ -465,9 +529,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             template=template,
             key_field=self.key_field,
             model=self.model,
-            config=as_generate_config(
-                generate_config(self.system_instruction, self.generation_config, self.response_schema)
-            ),
+            config=config,
             service_tier=self.service_tier,
             max_cost_usd=self.max_cost_usd,
             log=self.log,
@@ -480,12 +542,29 @@ class GeminiFlexEnrichOperator(BaseOperator):
             )
             if self.media_fields
             else None,
+            routing=routing,
         )
         engine.stats.total = total
         hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh
-        summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path}
+        summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path, "route": self.route}
+        if routing is not None:
+            summary["finish_by"] = deadline.isoformat() if deadline else None
+            summary["batch_jobs"] = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
+            if summary["in_batch"]:
+                self.log.info(
+                    "Waiting for %d rows in batch jobs %s.", summary["in_batch"], ", ".join(routing.batch.job_names())
+                )
+                from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
+
+                self.defer(
+                    trigger=GeminiFlexBatchTrigger(
+                        routing.batch.job_names(), self.gemini_flex_conn_id, self.batch_poll_interval
+                    ),
+                    method_name="execute_after_batches",
+                    kwargs={"deadline": deadline.isoformat() if deadline else None},
+                )
         exhausted = engine.stats.quota_exhausted
-        if exhausted is not None:
+        if exhausted is not None and self.route == "flex":
             self.log.warning(
                 "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
                 summary["succeeded"] + summary["failed"],

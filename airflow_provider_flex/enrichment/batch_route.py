@@ -1,0 +1,418 @@
+"""The enrichment's batch route: rows handed to Gemini Batch API jobs, crash-safe and resumable.
+
+Creating a batch job is not idempotent, so every job is checkpointed before it exists:
+``batch-<id>.json`` under ``output_path`` holds its rows' keys, their attempts so far and a
+display name derived from the output location. A rerun (or the task's retry, or the resume
+after a deferral) reads these checkpoints: a job whose name was recorded is re-attached; one
+whose name was not (a crash between create and the second write) is looked for by its display
+name, and only created if it is not there. Each row is in one checkpoint at most, so no row is
+answered on both routes.
+
+When a job ends, its answers are written to the output store like flex's (``route: "batch"``)
+before its checkpoint is removed; failed lines, unmatched answers and the rows of a FAILED,
+EXPIRED or CANCELLED job go into a new checkpoint for a later job, until the retry policy's
+attempts are spent, and then become dead letters with their reason. A 429 on create (the
+model's enqueued-token quota) splits the job, or waits and tries again: rows are never dropped.
+
+Blocking SDK calls run in threads; everything else runs on the engine's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
+from airflow_provider_flex.enrichment.routing import DeadlineRouter
+from airflow_provider_flex.enrichment.store import OutputStore, result_record
+from airflow_provider_flex.exceptions import FlexError
+from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest, FlexBatches
+
+if TYPE_CHECKING:
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+#: Rows in one batch job at most (the handover of a large tail becomes several jobs).
+MAX_ROWS_PER_JOB = 20_000
+#: A job refused with 429 is split in halves down to this many rows; smaller ones wait and try again.
+MIN_SPLIT_ROWS = 50
+
+
+def display_name_for(output_path: str, checkpoint_id: str) -> str:
+    """A job's display name: the output location's fingerprint and the checkpoint, so a rerun knows its own."""
+    fingerprint = hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:12]
+    return f"flex-enrich-{fingerprint}-{checkpoint_id}"
+
+
+@dataclass
+class BatchCheckpoint:
+    """One batch job's rows, written before the job is created and kept until its answers are written."""
+
+    id: str
+    display_name: str
+    model: str
+    attempts: dict[str, int]
+    job_name: str | None = None
+    input_file: str | None = None
+    state: str = "unsubmitted"
+    created: float = field(default_factory=time.time)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchCheckpoint:
+        return cls(**data)
+
+
+@dataclass
+class BatchRouteStats:
+    """What the batch route did in this run; the engine's summary adds it to flex's."""
+
+    rows_answered: int = 0
+    cost_usd: float = 0.0
+    standard_cost_usd: float = 0.0
+    jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
+    enqueue_refusals: int = 0
+    unmatched_answers: int = 0
+    #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, response: Any) -> None:
+        self.rows_answered += 1
+        self.cost_usd += response.cost_usd or 0.0
+        self.standard_cost_usd += response.standard_cost_usd or 0.0
+
+
+class BatchRoute:
+    """Hands rows to batch jobs and brings their answers back into the output store."""
+
+    def __init__(
+        self,
+        *,
+        batches: FlexBatches,
+        store: OutputStore,
+        rows: Callable[[], Iterator[tuple[int, dict[str, Any]]]],
+        template: PromptTemplate,
+        key_field: str,
+        model: str,
+        config: Any,
+        wants_json: bool,
+        max_attempts: int,
+        poll_interval: float,
+        log: Any,
+    ) -> None:
+        self.batches = batches
+        self.store = store
+        self.rows = rows
+        self.template = template
+        self.key_field = key_field
+        self.model = model
+        self.config = config
+        self.wants_json = wants_json
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self.log = log
+        self.checkpoints: dict[str, BatchCheckpoint] = {}
+        self.stats = BatchRouteStats()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def request_stop(self) -> None:
+        """Let :meth:`run` return after the step it is in (never in the middle of creating a job)."""
+        self._stopping = True
+        self._wake.set()
+
+    # ---- what the engine asks
+
+    def keys(self) -> set[str]:
+        """Every row that is in a batch job (or about to be): flex must not take these."""
+        return {key for checkpoint in self.checkpoints.values() for key in checkpoint.attempts}
+
+    @property
+    def pending_rows(self) -> int:
+        return sum(len(checkpoint.attempts) for checkpoint in self.checkpoints.values())
+
+    def job_names(self) -> list[str]:
+        return [c.job_name for c in self.checkpoints.values() if c.job_name]
+
+    def progress_note(self) -> str:
+        """Where the rows waiting in batch jobs are, for the progress line."""
+        if not self.checkpoints:
+            return ""
+        parts = [
+            f"{len(c.attempts)} in {c.job_name or 'a job being created'} ({c.state})" for c in self.checkpoints.values()
+        ]
+        return "; batch: " + ", ".join(parts)
+
+    # ---- hand-over and resume
+
+    def resume(self, done: set[str]) -> None:
+        """Take up the checkpoints an earlier run (or try) left under the output path.
+
+        A crash can leave a row both answered and in a checkpoint (answers written, checkpoint
+        not yet removed), or in two checkpoints (a job's retries written, the job's own not yet
+        removed): an answered row is dropped from every checkpoint, and a row in two stays only
+        in the newer, so no row is answered twice.
+        """
+        newest: dict[str, str] = {}
+        checkpoints = [BatchCheckpoint.from_json(data) for data in self.store.batch_checkpoints()]
+        for checkpoint in checkpoints:  # oldest first: the newest checkpoint of a key wins
+            for key in checkpoint.attempts:
+                newest[key] = checkpoint.id
+        for checkpoint in checkpoints:
+            kept = {k: n for k, n in checkpoint.attempts.items() if k not in done and newest[k] == checkpoint.id}
+            if kept != checkpoint.attempts:
+                checkpoint.attempts = kept
+                self._save(checkpoint)
+            self.checkpoints[checkpoint.id] = checkpoint
+        if self.checkpoints:
+            self.log.info(
+                "Batch route: taking up %d job(s) with %d rows from an earlier run.",
+                len(self.checkpoints),
+                self.pending_rows,
+            )
+
+    def hand_over(self, keys: Iterable[str], attempts: dict[str, int] | None = None) -> None:
+        """Checkpoint ``keys`` as new jobs (before any is created) and wake the submitter."""
+        keys = list(keys)
+        for start in range(0, len(keys), MAX_ROWS_PER_JOB):
+            chunk = keys[start : start + MAX_ROWS_PER_JOB]
+            self._new_checkpoint({key: (attempts or {}).get(key, 0) for key in chunk})
+        self._wake.set()
+
+    def _new_checkpoint(self, attempts: dict[str, int], reasons: dict[str, str] | None = None) -> BatchCheckpoint:
+        checkpoint_id = uuid.uuid4().hex[:12]
+        checkpoint = BatchCheckpoint(
+            id=checkpoint_id,
+            display_name=display_name_for(self.store.output_path, checkpoint_id),
+            model=self.model,
+            attempts=attempts,
+            reasons=dict(reasons or {}),
+        )
+        self.store.write_batch_checkpoint(checkpoint.to_json())
+        self.checkpoints[checkpoint.id] = checkpoint
+        return checkpoint
+
+    def _save(self, checkpoint: BatchCheckpoint) -> None:
+        self.store.write_batch_checkpoint(checkpoint.to_json())
+
+    def _drop(self, checkpoint: BatchCheckpoint) -> None:
+        self.store.remove_batch_checkpoint(checkpoint.id)
+        self.checkpoints.pop(checkpoint.id, None)
+
+    # ---- the loop
+
+    async def run(self, *, until_done: bool) -> None:
+        """Submit, follow and collect jobs; return when none is left (``until_done``) or when cancelled."""
+        while True:
+            await self.step()
+            if (until_done and not self.checkpoints) or (not until_done and self._stopping):
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    async def step(self) -> None:
+        """One pass: create the jobs not yet created, look at the others, collect those that ended."""
+        for checkpoint in list(self.checkpoints.values()):
+            if not checkpoint.attempts:  # every row answered before a crash: only the bookkeeping is left
+                self._drop(checkpoint)
+                if checkpoint.job_name:
+                    await asyncio.to_thread(self.batches.delete, checkpoint.job_name, checkpoint.input_file)
+            elif checkpoint.job_name is None:
+                await self._submit(checkpoint)
+            else:
+                await self._follow(checkpoint)
+
+    async def _submit(self, checkpoint: BatchCheckpoint) -> None:
+        found = await asyncio.to_thread(self.batches.find, checkpoint.display_name)
+        if found is not None:  # created before a crash hid its name: re-attach, never create twice
+            self.log.info("Batch route: found job %s for checkpoint %s; re-attaching.", found.name, checkpoint.id)
+            checkpoint.job_name, checkpoint.state = found.name, found.state
+            self._save(checkpoint)
+            return
+        requests = await asyncio.to_thread(self._requests, set(checkpoint.attempts))
+        try:
+            job = await asyncio.to_thread(
+                self.batches.submit,
+                self.model,
+                requests,
+                config=self.config,
+                display_name=checkpoint.display_name,
+            )
+        except BatchEnqueueRefused as refused:
+            self.stats.enqueue_refusals += 1
+            self._split_or_wait(checkpoint, refused)
+            return
+        except FlexError as unavailable:
+            self.log.warning("Batch route: could not create a job now (%s); trying again.", unavailable)
+            return
+        checkpoint.job_name, checkpoint.input_file, checkpoint.state = job.name, job.input_file, job.state
+        self._save(checkpoint)
+        self.stats.jobs[job.name] = job.state
+        self.log.info("Batch route: job %s created with %d rows.", job.name, len(checkpoint.attempts))
+
+    def _split_or_wait(self, checkpoint: BatchCheckpoint, refused: Exception) -> None:
+        rows = len(checkpoint.attempts)
+        if rows < 2 * MIN_SPLIT_ROWS:
+            self.log.warning("Batch route: %s; %d rows wait and try again.", refused, rows)
+            return
+        keys = checkpoint.keys
+        half = rows // 2
+        self.log.warning("Batch route: %s; splitting a job of %d rows in two.", refused, rows)
+        for part in (keys[:half], keys[half:]):
+            self._new_checkpoint({key: checkpoint.attempts[key] for key in part}, checkpoint.reasons)
+        self._drop(checkpoint)
+
+    async def _follow(self, checkpoint: BatchCheckpoint) -> None:
+        assert checkpoint.job_name is not None
+        try:
+            job = await asyncio.to_thread(self.batches.get, checkpoint.job_name)
+        except FlexError as unavailable:
+            self.log.warning("Batch route: could not look at job %s now (%s).", checkpoint.job_name, unavailable)
+            return
+        self.stats.jobs[job.name] = job.state
+        if job.state != checkpoint.state:
+            checkpoint.state = job.state
+            self._save(checkpoint)
+        if job.done:
+            await self._collect(checkpoint, job.state, job.error)
+
+    async def _collect(self, checkpoint: BatchCheckpoint, state: str, error: str | None) -> None:
+        """Write a finished job's answers, re-queue what it did not answer, then forget the job."""
+        assert checkpoint.job_name is not None
+        retry: dict[str, int] = {}
+        latest: dict[str, str] = {}
+        answered: set[str] = set()
+        if state == "succeeded":
+            results = await asyncio.to_thread(
+                self.batches.results,
+                checkpoint.job_name,
+                model=self.model,
+                wants_json=self.wants_json,
+                attempts={key: tries + 1 for key, tries in checkpoint.attempts.items()},
+            )
+            self.stats.unmatched_answers += results.unmatched
+            records = []
+            for line in results.lines:
+                if line.key not in checkpoint.attempts or line.key in answered:
+                    continue
+                if line.response is not None:
+                    answered.add(line.key)
+                    records.append(result_record(line.key, line.response, "batch"))
+                    self.stats.count(line.response)
+                else:
+                    latest[line.key] = line.error or "the batch line failed"
+            if records:
+                await asyncio.to_thread(self.store.write_results, records)
+            if results.unmatched:
+                self.log.warning(
+                    "Batch route: job %s returned %d answers without their keys; those rows are done again.",
+                    checkpoint.job_name,
+                    results.unmatched,
+                )
+            missing = "the batch job returned no answer for this row"
+        else:
+            missing = f"batch job {checkpoint.job_name} ended {state}" + (f": {error}" if error else "")
+            self.log.warning("Batch route: %s; its %d rows are resubmitted.", missing, len(checkpoint.attempts))
+        reasons: dict[str, str] = {}
+        for key, tries in checkpoint.attempts.items():
+            if key in answered:
+                continue
+            reasons[key] = latest.get(key, missing)
+            if tries + 1 >= self.max_attempts:
+                self.stats.dead_letters.append(
+                    {"key": key, "row": None, "error": reasons[key], "error_type": "FlexBatchLineError"}
+                )
+            else:
+                retry[key] = tries + 1
+        if retry:
+            self._new_checkpoint(retry, {key: reasons[key] for key in retry})
+        self._drop(checkpoint)
+        await asyncio.to_thread(self.batches.delete, checkpoint.job_name, checkpoint.input_file)
+
+    def _requests(self, keys: set[str]) -> list[BatchRequest]:
+        """The prompts of ``keys``, rendered from a fresh pass over the input (in input order)."""
+        requests = []
+        for number, row in self.rows():
+            key = row_key(row, self.key_field, number)
+            if key in keys:
+                requests.append(BatchRequest(key, self.template.render(row, number=number, key=key)))
+        return requests
+
+
+@dataclass
+class Routing:
+    """The batch side of a run (``route`` ``"batch"`` or ``"auto"``): which rows flex keeps, and the jobs.
+
+    ``wait_for_batches``: poll in this process until every job has ended (``deferrable=False``);
+    otherwise the run returns once flex is done and its jobs are created, for the task to defer.
+    """
+
+    router: DeadlineRouter
+    batch: BatchRoute
+    wait_for_batches: bool
+
+
+def build_routing(
+    *,
+    hook: GeminiFlexHook,
+    store: OutputStore,
+    rows: Callable[[], Iterator[tuple[int, dict[str, Any]]]],
+    template: PromptTemplate,
+    key_field: str,
+    model: str,
+    config: Any,
+    route: str,
+    deadline: datetime | None,
+    done: set[str],
+    poll_interval: float,
+    wait_for_batches: bool,
+    log: Any,
+    task: str,
+) -> Routing:
+    """Check the model takes batch jobs, take up an earlier run's jobs, and split the rows still to do.
+
+    Raises FlexError before any call or job when the model has no batch support.
+    """
+    model = model.removeprefix("models/")
+    if not hook.batches.supports_batch(model):
+        raise FlexError(
+            f"{task}: model {model!r} does not take batch jobs (batchGenerateContent is not among its supported "
+            f"actions); use route='flex' or a model with batch support"
+        )
+    batch = BatchRoute(
+        batches=hook.batches,
+        store=store,
+        rows=rows,
+        template=template,
+        key_field=key_field,
+        model=model,
+        config=config,
+        wants_json=config.response_schema is not None or config.response_json_schema is not None,
+        max_attempts=hook.retry_policy.max_attempts,
+        poll_interval=poll_interval,
+        log=log,
+    )
+    batch.resume(done)
+    in_batch = batch.keys()
+    positions: list[int] = []
+    keys: list[str] = []
+    for position, (number, row) in enumerate(rows()):
+        key = row_key(row, key_field, number)
+        if key not in done and key not in in_batch:
+            positions.append(position)
+            keys.append(key)
+    return Routing(DeadlineRouter(positions, keys, route=route, deadline=deadline), batch, wait_for_batches)

@@ -1,0 +1,120 @@
+"""Which rows flex serves and which go to the Batch API, by a deadline (``route="auto"``).
+
+Flex and Batch cost the same (50% of standard). Flex answers in minutes but is bound by the
+project's per-minute and per-day quotas; Batch has its own, far larger quota but answers
+within 24 hours. So in ``auto`` flex keeps the rows it can still finish by ``finish_by`` at
+the rate the quotas allow (known, learned, or measured), taking them from the head of the
+input, and the rows beyond its reach (the tail) go into batch jobs as soon as that is
+known, while flex keeps serving its share. Once handed over, a row never comes back: no
+row is answered on both routes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+ROUTES = ("flex", "batch", "auto")
+#: The share of the quota rate flex is counted on to sustain (retries, shedding and the end of the run cost some).
+RATE_SAFETY = 0.9
+#: Seconds of flex calls measured before a measured rate is trusted (when no quota is known).
+MEASURE_SECONDS = 10.0
+MEASURE_ROWS = 20
+
+
+def check_route(task_id: str, route: str, finish_by: timedelta | datetime | None) -> None:
+    """Reject a route or deadline that cannot work, when the DAG is parsed."""
+    if route not in ROUTES:
+        raise ValueError(f"Task {task_id!r}: route must be one of {', '.join(ROUTES)}, got {route!r}")
+    if route == "auto" and finish_by is None:
+        raise ValueError(
+            f"Task {task_id!r}: route='auto' needs finish_by (a timedelta from the task's start, or an aware "
+            "datetime): the rows flex cannot finish by then go to the Batch API"
+        )
+    if isinstance(finish_by, timedelta) and finish_by <= timedelta(0):
+        raise ValueError(f"Task {task_id!r}: finish_by must be a positive timedelta, got {finish_by}")
+    if isinstance(finish_by, datetime) and finish_by.tzinfo is None:
+        raise ValueError(f"Task {task_id!r}: finish_by must be an aware datetime (with a time zone), got {finish_by}")
+    if finish_by is not None and not isinstance(finish_by, timedelta | datetime):
+        raise ValueError(f"Task {task_id!r}: finish_by must be a timedelta or an aware datetime, got {finish_by!r}")
+
+
+def deadline_of(task_id: str, finish_by: timedelta | datetime, started: datetime) -> datetime:
+    """The absolute deadline; one already past is an error naming it."""
+    deadline = started + finish_by if isinstance(finish_by, timedelta) else finish_by.astimezone(UTC)
+    if deadline <= datetime.now(UTC):
+        raise ValueError(f"Task {task_id!r}: finish_by {deadline.isoformat()} is in the past")
+    return deadline
+
+
+def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: float | None) -> float | None:
+    """Rows per second the known per-minute quotas allow (requests, and input tokens per row), or None."""
+    rates = []
+    if "requests_per_minute" in limits:
+        rates.append(limits["requests_per_minute"][0] / 60.0)
+    if "tokens_per_minute" in limits and prompt_tokens_per_row:
+        rates.append(limits["tokens_per_minute"][0] / 60.0 / prompt_tokens_per_row)
+    return min(rates) if rates else None
+
+
+def measured_rate(rows_done: int, seconds: float) -> float | None:
+    """Rows per second flex has served so far, once enough is seen to trust it."""
+    if seconds < MEASURE_SECONDS and rows_done < MEASURE_ROWS:
+        return None
+    return rows_done / seconds if seconds > 0 else None
+
+
+def flex_reach(seconds_left: float, rows_per_s: float) -> int:
+    """How many rows flex can still finish in ``seconds_left`` at ``rows_per_s`` (less a safety margin)."""
+    return max(0, math.floor(seconds_left * rows_per_s * RATE_SAFETY))
+
+
+class DeadlineRouter:
+    """The boundary between flex's rows and batch's, over the input's positions still to do.
+
+    ``todo`` holds the input positions (0-based, in order) of rows that need an answer, ``keys``
+    their keys; rows
+    at positions at or past :attr:`boundary` belong to batch. The boundary only moves down.
+    ``route="batch"`` hands everything over at once (``hand_over_from(0)``).
+    """
+
+    def __init__(self, todo: Sequence[int], keys: Sequence[str], *, route: str, deadline: datetime | None) -> None:
+        self.todo = todo
+        self.keys = keys
+        self.route = route
+        self.deadline = deadline
+        self.boundary = todo[-1] + 1 if todo else 0
+
+    def flex_may_take(self, position: int) -> bool:
+        return position < self.boundary
+
+    def rows_left(self, next_position: int) -> int:
+        """Rows flex still has to start, from ``next_position`` up to the boundary."""
+        return max(0, bisect.bisect_left(self.todo, self.boundary) - bisect.bisect_left(self.todo, next_position))
+
+    def move(
+        self, next_position: int, rows_per_s: float | None, *, in_progress: int = 0, now: datetime | None = None
+    ) -> list[str]:
+        """Lower the boundary to what flex can reach by the deadline; the keys of the rows handed to batch.
+
+        ``in_progress`` rows flex has started (calling, or waiting for their quota turn) count against its reach.
+        """
+        if self.route != "auto" or rows_per_s is None or self.deadline is None:
+            return []
+        seconds_left = (self.deadline - (now or datetime.now(UTC))).total_seconds()
+        keep = max(0, flex_reach(seconds_left, rows_per_s) - in_progress)
+        start = bisect.bisect_left(self.todo, next_position)
+        end = bisect.bisect_left(self.todo, self.boundary)
+        if end - start <= keep:
+            return []
+        cut = start + keep
+        return self.hand_over_from(self.todo[cut])
+
+    def hand_over_from(self, position: int) -> list[str]:
+        """Every row from ``position`` to the boundary goes to batch (all the rest, e.g. a spent day): their keys."""
+        low = bisect.bisect_left(self.todo, position)
+        high = bisect.bisect_left(self.todo, self.boundary)
+        self.boundary = min(self.boundary, position)
+        return list(self.keys[low:high])
