@@ -128,6 +128,8 @@ class BatchRoute:
         self.stats = BatchRouteStats()
         self._wake = asyncio.Event()
         self._stopping = False
+        #: Inline answers came back without their keys: later jobs go as keyed JSONL files.
+        self._as_file = False
 
     def request_stop(self) -> None:
         """Let :meth:`run` return after the step it is in (never in the middle of creating a job)."""
@@ -251,6 +253,7 @@ class BatchRoute:
                 requests,
                 config=self.config,
                 display_name=checkpoint.display_name,
+                as_file=self._as_file,
             )
         except BatchEnqueueRefused as refused:
             self.stats.enqueue_refusals += 1
@@ -318,8 +321,10 @@ class BatchRoute:
             if records:
                 await asyncio.to_thread(self.store.write_results, records)
             if results.unmatched:
+                self._as_file = True
                 self.log.warning(
-                    "Batch route: job %s returned %d answers without their keys; those rows are done again.",
+                    "Batch route: job %s returned %d answers without their keys; those rows are done again, "
+                    "and later jobs go as keyed JSONL files.",
                     checkpoint.job_name,
                     results.unmatched,
                 )

@@ -177,6 +177,8 @@ class Enrichment:
             in_batch = routing.batch.keys()
             if routing.router.route == "batch":
                 routing.batch.hand_over(routing.router.hand_over_from(0))
+            elif routing.router.route == "auto":  # decide before flex starts a row, when the rate is known
+                self._hand_over(routing, routing.router.move(0, self.flex_rate()))
             side_tasks = [asyncio.create_task(routing.batch.run(until_done=False))]
             if routing.router.route == "auto":
                 side_tasks.append(asyncio.create_task(self._route_by_deadline(routing)))

@@ -24,8 +24,29 @@ MEASURE_SECONDS = 10.0
 MEASURE_ROWS = 20
 
 
+def is_template(value: object) -> bool:
+    """A value still to be rendered by Airflow (checked once rendered, not when the DAG is parsed)."""
+    return isinstance(value, str) and "{{" in value
+
+
+def as_finish_by(task_id: str, value: object) -> timedelta | datetime | None:
+    """``finish_by`` as given or rendered: a timedelta, an aware datetime, or seconds (a number or its text)."""
+    if value is None or value == "" or isinstance(value, timedelta | datetime):
+        return value or None  # type: ignore[return-value]
+    try:
+        return timedelta(seconds=float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(
+            f"Task {task_id!r}: finish_by must be a timedelta, an aware datetime or seconds, got {value!r}"
+        ) from None
+
+
 def check_route(task_id: str, route: str, finish_by: timedelta | datetime | None) -> None:
-    """Reject a route or deadline that cannot work, when the DAG is parsed."""
+    """Reject a route or deadline that cannot work (when the DAG is parsed, or once templates are rendered)."""
     if route not in ROUTES:
         raise ValueError(f"Task {task_id!r}: route must be one of {', '.join(ROUTES)}, got {route!r}")
     if route == "auto" and finish_by is None:

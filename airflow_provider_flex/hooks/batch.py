@@ -181,8 +181,12 @@ class FlexBatches:
         *,
         config: types.GenerateContentConfig | None,
         display_name: str,
+        as_file: bool = False,
     ) -> BatchJobState:
         """Create a job for ``requests`` (inline under the request limit, else a keyed JSONL file).
+
+        ``as_file`` sends a keyed JSONL file whatever the size (after inline answers came back without
+        their metadata, the file's keys are the only way to match answers to rows).
 
         Not idempotent: a caller that may crash must record ``display_name`` first and look for it
         (:meth:`find`) before submitting again. Raises :class:`BatchEnqueueRefused` on a 429.
@@ -196,7 +200,7 @@ class FlexBatches:
         lines = self._wire_lines(inlined)
         size = sum(len(line) for line in lines)
         job_config = types.CreateBatchJobConfig(display_name=display_name)
-        if size <= INLINE_BATCH_LIMIT_BYTES:
+        if size <= INLINE_BATCH_LIMIT_BYTES and not as_file:
             return job_state(self._call(lambda c: c.batches.create(model=model, src=inlined, config=job_config)))
         text = "".join(
             json.dumps({"key": r.key, "request": json.loads(line)["request"]}) + "\n"

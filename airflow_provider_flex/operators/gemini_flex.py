@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 from airflow.triggers.base import StartTriggerArgs
 
-from airflow_provider_flex.enrichment.routing import check_route, deadline_of
+from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.gemini_flex import (
     FlexRetryPolicy,
@@ -324,7 +324,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         becomes a dead letter with its reason. Batch jobs are checkpointed under ``output_path``
         before they are created, so a rerun or retry re-attaches to its own jobs instead of paying
         twice. Not with ``media_fields``.
-    :param finish_by: with ``route="auto"``: a ``timedelta`` from the task's start, or an aware ``datetime``.
+    :param finish_by: with ``route="auto"``: a ``timedelta`` from the task's start, an aware ``datetime``,
+        or seconds from the task's start (a number, or a template rendering to one). ``route`` and
+        ``finish_by`` are templated; templated values are checked once rendered, before any call.
     :param batch_poll_interval: seconds between two looks at running batch jobs.
     :param deferrable: while batch jobs run, defer (no worker slot; a trigger polls them, then the task
         resumes to collect their answers); with ``False`` the worker polls.
@@ -343,6 +345,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "requests_per_minute",
         "tokens_per_minute",
         "media_root",
+        "route",
+        "finish_by",
     )
     ui_color = "#e8f0fe"
 
@@ -375,13 +379,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
         inline_media_bytes: int = INLINE_LIMIT_BYTES,
         max_media_bytes: int = MAX_MEDIA_BYTES,
         route: str = "flex",
-        finish_by: timedelta | datetime | None = None,
+        finish_by: timedelta | datetime | float | str | None = None,
         batch_poll_interval: float = 60.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_route(self.task_id, route, finish_by)
+        if not is_template(route) and not is_template(finish_by):
+            check_route(self.task_id, route, as_finish_by(self.task_id, finish_by))
         if route != "flex" and media_fields:
             raise ValueError(f"Task {self.task_id!r}: media_fields work on the flex route only, not route={route!r}")
         if batch_poll_interval <= 0:
@@ -453,11 +458,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         return self._run(context, datetime.fromisoformat(deadline) if deadline else None)
 
     def _deadline(self, context: Context) -> datetime | None:
-        if self.route != "auto" or self.finish_by is None:
+        finish_by = as_finish_by(self.task_id, self.finish_by)
+        check_route(self.task_id, self.route, finish_by)
+        if self.route != "auto" or finish_by is None:
             return None
         ti = context.get("ti") if hasattr(context, "get") else None
         started = getattr(ti, "start_date", None) or datetime.now(UTC)
-        return deadline_of(self.task_id, self.finish_by, started)
+        return deadline_of(self.task_id, finish_by, started)
 
     def _wait_for_quota_reset(self, reset_at: datetime) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -504,8 +511,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
             generate_config(self.system_instruction, self.generation_config, self.response_schema)
         )
         routing = None
+        deadline = deadline or self._deadline(context)
         if self.route != "flex":
-            deadline = deadline or self._deadline(context)
             routing = build_routing(
                 hook=hook,
                 store=store,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -24,12 +25,12 @@ def test_dags_folder_imports_without_errors():
         assert dag.doc_md, f"{dag_id} needs doc_md"
 
 
-def _airflow_env(emulator: FlexEmulator, tmp_path: Path, api_key: str = "k") -> dict[str, str]:
+def _airflow_env(emulator: FlexEmulator, tmp_path: Path, api_key: str = "k", **extra: object) -> dict[str, str]:
     """An Airflow CLI environment: its own home, the repo's dags, the emulator as the flex connection."""
     return airflow_env(
         tmp_path / "airflow",
         DAGS,
-        AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=emulator.connection_json(api_key, initial_delay=0.1),
+        AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=emulator.connection_json(api_key, initial_delay=0.1, **extra),
         AIRFLOW_CONN_FLEX_DEMO_SQLITE=json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "demo.db")}),
         AIRFLOW_VAR_FLEX_OUTPUT_ROOT=str(tmp_path / "output"),
     )
@@ -77,6 +78,27 @@ def test_product_enrichment_loads_every_product_with_the_airflow_cli(tmp_path):
     assert all(isinstance(json.loads(attributes), list) for _, _, attributes, _ in rows)
     assert set(stats["calls_by_tier"]) == {"flex"}
     assert stats["calls"]["flex"]["ok"] == 100
+
+
+def test_product_enrichment_on_the_auto_route_meets_its_deadline_through_flex_and_batch(tmp_path):
+    """60 requests a minute cannot serve 100 products in 20 s: flex keeps its share, the rest go to batch jobs."""
+    with FlexEmulator(rpm=60, quota_window="sliding", seed=3) as emulator:
+        conf = json.dumps({"route": "auto", "finish_by_minutes": 20 / 60})
+        env = _airflow_env(emulator, tmp_path, quotas={"*": {"requests_per_minute": 60}})
+        output = _dags_test("flex_product_enrichment", env, "--conf", conf)
+        stats = emulator.admin.stats()
+    found = re.search(
+        r"Enriched 100 of 100 products \(0 failed, 0 already done; (\d+) on flex, (\d+) through batch\)", output
+    )
+    assert found, output[-3000:]
+    flex_rows, batch_rows = map(int, found.groups())
+    assert flex_rows + batch_rows == 100 and flex_rows > 0 and batch_rows > 50
+    assert stats["calls"]["flex"]["ok"] == flex_rows
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        tiers = dict(
+            db.execute("SELECT service_tier, COUNT(*) FROM enriched_products GROUP BY service_tier").fetchall()
+        )
+    assert tiers == {"flex": flex_rows, "batch": batch_rows}
 
 
 def test_llm_judge_eval_scores_every_candidate_through_mapped_tasks(tmp_path):
