@@ -16,10 +16,16 @@ Scenarios (``--scenario``):
   since a shed call still spends its request).
 - ``cpu``: CPU seconds per row of the engine against a bare async SDK loop (32
   calls in flight) on an emulator with no limits in its own process.
+- ``deadline``: ``--rows`` rows, a requests-per-minute quota (known to the connection)
+  that lets flex serve a third of them by ``--finish-by`` seconds, batch jobs that take
+  ``--batch-turnaround`` seconds: ``route="auto"`` against ``route="flex"`` alone. Reports
+  when the last row was done against the deadline plus one turnaround, rows answered
+  twice, and cost against the same tokens at the standard price.
 
     .venv/bin/python benchmarks/enrich_throughput.py [--rows 2000] | tail -5
     .venv/bin/python benchmarks/enrich_throughput.py --scenario quota [--rpm 600 --minutes 3]
     .venv/bin/python benchmarks/enrich_throughput.py --scenario cpu [--rows 3000]
+    .venv/bin/python benchmarks/enrich_throughput.py --scenario deadline [--rows 3000 --finish-by 60]
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 from emulator_process import emulator_process, use_connection
@@ -264,6 +271,56 @@ def enrich_with_tmp(rows: int) -> None:
         enrich_rows("gemini_flex_bench", rows, output)
 
 
+def run_deadline_case(route: str, rows: int, finish_by: float, rpm: int, turnaround: float) -> dict:
+    flags = ["--rpm", str(rpm), "--quota-window", "sliding", "--batch-turnaround", str(turnaround), "--seed", "1"]
+    with emulator_process(*flags) as admin, tempfile.TemporaryDirectory() as output:
+        use_connection("gemini_flex_bench", admin.base_url, quotas={"*": {"requests_per_minute": rpm}})
+        started = time.monotonic()
+        summary = enrich_rows(
+            "gemini_flex_bench",
+            rows,
+            output,
+            route=route,
+            finish_by=timedelta(seconds=finish_by) if route == "auto" else None,
+            batch_poll_interval=1.0,
+            deferrable=False,
+        )
+        elapsed = time.monotonic() - started
+        keys = [json.loads(line)["key"] for f in Path(output).glob("results-*.jsonl") for line in f.open()]
+        stats = admin.stats()
+    return {
+        "elapsed": elapsed,
+        "rows": len(set(keys)),
+        "twice": len(keys)
+        - len(set(keys))
+        + max(0, stats["calls"].get("flex", {}).get("ok", 0) - summary["rows_by_route"]["flex"]),
+        "by_route": summary["rows_by_route"],
+        "cost_vs_standard": summary["cost_usd"] / summary["standard_cost_usd"],
+    }
+
+
+def deadline_scenario(args: argparse.Namespace) -> None:
+    # flex serves a third by the deadline: rows / 3 in finish_by seconds
+    rpm = max(1, round(args.rows / 3 / args.finish_by * 60))
+    cases = {
+        route: run_deadline_case(route, args.rows, args.finish_by, rpm, args.batch_turnaround)
+        for route in ("auto", "flex")
+    }
+    target = args.finish_by + args.batch_turnaround
+    print(
+        f"{args.rows} rows, {rpm} requests/min (flex serves a third by the deadline), finish_by {args.finish_by:g}s, "
+        f"batch turnaround {args.batch_turnaround:g}s: target {target:g}s"
+    )
+    print(
+        f"{'route':<6} {'rows':>5} {'flex':>5} {'batch':>5} {'last row':>9} {'of target':>9} {'twice':>5} {'cost/std':>8}"
+    )
+    for route, r in cases.items():
+        print(
+            f"{route:<6} {r['rows']:>5} {r['by_route']['flex']:>5} {r['by_route']['batch']:>5} {r['elapsed']:>8.1f}s "
+            f"{r['elapsed'] / target:>9.0%} {r['twice']:>5} {r['cost_vs_standard']:>8.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
@@ -272,7 +329,9 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=20)
     parser.add_argument("--preempt-rate", type=float, default=0.0, help="fraction of flex calls shed with 503")
     parser.add_argument("--baseline-seconds", type=float, default=30)
-    parser.add_argument("--scenario", choices=["per-second", "quota", "cpu"], default="per-second")
+    parser.add_argument("--scenario", choices=["per-second", "quota", "cpu", "deadline"], default="per-second")
+    parser.add_argument("--finish-by", type=float, default=60.0, help="deadline scenario: seconds")
+    parser.add_argument("--batch-turnaround", type=float, default=10.0, help="deadline scenario: seconds")
     parser.add_argument("--rpm", type=int, default=600, help="quota scenario: requests per minute")
     parser.add_argument("--minutes", type=float, default=3.0, help="quota scenario: rows = rpm x minutes")
     parser.add_argument("--rounds", type=int, default=3, help="cpu scenario: alternating rounds")
@@ -282,6 +341,9 @@ def main() -> None:
         return
     if args.scenario == "cpu":
         cpu_scenario(args)
+        return
+    if args.scenario == "deadline":
+        deadline_scenario(args)
         return
     settings = {
         "slots": args.slots,
