@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis]'
+	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis,common-ai]'
 	@touch $(INSTALLED)
 
 # The shared-quota tests run a real redis-server (Debian's package); installed here when missing.

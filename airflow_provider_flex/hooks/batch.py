@@ -19,6 +19,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError
@@ -70,6 +71,8 @@ class BatchJobState:
     counts: Mapping[str, int] = field(default_factory=dict)
     #: The JSONL file a job was submitted as (None: inline), to delete with the job.
     input_file: str | None = None
+    model: str | None = None
+    create_time: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -111,6 +114,8 @@ def job_state(job: Any) -> BatchJobState:
         display_name=job.display_name,
         error=getattr(error, "message", None) if error is not None else None,
         counts=counts,
+        model=str(job.model).removeprefix("models/") if getattr(job, "model", None) else None,
+        create_time=getattr(job, "create_time", None),
     )
 
 
