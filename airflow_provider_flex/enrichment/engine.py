@@ -25,7 +25,7 @@ from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
-from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, error_payload
+from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, error_payload
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
 CHECKPOINT_ROWS = 200
@@ -35,6 +35,10 @@ PROGRESS_SECONDS = 5.0
 ROWS_PER_CALL_SLOT = 8
 #: Loggers of google-genai's HTTP clients, which log every request at INFO.
 HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+#: Refusals about the run, not the row: a key that is missing or not valid, or a model that does not exist.
+RUN_WIDE_CODES = frozenset({401, 403, 404})
+#: A 400 with one message from this many rows, before any row succeeded, is taken to be about the run.
+RUN_WIDE_400_ROWS = 3
 #: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
 ROUTE_SECONDS = 2.0
 _QUOTA_WORDS = {"requests_per_minute": "requests/min", "tokens_per_minute": "input tokens/min"}
@@ -56,6 +60,8 @@ class EnrichStats:
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
     quota_exhausted: FlexQuotaExhausted | None = None
+    #: The API refused the run itself (a bad key, an unknown model, a config every row would fail).
+    run_refused: FlexRequestError | None = None
 
     def count_answer(self, response: Any) -> None:
         """One row answered by flex: its cost, and the same tokens at the standard price."""
@@ -152,6 +158,8 @@ class Enrichment:
         self.stats = EnrichStats()
         self._next_position = 0
         self._reclaimed: list[str] = []
+        #: Keys of the rows refused with each 400 message before any row succeeded (a run-wide 400 shows here).
+        self._early_400s: dict[str, list[str]] = {}
         self._pending_results: list[dict[str, Any]] = []
         self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
@@ -192,7 +200,7 @@ class Enrichment:
                 if routing is not None and not routing.router.flex_may_take(position):
                     break
                 await self._row_slots.acquire()
-                if self.stats.quota_exhausted is not None or (
+                if self.stats.quota_exhausted is not None or self.stats.run_refused is not None or (
                     routing is not None and not routing.router.flex_may_take(position)
                 ):
                     self._row_slots.release()
@@ -272,10 +280,13 @@ class Enrichment:
             images = await asyncio.to_thread(self.store.write_images, key, response.images) if response.images else []
         except FlexQuotaExhausted as exc:
             self._stop_for_the_day(exc)  # the row is left for a rerun: neither a result nor a dead letter
+        except FlexRequestError as exc:
+            if self.stats.run_refused is None and not self._refuses_the_run(exc, key, number):
+                self._record_failure(key, number, exc)
         except Exception as exc:
             self._record_failure(key, number, exc)
         except asyncio.CancelledError:
-            if self.routing is not None:  # a spent day: the row goes to batch with the rest
+            if self.routing is not None and self.stats.run_refused is None:  # a spent day: the row goes to batch
                 self._reclaimed.append(key)
             raise
         else:
@@ -303,6 +314,25 @@ class Enrichment:
         for task in list(self._row_tasks):
             if task is not current and task not in self.pacer.tasks_in_call:
                 task.cancel()
+
+    def _refuses_the_run(self, exc: FlexRequestError, key: str, number: int) -> bool:
+        """Whether the API refused the run rather than this row; if so, stop it (see ``refuses_the_run``)."""
+        alike = self._early_400s.setdefault(exc.message, [])
+        if exc.code == 400 and not self.stats.succeeded:
+            alike.append(key)
+        if not refuses_the_run(exc.code, same_400_rows=len(alike), any_succeeded=bool(self.stats.succeeded)):
+            return False
+        self.stats.run_refused = exc
+        refused = set(alike)
+        kept = [row for row in self._failed if row["key"] not in refused]
+        self.stats.failed -= len(self._failed) - len(kept)  # the earlier rows with this 400 are no dead letters
+        self._failed = kept
+        self.log.error("%s Stopping the run: calls in flight finish; no row is a dead letter for it.", exc)
+        current = asyncio.current_task()
+        for task in list(self._row_tasks):
+            if task is not current and task not in self.pacer.tasks_in_call:
+                task.cancel()
+        return True
 
     def _record_failure(self, key: str, number: int, exc: Exception) -> None:
         if not isinstance(exc, FlexError | ValueError | TypeError):
@@ -366,6 +396,16 @@ class Enrichment:
             self.pacer.unavailable_503,
             self.pacing_note(),
         )
+
+
+def refuses_the_run(code: int | None, *, same_400_rows: int, any_succeeded: bool) -> bool:
+    """Whether a refusal is about the run: 401/403/404, or a 400 that the first rows all got alike.
+
+    A rerun with the fault fixed then does every row: none becomes a dead letter for it.
+    """
+    if code in RUN_WIDE_CODES:
+        return True
+    return code == 400 and not any_succeeded and same_400_rows >= RUN_WIDE_400_ROWS
 
 
 @contextlib.contextmanager

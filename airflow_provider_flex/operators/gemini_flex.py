@@ -554,6 +554,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
         engine.stats.total = total
         hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh
         summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path, "route": self.route}
+        if engine.stats.run_refused is not None:
+            self.log.error(
+                "The API refused the run: %s. Results so far are in %s; fix the cause and rerun: every row not "
+                "answered is done then.",
+                engine.stats.run_refused,
+                self.output_path,
+            )
+            raise engine.stats.run_refused
         if routing is not None:
             summary["finish_by"] = deadline.isoformat() if deadline else None
             summary["batch_jobs"] = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
