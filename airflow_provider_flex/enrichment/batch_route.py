@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import DeadlineRouter
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
+from airflow_provider_flex.enrichment.summary import TokenTotals
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest, FlexBatches
 
@@ -89,7 +90,10 @@ class BatchRouteStats:
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
+    tokens: TokenTotals = field(default_factory=TokenTotals)
+
     def count(self, response: Any) -> None:
+        self.tokens.add(response.usage)
         self.rows_answered += 1
         self.cost_usd += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0

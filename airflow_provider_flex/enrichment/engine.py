@@ -25,6 +25,7 @@ from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
+from airflow_provider_flex.enrichment.summary import EnrichSummary, TokenTotals, error_digest
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, error_payload
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
@@ -56,6 +57,7 @@ class EnrichStats:
     rows_by_route: dict[str, int] = field(default_factory=lambda: {"flex": 0, "batch": 0})
     cost_by_route: dict[str, float] = field(default_factory=lambda: {"flex": 0.0, "batch": 0.0})
     flex_prompt_tokens: int = 0
+    tokens: TokenTotals = field(default_factory=TokenTotals)
     in_batch: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
@@ -70,6 +72,7 @@ class EnrichStats:
         self.cost_usd += response.cost_usd or 0.0
         self.cost_by_route["flex"] += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0
+        self.tokens.add(response.usage)
 
     def add_batch(self, batch: BatchRouteStats) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
@@ -79,33 +82,40 @@ class EnrichStats:
         self.cost_usd += batch.cost_usd
         self.cost_by_route["batch"] += batch.cost_usd
         self.standard_cost_usd += batch.standard_cost_usd
+        self.tokens.merge(batch.tokens)
 
     @property
     def done(self) -> int:
         return self.succeeded + self.failed
 
-    def summary(self, pacer: EnrichmentPacer) -> dict[str, Any]:
+    def summary(
+        self, pacer: EnrichmentPacer, *, model: str | None, dead_letters: list[dict[str, Any]]
+    ) -> EnrichSummary:
         elapsed = time.monotonic() - self.started
         exhausted = self.quota_exhausted
-        return {
-            "total": self.total,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "not_started": self.total - self.skipped - self.done - self.in_batch,
-            "cost_usd": round(self.cost_usd, 6),
-            "standard_cost_usd": round(self.standard_cost_usd, 6),
-            "rows_by_route": dict(self.rows_by_route),
-            "cost_by_route": {route: round(cost, 6) for route, cost in self.cost_by_route.items()},
-            "in_batch": self.in_batch,
-            "elapsed_s": round(elapsed, 3),
-            "rows_per_s": round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
-            "rate_limited_429": pacer.rate_limited_429,
-            "unavailable_503": pacer.unavailable_503,
-            "standard_tier_calls": self.standard_tier_calls,
-            "peak_concurrency": pacer.peak_in_flight,
-            "stopped_by_cost_cap": self.stopped_by_cost_cap,
-            "daily_quota_exhausted": None
+        top_errors, failed_keys = error_digest(dead_letters)
+        return EnrichSummary(
+            total=self.total,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            skipped=self.skipped,
+            not_started=self.total - self.skipped - self.done - self.in_batch,
+            in_batch=self.in_batch,
+            model=model,
+            cost_usd=round(self.cost_usd, 6),
+            standard_cost_usd=round(self.standard_cost_usd, 6),
+            saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
+            tokens=self.tokens,
+            rows_by_route=dict(self.rows_by_route),
+            cost_by_route={route: round(cost, 6) for route, cost in self.cost_by_route.items()},
+            elapsed_s=round(elapsed, 3),
+            rows_per_s=round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
+            rate_limited_429=pacer.rate_limited_429,
+            unavailable_503=pacer.unavailable_503,
+            standard_tier_calls=self.standard_tier_calls,
+            peak_concurrency=pacer.peak_in_flight,
+            stopped_by_cost_cap=self.stopped_by_cost_cap,
+            daily_quota_exhausted=None
             if exhausted is None
             else {
                 "model": exhausted.model,
@@ -115,7 +125,9 @@ class EnrichStats:
                 "reset_at": exhausted.reset_at.isoformat(),
                 "message": str(exhausted),
             },
-        }
+            top_errors=top_errors,
+            failed_keys_sample=failed_keys,
+        )
 
 
 class Enrichment:
@@ -176,7 +188,7 @@ class Enrichment:
         expected_in_flight = self._rows_in_progress * (self.stats.cost_usd / done) if done else 0.0
         return self.stats.cost_usd + expected_in_flight >= self.max_cost_usd
 
-    async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> dict[str, Any]:
+    async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> EnrichSummary:
         progress = asyncio.create_task(self._report_progress())
         routing = self.routing
         in_batch: set[str] = set()
@@ -200,8 +212,10 @@ class Enrichment:
                 if routing is not None and not routing.router.flex_may_take(position):
                     break
                 await self._row_slots.acquire()
-                if self.stats.quota_exhausted is not None or self.stats.run_refused is not None or (
-                    routing is not None and not routing.router.flex_may_take(position)
+                if (
+                    self.stats.quota_exhausted is not None
+                    or self.stats.run_refused is not None
+                    or (routing is not None and not routing.router.flex_may_take(position))
                 ):
                     self._row_slots.release()
                     break
@@ -229,7 +243,10 @@ class Enrichment:
         self._checkpoint(force=True)
         self.store.write_failed(self._failed)
         self._log_progress()
-        return self.stats.summary(self.pacer)
+        return self.summary()
+
+    def summary(self) -> EnrichSummary:
+        return self.stats.summary(self.pacer, model=self.model, dead_letters=self._failed)
 
     async def _route_by_deadline(self, routing: Routing) -> None:
         """Every few seconds, hand the rows flex can no longer finish by the deadline to batch jobs."""
@@ -377,9 +394,8 @@ class Enrichment:
 
     def _log_progress(self) -> None:
         stats = self.stats
-        summary = stats.summary(self.pacer)
         remaining = stats.total - stats.skipped - stats.done
-        rate = summary["rows_per_s"]
+        rate = self.summary().rows_per_s
         eta = f"{remaining / rate:.0f}s" if rate else "n/a"
         self.log.info(
             "Enrichment: %d/%d rows done (%d skipped, %d failed), %.1f rows/s, ETA %s, concurrency %d, "
@@ -429,10 +445,10 @@ def quiet_http_client_logs() -> Iterator[None]:
 
 def run_enrichment(
     engine: Enrichment, rows_factory: Callable[[], Iterator[tuple[int, dict[str, Any]]]], done: set[str]
-) -> dict[str, Any]:
+) -> EnrichSummary:
     """Run ``engine`` to the end on a fresh event loop (the shared client drops that loop's pool after)."""
 
-    async def main() -> dict[str, Any]:
+    async def main() -> EnrichSummary:
         await engine.hook.aprepare()
         return await engine.run(rows_factory(), done)
 
@@ -440,7 +456,7 @@ def run_enrichment(
         return asyncio.run(main())
 
 
-def reset_time(summary: dict[str, Any]) -> datetime | None:
+def reset_time(summary: EnrichSummary) -> datetime | None:
     """When the run's spent daily quota resets, from its summary (None if it was not spent)."""
-    exhausted = summary.get("daily_quota_exhausted")
+    exhausted = summary.daily_quota_exhausted
     return datetime.fromisoformat(exhausted["reset_at"]).astimezone(UTC) if exhausted else None

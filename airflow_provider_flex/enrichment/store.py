@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_flex.enrichment.summary import OutputTotals
 from airflow_provider_flex.hooks.results import json_safe
 from airflow_provider_flex.storage import is_remote, local_path, object_path, write_whole
 
@@ -36,6 +37,7 @@ def result_record(key: str, response: Any, route: str, images: list[str] | None 
         "service_tier": response.service_tier,
         "route": route,
         "cost_usd": response.cost_usd,
+        "standard_cost_usd": response.standard_cost_usd,
         "model": response.model,
         "finish_reason": response.finish_reason,
         "attempts": response.attempts,
@@ -75,6 +77,18 @@ class OutputStore:
 
     def failed_files(self) -> list[Any]:
         return [e for name, e in self._entries() if name.startswith(FAILED_PREFIX) and name.endswith(".jsonl")]
+
+    def totals(self) -> OutputTotals:
+        """Rows and spend of every result written here, by every run so far."""
+        totals = OutputTotals()
+        for entry in self.result_files():
+            for line in entry.read_text().splitlines():
+                if line.strip():
+                    result = json.loads(line)
+                    totals.rows += 1
+                    totals.cost_usd += result.get("cost_usd") or 0.0
+                    totals.standard_cost_usd += result.get("standard_cost_usd") or 0.0
+        return totals
 
     def done_keys(self) -> set[str]:
         """Keys that already have a result: these rows are skipped, not paid for again."""

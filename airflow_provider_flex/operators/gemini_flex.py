@@ -553,7 +553,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         )
         engine.stats.total = total
         hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh
-        summary = {**run_enrichment(engine, rows, done), "output_path": self.output_path, "route": self.route}
+        summary = run_enrichment(engine, rows, done)
         if engine.stats.run_refused is not None:
             self.log.error(
                 "The API refused the run: %s. Results so far are in %s; fix the cause and rerun: every row not "
@@ -562,12 +562,16 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 self.output_path,
             )
             raise engine.stats.run_refused
+        totals = store.totals()
+        summary.output_path, summary.route = self.output_path, self.route
+        summary.output_rows, summary.output_cost_usd = totals.rows, round(totals.cost_usd, 6)
+        summary.output_standard_cost_usd = round(totals.standard_cost_usd, 6)
         if routing is not None:
-            summary["finish_by"] = deadline.isoformat() if deadline else None
-            summary["batch_jobs"] = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
-            if summary["in_batch"]:
+            summary.finish_by = deadline.isoformat() if deadline else None
+            summary.batch_jobs = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
+            if summary.in_batch:
                 self.log.info(
-                    "Waiting for %d rows in batch jobs %s.", summary["in_batch"], ", ".join(routing.batch.job_names())
+                    "Waiting for %d rows in batch jobs %s.", summary.in_batch, ", ".join(routing.batch.job_names())
                 )
                 from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
 
@@ -578,27 +582,44 @@ class GeminiFlexEnrichOperator(BaseOperator):
                     method_name="execute_after_batches",
                     kwargs={"deadline": deadline.isoformat() if deadline else None},
                 )
+        self.log.info(
+            "Enrichment summary: %d rows answered (%d flex, %d batch), %d failed; %d input and %d output tokens "
+            "(%d thinking); cost $%.4f against $%.4f at standard price (saved $%.4f); this output so far: %d rows, "
+            "$%.4f.",
+            summary.succeeded,
+            summary.rows_by_route["flex"],
+            summary.rows_by_route["batch"],
+            summary.failed,
+            summary.tokens.input_tokens,
+            summary.tokens.output_tokens,
+            summary.tokens.thinking_tokens,
+            summary.cost_usd,
+            summary.standard_cost_usd,
+            summary.saved_usd,
+            summary.output_rows,
+            summary.output_cost_usd,
+        )
         exhausted = engine.stats.quota_exhausted
         if exhausted is not None and self.route == "flex":
             self.log.warning(
                 "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
-                summary["succeeded"] + summary["failed"],
-                summary["not_started"],
+                summary.succeeded + summary.failed,
+                summary.not_started,
                 self.output_path,
             )
             if self.on_daily_quota == "wait":
                 self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
             raise exhausted
-        if summary["stopped_by_cost_cap"]:
+        if summary.stopped_by_cost_cap:
             raise FlexError(
-                f"Stopped at the cost cap: spent ${summary['cost_usd']:.4f} of max_cost_usd=${self.max_cost_usd}; "
-                f"{summary['not_started']} rows not started. Results so far are in {self.output_path}; "
+                f"Stopped at the cost cap: spent ${summary.cost_usd:.4f} of max_cost_usd=${self.max_cost_usd}; "
+                f"{summary.not_started} rows not started. Results so far are in {self.output_path}; "
                 "raise max_cost_usd and rerun to resume where it stopped."
             )
-        if total and summary["failed"] / total > self.max_failed_fraction:
+        if total and summary.failed / total > self.max_failed_fraction:
             raise FlexError(
-                f"{summary['failed']} of {total} rows failed ({summary['failed'] / total:.1%}), more than "
+                f"{summary.failed} of {total} rows failed ({summary.failed / total:.1%}), more than "
                 f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
                 f"files under {self.output_path}, and a rerun retries them."
             )
-        return summary
+        return summary.to_dict()

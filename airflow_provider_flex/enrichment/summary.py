@@ -1,0 +1,112 @@
+"""What an enrichment returns (its XCom): a typed, documented summary, JSON through :meth:`EnrichSummary.to_dict`.
+
+Every key is a field below with its meaning; ``to_dict()`` is what lands in XCom, so a downstream
+task reads ``summary["standard_cost_usd"]`` rather than rebuilding figures from result files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Dead-letter reasons listed in a summary, most frequent first.
+TOP_REASONS = 5
+#: Keys of dead-lettered rows listed in a summary, as a sample to look at.
+FAILED_KEY_SAMPLE = 10
+
+
+@dataclass
+class TokenTotals:
+    """Tokens of the rows answered: ``output_tokens`` includes thinking (billed as output), also given apart."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    thinking_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, usage: Any) -> None:
+        """Add one answer's :class:`~airflow_provider_flex.hooks.results.FlexUsage`."""
+        self.input_tokens += usage.prompt_tokens
+        self.output_tokens += usage.output_tokens + usage.thoughts_tokens
+        self.thinking_tokens += usage.thoughts_tokens
+        self.cached_tokens += usage.cached_tokens
+
+    def merge(self, other: TokenTotals) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class OutputTotals:
+    """Everything every run so far wrote to one ``output_path`` (a rerun's own figures cover only itself)."""
+
+    rows: int = 0
+    cost_usd: float = 0.0
+    standard_cost_usd: float = 0.0
+
+
+@dataclass
+class EnrichSummary:
+    """The outcome of one enrichment run; rows are counted once, on the route that answered them."""
+
+    #: Rows in the input.
+    total: int
+    #: Rows answered in this run (flex and batch), and rows that ended as dead letters in this run.
+    succeeded: int
+    failed: int
+    #: Rows that already had a result under ``output_path`` (not paid for again).
+    skipped: int
+    #: Rows not started (a cost cap, a spent day, a refused run): a rerun does them.
+    not_started: int
+    #: Rows waiting in batch jobs when the run returned (the task then defers while they run).
+    in_batch: int
+    #: The model called.
+    model: str | None
+    #: Spend of this run, the same tokens at the standard tier's price, and the difference.
+    cost_usd: float
+    standard_cost_usd: float
+    saved_usd: float
+    tokens: TokenTotals
+    #: Rows and spend by route (``flex``, ``batch``).
+    rows_by_route: dict[str, int]
+    cost_by_route: dict[str, float]
+    #: Wall time of the run and rows answered per second.
+    elapsed_s: float
+    rows_per_s: float
+    #: Flex calls refused with 429 and 503 (retried), calls served on the standard tier, the most in flight.
+    rate_limited_429: int
+    unavailable_503: int
+    standard_tier_calls: int
+    peak_concurrency: int
+    #: The run stopped at ``max_cost_usd``.
+    stopped_by_cost_cap: bool
+    #: The per-day quota that ran out (model, quota, limit, reset time), or None.
+    daily_quota_exhausted: dict[str, Any] | None
+    #: The most frequent dead-letter reasons (``{"reason", "rows"}``) and a sample of their keys.
+    top_errors: list[dict[str, Any]] = field(default_factory=list)
+    failed_keys_sample: list[str] = field(default_factory=list)
+    #: Where results are, and everything written there by every run so far.
+    output_path: str | None = None
+    output_rows: int = 0
+    output_cost_usd: float = 0.0
+    output_standard_cost_usd: float = 0.0
+    #: ``route`` and, with batch, the deadline and the jobs (``{"name", "state"}``).
+    route: str = "flex"
+    finish_by: str | None = None
+    batch_jobs: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The XCom form: plain JSON; token totals appear at the top level as well as under ``tokens``."""
+        data = asdict(self)
+        data.update(data["tokens"])
+        return data
+
+
+def error_digest(dead_letters: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The most frequent dead-letter reasons and a sample of the keys that failed."""
+    letters = list(dead_letters)
+    reasons = Counter(str(letter.get("error", ""))[:300] for letter in letters)
+    top = [{"reason": reason, "rows": rows} for reason, rows in reasons.most_common(TOP_REASONS)]
+    return top, [str(letter["key"]) for letter in letters[:FAILED_KEY_SAMPLE]]
