@@ -100,6 +100,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_flex.operators.gemini_flex"],
             }
         ],
+        "task-decorators": [
+            {"class-name": "airflow_provider_flex.decorators.gemini_flex.gemini_flex_task", "name": "gemini_flex"}
+        ],
         "triggers": [
             {
                 "integration-name": "Gemini Flex",

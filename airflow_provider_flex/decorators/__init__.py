@@ -1,0 +1,1 @@
+"""TaskFlow decorators (``@task.gemini_flex``), registered through the provider info."""
