@@ -8,8 +8,9 @@ what it cost against the same tokens on the standard tier.
 
 - Enrichment runs in one task (`GeminiFlexEnrichOperator`): concurrent calls at the
   rate the API allows, checkpointed, resumable without paying twice.
-- Load goes through any DB-API connection of `common.sql` (`sql_conn_id`; SQLite
-  by default, set `AIRFLOW_CONN_FLEX_DEMO_SQLITE`).
+- Load: the enrichment upserts its results by `sku` into the table through any `common.sql`
+  connection (`sql_conn_id`; SQLite by default, set `AIRFLOW_CONN_FLEX_DEMO_SQLITE`): one column per
+  property of the response schema (JSON text for arrays), plus served tier, route, model and cost.
 - Params: `model`, `gemini_flex_conn_id`, `sql_conn_id`. Spend is capped at $5 a run (`max_cost_usd`).
 - **Flex or Batch by a deadline**: `route` is `flex` (default), `batch` (every row through Gemini
   Batch API jobs, the same 50% price and a separate quota, answered within 24 hours) or `auto`:
@@ -24,7 +25,6 @@ what it cost against the same tokens on the standard tier.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pendulum
@@ -104,6 +104,8 @@ with DAG(
         gemini_flex_conn_id="{{ params.vertex_conn_id if params.vertexai else params.gemini_flex_conn_id }}",
         max_cost_usd=5.0,
         max_failed_fraction=0.05,
+        sql_conn_id="{{ params.sql_conn_id }}",  # results upserted by sku into TABLE once the run succeeds
+        table=TABLE,
         route="{{ params.route }}",
         finish_by="{{ params.finish_by_minutes * 60 }}",
         batch_poll_interval=1.0,  # seconds: the emulator's jobs end in seconds; a day-long real job wants ~60
@@ -111,51 +113,16 @@ with DAG(
     )
 
     @task
-    def load(summary: dict, **context) -> int:
-        """Upsert every enriched row into the SQL table."""
-        from airflow.sdk import BaseHook
-
-        rows = []
-        for path in sorted(Path(summary["output_path"]).glob("results-*.jsonl")):
-            for line in path.read_text().splitlines():
-                result = json.loads(line)
-                parsed = result["parsed"]
-                rows.append(
-                    (
-                        result["key"],
-                        parsed["category"],
-                        json.dumps(parsed["attributes"]),
-                        parsed["short_description"],
-                        result["service_tier"],
-                        result["cost_usd"],
-                    )
-                )
-        hook = BaseHook.get_connection(context["params"]["sql_conn_id"]).get_hook()
-        hook.run(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (sku TEXT PRIMARY KEY, category TEXT, attributes TEXT, "
-            "short_description TEXT, service_tier TEXT, cost_usd REAL)"
-        )
-        hook.insert_rows(
-            TABLE,
-            rows,
-            target_fields=["sku", "category", "attributes", "short_description", "service_tier", "cost_usd"],
-            replace=True,
-            replace_index="sku",
-        )
-        return len(rows)
-
-    @task
-    def report(summary: dict, loaded: int) -> dict:
+    def report(summary: dict) -> dict:
         """Log rows, failures, the cost per route and what the same tokens would cost on standard."""
         cost, standard_cost = summary["cost_usd"], summary["standard_cost_usd"]
         by_route = summary["rows_by_route"]
         print(
             f"Enriched {summary['succeeded']} of {summary['total']} products ({summary['failed']} failed, "
             f"{summary['skipped']} already done; {by_route['flex']} on flex, {by_route['batch']} through batch), "
-            f"loaded {loaded} rows into {TABLE}. Cost ${cost:.4f}; the same tokens on standard: "
+            f"loaded {summary['loaded_rows']} rows into {TABLE}. Cost ${cost:.4f}; the same tokens on standard: "
             f"${standard_cost:.4f} (saved ${standard_cost - cost:.4f})."
         )
-        return {**summary, "loaded": loaded}
+        return summary
 
-    loaded = load(enrich.output)
-    report(enrich.output, loaded)
+    report(enrich.output)

@@ -96,6 +96,9 @@ class EnrichSummary:
     route: str = "flex"
     finish_by: str | None = None
     batch_jobs: list[dict[str, str]] = field(default_factory=list)
+    #: With ``sql_conn_id``: the table loaded and the rows upserted into it.
+    table: str | None = None
+    loaded_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The XCom form: plain JSON; token totals appear at the top level as well as under ``tokens``."""

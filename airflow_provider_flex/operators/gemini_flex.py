@@ -328,6 +328,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         or seconds from the task's start (a number, or a template rendering to one). ``route`` and
         ``finish_by`` are templated; templated values are checked once rendered, before any call.
     :param batch_poll_interval: seconds between two looks at running batch jobs.
+    :param sql_conn_id: with ``table``, load the results into that table through this common-sql
+        connection once the run succeeds: the key (primary key), one column per top-level property of
+        ``response_schema`` (``text`` without one; JSON text for objects and arrays), ``service_tier``,
+        ``route``, ``model``, ``cost_usd``; upserted by key, so a rerun does not duplicate rows. The table is
+        created when missing.
+    :param table: the table to load into (a plain identifier, optionally ``schema.table``).
     :param deferrable: while batch jobs run, defer (no worker slot; a trigger polls them, then the task
         resumes to collect their answers); with ``False`` the worker polls.
     """
@@ -347,6 +353,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "media_root",
         "route",
         "finish_by",
+        "sql_conn_id",
+        "table",
     )
     ui_color = "#e8f0fe"
 
@@ -382,9 +390,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
         finish_by: timedelta | datetime | float | str | None = None,
         batch_poll_interval: float = 60.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        sql_conn_id: str | None = None,
+        table: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if bool(sql_conn_id) != bool(table):
+            raise ValueError(f"Task {self.task_id!r}: give sql_conn_id and table together, to load results into SQL")
+        self.sql_conn_id = sql_conn_id
+        self.table = table
         if not is_template(route) and not is_template(finish_by):
             check_route(self.task_id, route, as_finish_by(self.task_id, finish_by))
         if route != "flex" and media_fields:
@@ -487,6 +501,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         def rows():
             return iter_rows(self.records, self.input_path)
 
+        if self.sql_conn_id and self.table:  # bad names fail before any call
+            from airflow_provider_flex.enrichment.sql import check_identifiers, schema_columns
+
+            check_identifiers(
+                f"Task {self.task_id!r}", self.table, [self.key_field, *schema_columns(self.response_schema)]
+            )
         template = PromptTemplate(self.prompt_template, dict(context))
         total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
@@ -621,5 +641,24 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 f"{summary.failed} of {total} rows failed ({summary.failed / total:.1%}), more than "
                 f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
                 f"files under {self.output_path}, and a rerun retries them."
+            )
+        if self.sql_conn_id and self.table:
+            from airflow_provider_flex.enrichment.sql import load_results
+
+            summary.table = self.table
+            summary.loaded_rows = load_results(
+                store=store,
+                sql_conn_id=self.sql_conn_id,
+                table=self.table,
+                key_field=self.key_field,
+                response_schema=self.response_schema,
+                task=f"Task {self.task_id!r}",
+            )
+            self.log.info(
+                "Loaded %d rows into %s (%s), upserted by %s.",
+                summary.loaded_rows,
+                self.table,
+                self.sql_conn_id,
+                self.key_field,
             )
         return summary.to_dict()
