@@ -50,7 +50,28 @@ STREAM_LOG_LINE_CHARS = 400
 
 
 class _GeminiFlexBaseOperator(BaseOperator):
-    """What generate and stream share: arguments, validation, config and the summary line."""
+    """What generate and stream share: arguments, validation, config and the summary line.
+
+    :param contents: the prompt: text, or a list of Gemini contents. Templated; a
+        path ending in ``.txt``, ``.md`` or ``.j2`` is rendered as a template file.
+    :param model: model id; default from the connection (``default_model``).
+    :param system_instruction: optional system instruction. Templated.
+    :param generation_config: extra ``GenerateContentConfig`` fields as a dict. Templated.
+    :param response_schema: a JSON Schema dict or a pydantic model class; the result's
+        ``parsed`` then holds the validated JSON. Templated.
+    :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
+    :param gemini_flex_conn_id: the ``gemini_flex`` connection (API key, optional base URL, retry and
+        timeout extras, quotas); default ``gemini_flex_default``. Templated.
+    :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's.
+    :param timeout: seconds per attempt, overriding the connection's.
+    :param media: file locations (local paths, ``file://`` or ``ObjectStoragePath`` URLs) added to the
+        prompt as parts, typed by their content; inline up to 14 MB, else uploaded through the Files API
+        and deleted after the call. A single location may be a string. Templated.
+    :return: (XCom) :meth:`FlexResponse.to_dict`: ``text``, ``parsed``, ``usage`` (prompt, output,
+        thinking, cached tokens), ``cost_usd``, ``standard_cost_usd`` (the same tokens at standard price),
+        ``service_tier`` (the tier that served it), ``requested_tier``, ``model``, ``finish_reason``,
+        ``attempts``, ``elapsed_s``, ``images`` (types and sizes).
+    """
 
     template_fields: Sequence[str] = (
         "contents",
@@ -108,16 +129,10 @@ class _GeminiFlexBaseOperator(BaseOperator):
 class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     """Generate content on the Gemini flex tier; deferrable, so a long queue wait holds no worker slot.
 
-    :param contents: the prompt: text, or a list of Gemini contents. Templated; a
-        path ending in ``.txt``, ``.md`` or ``.j2`` is rendered as a template file.
-    :param model: model id; default from the connection (``default_model``).
-    :param system_instruction: optional system instruction. Templated.
-    :param generation_config: extra ``GenerateContentConfig`` fields as a dict. Templated.
-    :param response_schema: a JSON Schema dict or a pydantic model class; the result's
-        ``parsed`` then holds the validated JSON. Templated.
-    :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
-    :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's.
-    :param timeout: seconds per attempt, overriding the connection's.
+    Takes the arguments listed on ``_GeminiFlexBaseOperator`` (``contents``, ``model``,
+    ``system_instruction``, ``generation_config``, ``response_schema``, ``service_tier``,
+    ``gemini_flex_conn_id``, ``retry_policy``, ``timeout``, ``media``) and returns its result dict.
+
     :param deferrable: hand the call to the triggerer, which also ends the task (the result
         is its ``return_value`` XCom), so no worker resumes it. A task that is not mapped
         starts there too, with no worker at all (templated arguments are rendered in the
@@ -216,7 +231,10 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
     or an ``ObjectStoragePath`` URL such as ``s3://bucket/digest.md``) the full text
     is written only once the stream has ended whole: an interrupted stream fails the
     task and leaves no file behind. Takes the arguments of
-    :class:`GeminiFlexGenerateContentOperator` except ``deferrable``.
+    :class:`GeminiFlexGenerateContentOperator` except ``deferrable``, and returns the same result dict.
+
+    :param output_path: where to write the whole answer once the stream ended whole (rendered as a
+        Jinja string, never read as a template file).
     """
 
     def __init__(self, *, output_path: str | None = None, **kwargs: Any) -> None:
@@ -290,6 +308,21 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param records: rows as a list of dicts (e.g. an upstream XCom); or
     :param input_path: a JSONL or CSV file, local path or ``ObjectStoragePath`` URL, read as a stream.
     :param key_field: the field holding each row's unique id.
+    :param prompt_template: the Jinja template of each row's prompt (``{{ row.field }}``; also ``params``,
+        ``ds`` and the rest of the task context). Not an Airflow template field.
+    :param output_path: where results, dead letters and checkpoints go (local path or
+        ``ObjectStoragePath`` URL); a rerun with the same path resumes. Templated.
+    :param model: model id; default from the connection's ``default_model``. Templated.
+    :param system_instruction: the system instruction of every call. Templated.
+    :param response_schema: a JSON Schema dict or a pydantic model class: each result's ``parsed``
+        holds the validated JSON (an answer failing it is a dead letter). Templated.
+    :param generation_config: extra ``GenerateContentConfig`` fields as a dict (temperature,
+        ``max_output_tokens``, ``thinking_config``...). Templated.
+    :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
+    :param max_concurrency: the most API calls in flight at once (the engine adapts between 1 and this).
+    :param gemini_flex_conn_id: the ``gemini_flex`` connection; default ``gemini_flex_default``. Templated.
+    :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's, per row.
+    :param timeout: seconds per attempt, overriding the connection's.
     :param max_failed_fraction: the task fails, after writing everything, when more
         than this fraction of rows ends as dead letters.
     :param max_cost_usd: no new row starts once the estimated spend reaches it; the
@@ -309,6 +342,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ``inline_media_bytes`` travel inline; larger ones are uploaded through the Files API once per
         run and deleted when it ends.
     :param media_root: where relative locations in media fields are found.
+    :param inline_media_bytes: files up to this size travel inline; larger ones go through the Files API.
+    :param max_media_bytes: a file larger than this makes its row a dead letter (default 2 GB).
     :param rate_limit_redis_conn_id: a ``redis`` connection through which this task paces to the
         project's quotas together with every other worker (shards, other DAGs); overrides the
         connection extra of the same name. Without it the task paces alone.
@@ -334,6 +369,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ``route``, ``model``, ``cost_usd``; upserted by key, so a rerun does not duplicate rows. The table is
         created when missing.
     :param table: the table to load into (a plain identifier, optionally ``schema.table``).
+    :return: (XCom) :class:`~airflow_provider_flex.enrichment.summary.EnrichSummary` as a dict: rows
+        (``total``, ``succeeded``, ``failed``, ``skipped``, ``not_started``, ``in_batch``), ``model``,
+        tokens (``input_tokens``, ``output_tokens`` with thinking, ``thinking_tokens``, ``cached_tokens``),
+        ``cost_usd``, ``standard_cost_usd``, ``saved_usd``, ``rows_by_route``, ``cost_by_route``, the
+        output's totals over every run (``output_rows``, ``output_cost_usd``), ``top_errors``,
+        ``failed_keys_sample``, 429/503 counts, ``daily_quota_exhausted``, ``batch_jobs``, ``loaded_rows``;
+        each field is documented on the class.
     :param deferrable: while batch jobs run, defer (no worker slot; a trigger polls them, then the task
         resumes to collect their answers); with ``False`` the worker polls.
     """
