@@ -325,8 +325,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param timeout: seconds per attempt, overriding the connection's.
     :param max_failed_fraction: the task fails, after writing everything, when more
         than this fraction of rows ends as dead letters.
-    :param max_cost_usd: no new row starts once the estimated spend reaches it; the
-        task then fails and resumes where it stopped after the cap is raised.
+    :param max_cost_usd: before the first call, the task fails if the cost estimate (see ``estimate_only``)
+        for the rows still to do exceeds it; during the run, no new row starts once the spent plus in-flight
+        cost reaches it, and the task then fails and resumes where it stopped after the cap is raised.
+    :param estimate_only: count the prompts of a sample of rows with ``countTokens``, log the projected
+        cost on the run's tier and at standard price, and return ``{"estimate": ...}`` without any
+        generate call.
+    :param estimated_output_tokens: output tokens per row (thinking included) the estimate assumes; default
+        ``max_output_tokens`` from ``generation_config``, else 1,000.
     :param requests_per_minute: the model's requests-per-minute quota, when you know it;
         overrides the connection's ``quotas`` extra for this task. Starts are paced evenly
         to it. Unknown quotas are learned from the first 429 that names them.
@@ -434,9 +440,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         sql_conn_id: str | None = None,
         table: str | None = None,
+        estimate_only: bool = False,
+        estimated_output_tokens: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.estimate_only = estimate_only
+        if estimated_output_tokens is not None and estimated_output_tokens < 0:
+            raise ValueError(f"Task {self.task_id!r}: estimated_output_tokens must be >= 0")
+        self.estimated_output_tokens = estimated_output_tokens
         if bool(sql_conn_id) != bool(table):
             raise ValueError(f"Task {self.task_id!r}: give sql_conn_id and table together, to load results into SQL")
         self.sql_conn_id = sql_conn_id
@@ -505,6 +517,41 @@ class GeminiFlexEnrichOperator(BaseOperator):
             source=f"Task {self.task_id!r}",
         )
 
+    def _estimate(self, hook: GeminiFlexHook, rows: Any, template: Any, done: set[str], todo: int) -> Any:
+        """Count a sample of the prompts with countTokens and project the cost of the rows still to do."""
+        from airflow_provider_flex.enrichment.estimate import estimate_cost, output_tokens_per_row
+        from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES
+
+        settings = hook.settings
+        tier = "batch" if self.route == "batch" else self.service_tier
+        estimate = estimate_cost(
+            hook=hook,
+            rows=rows(),
+            template=template,
+            key_field=self.key_field,
+            done=done,
+            todo=todo,
+            model=self.model or settings.default_model,
+            tier=tier,
+            system_instruction=self.system_instruction,
+            output_tokens=output_tokens_per_row(self.estimated_output_tokens, self.generation_config),
+            prices=VERTEX_PRICES if settings.vertex else DEFAULT_PRICES,
+        )
+        cost = "unpriced" if estimate.cost_usd is None else f"${estimate.cost_usd:.4f}"
+        standard = "unpriced" if estimate.standard_cost_usd is None else f"${estimate.standard_cost_usd:.4f}"
+        self.log.info(
+            "Cost estimate for %d rows: %s on %s (%s at standard price); %.1f prompt tokens per row counted on %d "
+            "rows, %d output tokens per row assumed.",
+            todo,
+            cost,
+            tier,
+            standard,
+            estimate.input_tokens_per_row,
+            estimate.sampled_rows,
+            estimate.output_tokens_per_row,
+        )
+        return estimate
+
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
         return self.execute(context)
@@ -572,6 +619,23 @@ class GeminiFlexEnrichOperator(BaseOperator):
         config = as_generate_config(
             generate_config(self.system_instruction, self.generation_config, self.response_schema)
         )
+        todo = sum(1 for number, row in rows() if str(row.get(self.key_field)) not in done)
+        if self.estimate_only or (self.max_cost_usd is not None and todo):
+            estimate = self._estimate(hook, rows, template, done, todo)
+            if self.estimate_only:
+                return {
+                    "estimate": estimate.to_dict(),
+                    "total": total,
+                    "skipped": len(done),
+                    "output_path": self.output_path,
+                }
+            if estimate.cost_usd is not None and estimate.cost_usd > self.max_cost_usd:
+                raise FlexError(
+                    f"Task {self.task_id!r}: the estimated cost ${estimate.cost_usd:.4f} of {todo} rows exceeds "
+                    f"max_cost_usd=${self.max_cost_usd} (prompts counted on {estimate.sampled_rows} rows, "
+                    f"{estimate.output_tokens_per_row} output tokens assumed per row: set estimated_output_tokens "
+                    "to what your answers take); no call was made."
+                )
         routing = None
         deadline = deadline or self._deadline(context)
         if self.route != "flex":

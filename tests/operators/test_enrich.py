@@ -94,7 +94,9 @@ def test_dead_letters_and_max_failed_fraction(connection, tmp_path):
 
 def test_cost_cap_stops_and_resumes_after_raising_it(connection, tmp_path):
     with pytest.raises(FlexError, match="Stopped at the cost cap"):
-        _operator(tmp_path, records=_rows(40), max_cost_usd=0.0005, max_concurrency=1).execute(context={})
+        _operator(
+            tmp_path, records=_rows(40), max_cost_usd=0.0005, max_concurrency=1, estimated_output_tokens=1
+        ).execute(context={})
     done_first = len(_results(tmp_path))
     assert 0 < done_first < 40
     summary = _operator(tmp_path, records=_rows(40), max_cost_usd=1.0).execute(context={})

@@ -1,0 +1,96 @@
+"""A cost estimate before spending: prompt tokens counted on a sample of rows, priced for the whole input.
+
+Input tokens are what ``countTokens`` says for a sample of the rows still to do (system instruction
+included); output tokens cannot be counted before the calls, so they are an assumption: the
+operator's ``estimated_output_tokens``, else ``max_output_tokens`` from ``generation_config`` (an upper
+bound), else :data:`DEFAULT_OUTPUT_TOKENS` per row (thinking included, billed as output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
+from airflow_provider_flex.pricing import TokenPrice, token_cost
+
+#: Rows whose prompts are counted with countTokens (spread over the rows still to do).
+SAMPLE_ROWS = 20
+#: Output tokens per row assumed when neither estimated_output_tokens nor max_output_tokens is given.
+DEFAULT_OUTPUT_TOKENS = 1000
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """The projected cost of the rows still to do, on the run's tier and at standard price."""
+
+    rows: int
+    sampled_rows: int
+    input_tokens_per_row: float
+    output_tokens_per_row: int
+    cost_usd: float | None
+    standard_cost_usd: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def output_tokens_per_row(estimated: int | None, generation_config: Mapping[str, Any] | None) -> int:
+    """The output assumption: given, else the configured cap, else the default."""
+    if estimated is not None:
+        return estimated
+    config = generation_config or {}
+    cap = config.get("max_output_tokens") or config.get("maxOutputTokens")
+    return int(cap) if cap else DEFAULT_OUTPUT_TOKENS
+
+
+def sample_positions(rows: int, sample: int = SAMPLE_ROWS) -> set[int]:
+    """Up to ``sample`` positions spread evenly over ``rows`` (the first and last included)."""
+    if rows <= sample:
+        return set(range(rows))
+    return {round(i * (rows - 1) / (sample - 1)) for i in range(sample)}
+
+
+def estimate_cost(
+    *,
+    hook: Any,
+    rows: Iterator[tuple[int, dict[str, Any]]],
+    template: PromptTemplate,
+    key_field: str,
+    done: set[str],
+    todo: int,
+    model: str,
+    tier: str,
+    system_instruction: str | None,
+    output_tokens: int,
+    prices: Mapping[str, Mapping[str, TokenPrice]],
+) -> CostEstimate:
+    """Count the prompts of a sample of the ``todo`` rows not in ``done`` and price all of them."""
+    wanted = sample_positions(todo)
+    counts = []
+    position = 0
+    for number, row in rows:
+        key = row_key(row, key_field, number)
+        if key in done:
+            continue
+        if position in wanted:
+            prompt = template.render(row, number=number, key=key)
+            contents = f"{system_instruction}\n{prompt}" if system_instruction else prompt
+            counts.append(hook.count_tokens(contents=contents, model=model))
+        position += 1
+    per_row = sum(counts) / len(counts) if counts else 0.0
+    input_total = round(per_row * todo)
+    output_total = output_tokens * todo
+    return CostEstimate(
+        rows=todo,
+        sampled_rows=len(counts),
+        input_tokens_per_row=round(per_row, 1),
+        output_tokens_per_row=output_tokens,
+        cost_usd=_rounded(token_cost(input_total, output_total, model=model, tier=tier, prices=prices)),
+        standard_cost_usd=_rounded(token_cost(input_total, output_total, model=model, tier="standard", prices=prices)),
+    )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
