@@ -72,6 +72,8 @@ with DAG(
         output_path=OUTPUT + "/attributes",
         max_failed_fraction=0.1,
         max_cost_usd=2.0,
+        sql_conn_id="{{ params.sql_conn_id }}",  # attributes upserted by sku into TABLE
+        table=TABLE,
     )
 
     thumbnails = GeminiFlexEnrichOperator(
@@ -90,48 +92,14 @@ with DAG(
     )
 
     @task
-    def load_attributes(summary: dict, **context) -> int:
-        """Upsert every product's attributes into the SQL table."""
-        from airflow.sdk import BaseHook
-
-        rows = []
-        for path in sorted(Path(summary["output_path"]).glob("results-*.jsonl")):
-            for line in path.read_text().splitlines():
-                result = json.loads(line)
-                parsed = result["parsed"]
-                rows.append(
-                    (
-                        result["key"],
-                        parsed["category"],
-                        json.dumps(parsed["colours"]),
-                        json.dumps(parsed["defects"]),
-                        parsed["alt_text"],
-                        result["cost_usd"],
-                    )
-                )
-        hook = BaseHook.get_connection(context["params"]["sql_conn_id"]).get_hook()
-        hook.run(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (sku TEXT PRIMARY KEY, category TEXT, colours TEXT, defects TEXT, "
-            "alt_text TEXT, cost_usd REAL)"
-        )
-        hook.insert_rows(
-            TABLE,
-            rows,
-            target_fields=["sku", "category", "colours", "defects", "alt_text", "cost_usd"],
-            replace=True,
-            replace_index="sku",
-        )
-        return len(rows)
-
-    @task
-    def report(described: dict, drawn: dict, loaded: int) -> dict:
+    def report(described: dict, drawn: dict) -> dict:
         """Rows, images written and what it cost on flex."""
         images = sum(
             len(json.loads(line).get("images", []))
             for path in Path(drawn["output_path"]).glob("results-*.jsonl")
             for line in path.read_text().splitlines()
         )
-        cost = described["cost_usd"] + drawn["cost_usd"]
+        cost, loaded = described["cost_usd"] + drawn["cost_usd"], described["loaded_rows"]
         print(
             f"Described {described['succeeded']} of {described['total']} photos ({described['failed']} failed), "
             f"loaded {loaded} rows into {TABLE}; drew {images} thumbnails ({drawn['failed']} failed). "
@@ -139,4 +107,4 @@ with DAG(
         )
         return {"described": described["succeeded"], "loaded": loaded, "thumbnails": images, "cost_usd": cost}
 
-    report(attributes.output, thumbnails.output, load_attributes(attributes.output))
+    report(attributes.output, thumbnails.output)

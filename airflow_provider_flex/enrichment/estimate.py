@@ -3,7 +3,8 @@
 Input tokens are what ``countTokens`` says for a sample of the rows still to do (system instruction
 included); output tokens cannot be counted before the calls, so they are an assumption: the
 operator's ``estimated_output_tokens``, else ``max_output_tokens`` from ``generation_config`` (an upper
-bound), else :data:`DEFAULT_OUTPUT_TOKENS` per row (thinking included, billed as output).
+bound), else :data:`DEFAULT_OUTPUT_TOKENS` per row (thinking included, billed as output). Media
+files of a row are not counted (258 tokens per image up to 384 px, more for larger ones).
 """
 
 from __future__ import annotations
