@@ -30,7 +30,7 @@ KEY = f"AIzaSy-{secrets.token_urlsafe(24)}"
 
 PROBE_DAG = """
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 from airflow_provider_flex.operators.gemini_flex import (
     GeminiFlexEnrichOperator, GeminiFlexGenerateContentOperator, GeminiFlexStreamContentOperator,
 )
@@ -43,6 +43,17 @@ with DAG("secrets_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1
         prompt_template="Tag {{ row.t }}", output_path="OUTPUT/enriched",
     )
     GeminiFlexGenerateContentOperator(task_id="refused", contents="hi", model="gemini-nope", deferrable=True)
+    GeminiFlexEnrichOperator(
+        task_id="enrich_batch", records=[{"id": str(i), "t": f"row {i}"} for i in range(3)], key_field="id",
+        prompt_template="Tag {{ row.t }}", output_path="OUTPUT/batched", route="batch", batch_poll_interval=0.5,
+        deferrable=True,
+    )
+
+    @task.gemini_flex(deferrable=True)
+    def decorated() -> str:
+        return "Say hello"
+
+    decorated()
 """
 
 
@@ -75,7 +86,8 @@ def probe_run(tmp_path_factory):
 
 def test_the_probe_really_used_the_key(probe_run):
     console, root, stats = probe_run
-    assert stats["calls"]["flex"]["ok"] == 1 + 1 + 5  # ask, stream, five rows: the emulator accepts only KEY
+    assert stats["calls"]["flex"]["ok"] == 1 + 1 + 5 + 1  # ask, stream, five rows, decorated: only KEY is accepted
+    assert stats["batch_jobs"] == 0 and len(list((root / "output" / "batched").glob("results-*.jsonl"))) == 1
     assert "404 NOT_FOUND" in console  # the refused call failed, with its error on the console
     assert (root / "output" / "digest.md").exists()
 
@@ -90,7 +102,7 @@ def test_at_debug_only_airflows_own_test_supervisor_prints_the_key(tmp_path):
     """Upstream: `airflow dags test`'s in-process supervisor logs each mask-secret request with its value
     at DEBUG (Airflow masks a connection password by sending one). Nothing of ours prints it."""
     console, stats = _dags_test(tmp_path, "DEBUG")
-    assert stats["calls"]["flex"]["ok"] == 7 and "[debug" in console
+    assert stats["calls"]["flex"]["ok"] == 8 and "[debug" in console
     leaking = [line for line in console.splitlines() if KEY in line]
     assert all("Sending request" in line and f"MaskSecret(value='{KEY}'" in line for line in leaking), leaking
 
@@ -170,7 +182,7 @@ def _key_fragments(private_key: str) -> list[str]:
 
 def test_vertex_probe_really_used_the_service_account(vertex_probe_run):
     console, _, stats, _ = vertex_probe_run
-    assert stats["calls"]["flex"]["ok"] == 7
+    assert stats["calls"]["flex"]["ok"] == 8  # the batch-route task fails in Vertex mode, by design (Gemini API only)
     assert "404 NOT_FOUND" in console and "Flex result:" in console
 
 
