@@ -55,14 +55,27 @@ def display_name(idempotency_key: str, input_fingerprint: str) -> str:
     return f"{idempotency_key}-{input_fingerprint[:16]}"
 
 
-def request_config(
-    system_prompt: str, max_tokens: int, directive: dict[str, Any], params: dict[str, Any] | None
-) -> dict[str, Any]:
-    """One request's GenerateContentConfig fields: the caller's params, then what the adapter manages."""
-    config: dict[str, Any] = {**(params or {}), "max_output_tokens": max_tokens, **directive}
-    if system_prompt:
-        config["system_instruction"] = system_prompt
-    return config
+def request_configs(
+    requests: list[BatchRequest],
+    system_prompt: str,
+    max_tokens: int,
+    directive: dict[str, Any],
+    params: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Each request's GenerateContentConfig fields: the caller's params (batch, then the request's own),
+    then what the adapter manages (the token cap, structured output, the system instruction)."""
+    configs = []
+    for request in requests:
+        config: dict[str, Any] = {
+            **(params or {}),
+            **(request.get("params") or {}),
+            "max_output_tokens": request.get("max_tokens") or max_tokens,
+            **directive,
+        }
+        if request.get("system_prompt") or system_prompt:
+            config["system_instruction"] = request.get("system_prompt") or system_prompt
+        configs.append(config)
+    return configs
 
 
 class GeminiFlexBatchAdapter(BatchAdapter):
@@ -131,22 +144,12 @@ class GeminiFlexBatchAdapter(BatchAdapter):
             )
         for index, request in enumerate(requests):
             self.resolve_request_model(request.get("model"), default_bare_model=model, request_index=index)
-        directive = self.build_output_directive(output_spec)
+        configs = request_configs(
+            requests, system_prompt, max_tokens, self.build_output_directive(output_spec), request_params
+        )
         size = sum(
-            len(
-                json.dumps(
-                    {
-                        "prompt": r["prompt"],
-                        **request_config(
-                            r.get("system_prompt") or system_prompt,
-                            r.get("max_tokens") or max_tokens,
-                            directive,
-                            {**(request_params or {}), **(r.get("params") or {})},
-                        ),
-                    }
-                )
-            )
-            for r in requests
+            len(json.dumps({"prompt": r["prompt"], **config}, default=str))
+            for r, config in zip(requests, configs, strict=True)
         )
         if size > self.max_payload_bytes:
             raise LLMBatchLimitExceededError(
@@ -170,17 +173,10 @@ class GeminiFlexBatchAdapter(BatchAdapter):
         from airflow_provider_flex.hooks.batch import BatchRequest as FlexBatchRequest
         from airflow_provider_flex.hooks.gemini_flex import as_generate_config
 
-        directive = self.build_output_directive(output_spec)
-        configs = {
-            index: request_config(
-                r.get("system_prompt") or system_prompt,
-                r.get("max_tokens") or max_tokens,
-                directive,
-                {**(request_params or {}), **(r.get("params") or {})},
-            )
-            for index, r in enumerate(requests)
-        }
-        if len({json.dumps(c, sort_keys=True, default=str) for c in configs.values()}) > 1:
+        configs = request_configs(
+            requests, system_prompt, max_tokens, self.build_output_directive(output_spec), request_params
+        )
+        if len({json.dumps(c, sort_keys=True, default=str) for c in configs}) > 1:
             raise LLMBatchLimitExceededError(
                 "this Gemini adapter sends one config per job: give per-request system_prompt, max_tokens and "
                 "params the same values, or split the requests into separate tasks"
