@@ -25,7 +25,7 @@ Scenarios (``--scenario``):
     .venv/bin/python benchmarks/enrich_throughput.py [--rows 2000] | tail -5
     .venv/bin/python benchmarks/enrich_throughput.py --scenario quota [--rpm 600 --minutes 3]
     .venv/bin/python benchmarks/enrich_throughput.py --scenario cpu [--rows 3000]
-    .venv/bin/python benchmarks/enrich_throughput.py --scenario deadline [--rows 3000 --finish-by 60]
+    .venv/bin/python benchmarks/enrich_throughput.py --scenario deadline --rows 3000 [--finish-by 60]
 """
 
 from __future__ import annotations
