@@ -14,7 +14,7 @@ from google.genai import types
 from airflow_provider_flex.emulator.server import build_parser
 
 BIN = Path(sys.executable).parent
-README = Path(__file__).resolve().parents[2] / "README.md"
+EMULATOR_PAGE = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
 
 
 def _flags() -> set[str]:
@@ -59,6 +59,6 @@ def test_bad_flags_get_a_clear_error(args, message):
 
 def test_help_and_readme_list_the_same_flags():
     help_text = subprocess.run([BIN / "flex-emulator", "--help"], capture_output=True, text=True, check=True).stdout
-    documented = set(re.findall(r"^\| `(--[a-z-]+)", README.read_text(), flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", EMULATOR_PAGE.read_text(), flags=re.MULTILINE))
     assert documented == _flags() - {"--help"}
     assert all(flag in help_text for flag in documented)
