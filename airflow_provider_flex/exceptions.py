@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from airflow.sdk.exceptions import AirflowException
@@ -11,11 +12,45 @@ _QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
 
 
 class FlexError(AirflowException):
-    """Base class of every error this provider raises."""
+    """Base class of every error this provider raises.
+
+    Every subclass crosses a trigger event whole: :meth:`to_payload` writes its class and the
+    constructor arguments named in ``payload_fields`` (kept as attributes of the same names), and
+    :meth:`from_payload` builds the same class from them. A plain FlexError carries its message.
+    """
+
+    #: Constructor keyword arguments, stored as attributes of the same names, that rebuild the error.
+    payload_fields: ClassVar[tuple[str, ...]] = ()
+    _by_name: ClassVar[dict[str, type[FlexError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        FlexError._by_name[cls.__name__] = cls
+
+    def to_payload(self) -> dict[str, Any]:
+        """A JSON-safe description of this error: its class, message and constructor arguments."""
+        fields = {name: _encode(getattr(self, name)) for name in self.payload_fields}
+        return {"status": "error", "error_type": type(self).__name__, "message": str(self), "fields": fields}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> FlexError:
+        """The error :meth:`to_payload` described, as its own class (a plain FlexError if that cannot be)."""
+        kind = payload.get("error_type")
+        error_class = FlexError._by_name.get(str(kind))
+        if error_class is not None:
+            try:
+                if not error_class.payload_fields:
+                    return error_class(str(payload["message"]))
+                return error_class(**{name: _decode(value) for name, value in dict(payload["fields"]).items()})
+            except (KeyError, TypeError, ValueError):
+                pass
+        return FlexError(f"{kind or 'Error'}: {payload.get('message', 'no message')}")
 
 
 class FlexCapacityError(FlexError):
     """Flex capacity stayed unavailable (429, 5xx, timeouts, drops) until attempts or patience ran out."""
+
+    payload_fields = ("attempts", "waited_s", "last_status", "last_api_status", "last_message", "fallback_tried")
 
     def __init__(
         self,
@@ -43,6 +78,8 @@ class FlexCapacityError(FlexError):
 
 class FlexQuotaExhausted(FlexCapacityError):
     """A per-day quota ran out: no call to this model can succeed before it resets (midnight Pacific)."""
+
+    payload_fields = ("model", "quota_id", "quota", "limit", "reset_at", "attempts", "waited_s", "last_message")
 
     def __init__(
         self,
@@ -76,6 +113,7 @@ class FlexQuotaExhausted(FlexCapacityError):
             last_api_status="RESOURCE_EXHAUSTED",
             last_message=last_message or summary,
         )
+        self.last_message = last_message or summary
         self.args = (summary,)
 
     def __str__(self) -> str:
@@ -84,6 +122,8 @@ class FlexQuotaExhausted(FlexCapacityError):
 
 class FlexRequestError(FlexError):
     """The API refused the request itself (400, 401, 403, 404, other 4xx): retrying cannot help."""
+
+    payload_fields = ("code", "status", "message")
 
     def __init__(self, code: int | None, status: str | None, message: str) -> None:
         self.code = code
@@ -95,6 +135,8 @@ class FlexRequestError(FlexError):
 class FlexResponseError(FlexError):
     """The call succeeded but its answer is unusable: a blocked prompt, or JSON that fails the schema."""
 
+    payload_fields = ("reason", "message")
+
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         self.message = message
@@ -104,70 +146,35 @@ class FlexResponseError(FlexError):
 class FlexStreamInterrupted(FlexError):
     """A stream broke after part of the answer was delivered; the partial text is not an answer."""
 
+    payload_fields = ("message", "chars_received", "attempts")
+
     def __init__(self, message: str, *, chars_received: int, attempts: int) -> None:
+        self.message = message
         self.chars_received = chars_received
         self.attempts = attempts
         super().__init__(f"Stream interrupted after {chars_received} characters (attempt {attempts}): {message}")
 
 
-def error_payload(exc: BaseException) -> dict[str, object]:
-    """A JSON-safe description of an error, to carry it across a trigger event."""
-    payload: dict[str, object] = {"status": "error", "error_type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, FlexQuotaExhausted):
-        payload.update(
-            model=exc.model,
-            quota_id=exc.quota_id,
-            quota=exc.quota,
-            limit=exc.limit,
-            reset_at=exc.reset_at.isoformat(),
-            attempts=exc.attempts,
-            waited_s=exc.waited_s,
-        )
-    elif isinstance(exc, FlexCapacityError):
-        payload.update(
-            attempts=exc.attempts,
-            waited_s=exc.waited_s,
-            last_status=exc.last_status,
-            last_api_status=exc.last_api_status,
-            last_message=exc.last_message,
-            fallback_tried=exc.fallback_tried,
-        )
-    elif isinstance(exc, FlexRequestError):
-        payload.update(code=exc.code, api_status=exc.status, api_message=exc.message)
-    elif isinstance(exc, FlexResponseError):
-        payload.update(reason=exc.reason, reason_message=exc.message)
-    elif isinstance(exc, FlexStreamInterrupted):
-        payload.update(chars_received=exc.chars_received, attempts=exc.attempts)
-    return payload
+FlexError._by_name[FlexError.__name__] = FlexError
 
 
-def error_from_payload(payload: dict) -> FlexError:
-    """Rebuild the exception :func:`error_payload` described, as the same class where it is ours."""
-    kind = payload.get("error_type")
-    try:
-        if kind == "FlexQuotaExhausted":
-            return FlexQuotaExhausted(
-                model=str(payload["model"]),
-                quota_id=str(payload["quota_id"]),
-                quota=str(payload["quota"]),
-                limit=payload.get("limit"),
-                reset_at=datetime.fromisoformat(str(payload["reset_at"])),
-                attempts=int(payload["attempts"]),
-                waited_s=float(payload["waited_s"]),
-            )
-        if kind == "FlexCapacityError":
-            return FlexCapacityError(
-                attempts=int(payload["attempts"]),
-                waited_s=float(payload["waited_s"]),
-                last_status=payload.get("last_status"),
-                last_api_status=payload.get("last_api_status"),
-                last_message=str(payload.get("last_message", "")),
-                fallback_tried=bool(payload.get("fallback_tried")),
-            )
-        if kind == "FlexRequestError":
-            return FlexRequestError(payload.get("code"), payload.get("api_status"), str(payload.get("api_message")))
-        if kind == "FlexResponseError":
-            return FlexResponseError(str(payload["reason"]), str(payload.get("reason_message", "")))
-    except (KeyError, TypeError, ValueError):
-        pass
-    return FlexError(f"{kind or 'Error'}: {payload.get('message', 'no message')}")
+def _encode(value: Any) -> Any:
+    return {"datetime": value.isoformat()} if isinstance(value, datetime) else value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"datetime"}:
+        return datetime.fromisoformat(value["datetime"])
+    return value
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """A JSON-safe description of any error, to carry it across a trigger event (``FlexError.to_payload``)."""
+    if isinstance(exc, FlexError):
+        return exc.to_payload()
+    return {"status": "error", "error_type": type(exc).__name__, "message": str(exc), "fields": {}}
+
+
+def error_from_payload(payload: dict[str, Any]) -> FlexError:
+    """The error :func:`error_payload` described (``FlexError.from_payload``)."""
+    return FlexError.from_payload(payload)
