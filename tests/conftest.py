@@ -22,12 +22,8 @@ for _name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
     """Each test starts with no quota limiter and no shared client: one test's emulator must not reach the next."""
-    from airflow_provider_flex.hooks.clients import forget_shared_clients
-    from airflow_provider_flex.hooks.quota import forget_quota_limiters
-    from airflow_provider_flex.hooks.shared_quota import forget_shared_quota_links
+    from airflow_provider_flex.process_state import PROCESS
 
-    forget_quota_limiters()
+    PROCESS.reset()
     yield
-    forget_quota_limiters()
-    forget_shared_clients()
-    forget_shared_quota_links()
+    PROCESS.reset()

@@ -39,11 +39,10 @@ from airflow_provider_flex.hooks.retry import (
 from airflow_provider_flex.hooks.vertex import tier_headers
 from airflow_provider_flex.media import InlineMedia, UploadedFile
 from airflow_provider_flex.pricing import TokenPrice, usage_cost
+from airflow_provider_flex.process_state import PROCESS
 
 if TYPE_CHECKING:
     from google.genai import types
-
-_warned_unpriced: set[tuple[str, str]] = set()
 
 
 class CallPacer:
@@ -79,7 +78,10 @@ class RequestConfigs:
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._built: dict[tuple[int, str, int, str | None], tuple[Any, Any]] = {}
+
+    @property
+    def _built(self) -> dict[tuple[int, str, int, str | None], tuple[Any, Any]]:
+        return PROCESS.request_configs
 
     def get(
         self, base: types.GenerateContentConfig, tier: str, timeout_ms: int, vertex_flex_mode: str | None = None
@@ -309,8 +311,8 @@ class FlexCall:
         if self.reservation is not None:
             self.limiter.settle(self.reservation, usage.prompt_tokens)
         cost = usage_cost(usage, model=self.model, tier=tier, prices=self.prices)
-        if cost is None and (self.model, tier) not in _warned_unpriced:
-            _warned_unpriced.add((self.model, tier))
+        if cost is None and (self.model, tier) not in PROCESS.warned_unpriced:
+            PROCESS.warned_unpriced.add((self.model, tier))
             self.log.warning("No price for model %s on tier %s: cost_usd is None.", self.model, tier)
         response = FlexResponse(
             text=text,

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_flex.process_state import PROCESS
 
 if TYPE_CHECKING:
     from google import genai
 
     from airflow_provider_flex.hooks.connection import ConnectionSettings
-
-_clients: dict[tuple[str, str | None], genai.Client] = {}
-_clients_lock = threading.Lock()
-_sdk_warm = False
 
 
 def _client_key(settings: ConnectionSettings) -> tuple[str, str | None]:
@@ -36,10 +32,10 @@ def _client_key(settings: ConnectionSettings) -> tuple[str, str | None]:
 def shared_client(settings: ConnectionSettings) -> genai.Client:
     """The process's client for these settings' key (or Vertex AI account) and endpoint, built on first use."""
     key = _client_key(settings)
-    with _clients_lock:
-        client = _clients.get(key)
+    with PROCESS.lock:
+        client = PROCESS.clients.get(key)
         if client is None:
-            client = _clients[key] = _new_client(settings)
+            client = PROCESS.clients[key] = _new_client(settings)
         return client
 
 
@@ -60,16 +56,6 @@ def _new_client(settings: ConnectionSettings) -> genai.Client:
         credentials=creds,
         http_options=http_options,
     )
-
-
-def forget_shared_clients() -> None:
-    """Drop every shared client (tests; a process that rotates keys). Calls in flight keep theirs."""
-    with _clients_lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        with contextlib.suppress(Exception):
-            client.close()
 
 
 def _sample_answer() -> dict[str, Any]:
@@ -109,9 +95,8 @@ def warm_sdk(settings: ConnectionSettings) -> None:
 
     Blocking (~0.2 s): the async path runs it in a thread, off the event loop.
     """
-    global _sdk_warm
     client = shared_client(settings)
-    if _sdk_warm:
+    if PROCESS.sdk_warm:
         return
     import anyio
     from google.genai import models, types
@@ -136,11 +121,11 @@ def warm_sdk(settings: ConnectionSettings) -> None:
         )
         to_wire(client._api_client, request, None, request)
         types.GenerateContentResponse._from_response(response=_sample_answer(), kwargs={})
-    _sdk_warm = True
+    PROCESS.sdk_warm = True
 
 
 def sdk_is_warm(settings: ConnectionSettings) -> bool:
-    return _sdk_warm and _client_key(settings) in _clients
+    return PROCESS.sdk_warm and _client_key(settings) in PROCESS.clients
 
 
 class StartGate:
@@ -178,13 +163,10 @@ class StartGate:
         self._pass_taken = False
 
 
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StartGate] = weakref.WeakKeyDictionary()
-
-
 async def start_turn() -> None:
     """Wait for this call's turn to start on the running loop (at most one start per loop pass)."""
     loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
+    gate = PROCESS.start_gates.get(loop)
     if gate is None:
-        gate = _gates[loop] = StartGate(loop)
+        gate = PROCESS.start_gates[loop] = StartGate(loop)
     await gate.turn()

@@ -142,6 +142,7 @@ class GeminiFlexHook(BaseHook):
         self._explicit_quotas = QuotaLimits.from_value(quotas, source="quotas")
         self.pacer = pacer or CallPacer()
         self._explicit_redis_conn_id = rate_limit_redis_conn_id
+        self._limiters: dict[str, QuotaLimiter] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gemini_flex_conn_id={self.gemini_flex_conn_id!r})"
@@ -462,12 +463,16 @@ class GeminiFlexHook(BaseHook):
         self.__dict__.pop("client", None)
 
     def quota_limiter(self, model: str | None = None) -> QuotaLimiter:
-        """This process's limiter for (this connection, ``model``), configured from the connection and hook.
+        """This process's limiter for (this connection, ``model``), configured by this hook's first use of it.
 
-        With a ``rate_limit_redis_conn_id`` it paces through Redis, with every process of the project.
+        The connection's and this hook's quotas apply when the hook first takes the limiter, not again on
+        every call. With a ``rate_limit_redis_conn_id`` it paces through Redis, with every process of the project.
         """
         settings = self.settings
         model = (model or settings.default_model).removeprefix("models/")
+        limiter = self._limiters.get(model)
+        if limiter is not None:
+            return limiter
         project = settings.project
         limiter = quota_limiter(
             self.gemini_flex_conn_id, project, model, settings.quotas_for(model).merged(self._explicit_quotas)
@@ -477,6 +482,7 @@ class GeminiFlexHook(BaseHook):
             from airflow_provider_flex.hooks.shared_quota import shared_quota_link
 
             limiter.share_with(shared_quota_link(redis_conn_id, project, model))
+        self._limiters[model] = limiter
         return limiter
 
     def _prepare(self, model: str | None, config: Any, service_tier: str, contents: Any) -> FlexCall:

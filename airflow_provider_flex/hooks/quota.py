@@ -29,6 +29,7 @@ from airflow_provider_flex.hooks.shared_quota import (
     SharedQuotaLink,
     SharedReservation,
 )
+from airflow_provider_flex.process_state import PROCESS
 
 QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
 #: Seconds of each window a quotaId can name; a day is a calendar day in QUOTA_TIMEZONE.
@@ -508,10 +509,6 @@ class QuotaLimiter:
         return None
 
 
-_registry: dict[tuple[str, str, str], QuotaLimiter] = {}
-_registry_lock = threading.Lock()
-
-
 def project_fingerprint(api_key: str, base_url: str | None) -> str:
     """A stable, irreversible name for the project a key calls (never the key itself)."""
     return hashlib.sha256(f"{base_url or ''}|{api_key}".encode()).hexdigest()[:16]
@@ -524,17 +521,11 @@ def quota_limiter(conn_id: str, project: str, model: str, limits: QuotaLimits | 
     a connection edited to another key or endpoint does not inherit what the old one learned.
     """
     key = (conn_id, project, model.removeprefix("models/"))
-    with _registry_lock:
-        limiter = _registry.get(key)
+    with PROCESS.lock:
+        limiter = PROCESS.limiters.get(key)
         if limiter is None:
-            limiter = _registry[key] = QuotaLimiter(key[2], limits)
+            limiter = PROCESS.limiters[key] = QuotaLimiter(key[2], limits)
             return limiter
     if limits is not None:
         limiter.configure(limits)
     return limiter
-
-
-def forget_quota_limiters() -> None:
-    """Drop every limiter of this process (what they learned included); for tests and long-lived tools."""
-    with _registry_lock:
-        _registry.clear()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_flex.exceptions import FlexError
+from airflow_provider_flex.process_state import PROCESS
 
 log = logging.getLogger(__name__)
 
@@ -270,23 +271,14 @@ def redis_client(redis_conn_id: str) -> Any:
     return client
 
 
-_links: dict[tuple[str, str, str], SharedQuotaLink] = {}
-_links_lock = threading.Lock()
-
-
 def shared_quota_link(redis_conn_id: str, project: str, model: str) -> SharedQuotaLink:
     """The process's link to the shared state of (project, model) through ``redis_conn_id``."""
     key = (redis_conn_id, project, model)
-    with _links_lock:
-        link = _links.get(key)
+    with PROCESS.lock:
+        link = PROCESS.shared_links.get(key)
         if link is None:
             state = RedisQuotaState(
                 redis_client(redis_conn_id), redis_conn_id=redis_conn_id, project=project, model=model
             )
-            link = _links[key] = SharedQuotaLink(state)
+            link = PROCESS.shared_links[key] = SharedQuotaLink(state)
         return link
-
-
-def forget_shared_quota_links() -> None:
-    with _links_lock:
-        _links.clear()

@@ -1,0 +1,56 @@
+"""Everything this provider keeps for the life of a process, in one object with one reset.
+
+A worker or triggerer process shares, across every hook, operator and trigger in it: the
+google-genai clients (one per key and endpoint), whether the SDK's one-time work is done,
+the quota limiters (one per connection, project and model), the links to shared quotas in
+Redis, the request configs already built, the start gates of each event loop and which
+(model, tier) pairs were already reported unpriced. The modules that use them
+(``hooks/clients``, ``hooks/quota``, ``hooks/shared_quota``, ``hooks/call``) keep their logic;
+the state lives here, so :meth:`ProcessState.reset` forgets all of it at once (tests, or a
+long-lived process that rotates keys).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any
+
+
+class ProcessState:
+    """The provider's process-wide state; :data:`PROCESS` is the one instance."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: (project and base URL, API version) -> google-genai client.
+        self.clients: dict[tuple[str, str | None], Any] = {}
+        #: google-genai's one-time work (imports, pydantic schema building) is done.
+        self.sdk_warm = False
+        #: (connection id, project, model) -> QuotaLimiter.
+        self.limiters: dict[tuple[str, str, str], Any] = {}
+        #: (redis connection id, project, model) -> SharedQuotaLink.
+        self.shared_links: dict[tuple[str, str, str], Any] = {}
+        #: (id of the caller's config, tier, timeout, Vertex mode) -> (that config, the request config built).
+        self.request_configs: dict[tuple[int, str, int, str | None], tuple[Any, Any]] = {}
+        #: event loop -> its StartGate (at most one call start per loop pass).
+        self.start_gates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        #: (model, tier) pairs already logged as having no price.
+        self.warned_unpriced: set[tuple[str, str]] = set()
+
+    def reset(self) -> None:
+        """Forget everything: clients are closed (calls in flight keep theirs), limiters forget what they learned."""
+        with self.lock:
+            clients = list(self.clients.values())
+            self.clients.clear()
+            self.sdk_warm = False
+            self.limiters.clear()
+            self.shared_links.clear()
+            self.request_configs.clear()
+            self.warned_unpriced.clear()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+PROCESS = ProcessState()
