@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
 from airflow.sdk.exceptions import AirflowException
 
-_QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
+from airflow_provider_flex.hooks.quota_errors import QUOTA_TIMEZONE
 
 
 class FlexError(AirflowException):
@@ -99,7 +98,7 @@ class FlexQuotaExhausted(FlexCapacityError):
         self.limit = limit
         self.reset_at = reset_at
         limit_text = f", limit {limit}" if limit is not None else ""
-        local = reset_at.astimezone(_QUOTA_TIMEZONE)
+        local = reset_at.astimezone(QUOTA_TIMEZONE)
         left = max(0.0, (reset_at - datetime.now(UTC)).total_seconds())
         summary = (
             f"Daily quota exhausted for model {model}: {quota} ({quota_id}{limit_text}). No call can succeed "

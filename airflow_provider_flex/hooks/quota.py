@@ -1,9 +1,9 @@
-"""Gemini quotas: what a 429 says ran out, and pacing calls so that quotas are used fully without 429s.
+"""Pacing calls to Gemini's quotas so that they are used fully without 429s.
 
 The Gemini API limits each project per model by requests per minute, input tokens
 per minute and requests per day (reset at midnight America/Los_Angeles). A quota
-429 names the quota in a ``google.rpc.QuotaFailure`` detail with its limit as
-``quotaValue``; :func:`read_quota_violations` reads it. :class:`QuotaLimiter`
+429 may name the quota in a ``google.rpc.QuotaFailure`` detail with its limit as
+``quotaValue``; ``quota_errors.read_quota_violations`` reads it. :class:`QuotaLimiter`
 keeps one (connection, model)'s quotas in a process: configured limits, limits
 learned from ``quotaValue``, server pauses and a spent day; every call of the hook
 reserves its start through it. Pacing is a GCRA (starts spaced evenly, so there is
@@ -14,15 +14,17 @@ limit in any window, so fixed and sliding server windows are both respected).
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from airflow_provider_flex.hooks.quota_errors import (
+    QuotaViolation,
+    next_daily_reset,
+)
 from airflow_provider_flex.hooks.shared_quota import (
     SharedDayBlocked,
     SharedPace,
@@ -31,7 +33,6 @@ from airflow_provider_flex.hooks.shared_quota import (
 )
 from airflow_provider_flex.process_state import PROCESS
 
-QUOTA_TIMEZONE = ZoneInfo("America/Los_Angeles")
 #: Seconds of each window a quotaId can name; a day is a calendar day in QUOTA_TIMEZONE.
 WINDOW_SECONDS: Mapping[str, float] = {"second": 1.0, "minute": 60.0}
 #: After a per-day 429, calls in this process wait for the reset, but look again after this long at most
@@ -47,92 +48,6 @@ SHARED_WINDOW_SLACK = 0.015
 INITIAL_TOKENS_PER_CHAR = 0.3
 #: Tokens a non-text part (an image, a file) is estimated at before the answer says.
 NON_TEXT_PART_TOKENS = 258
-_WINDOW_RE = re.compile(r"Per(Second|Minute|Day)", re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------- reading 429s
-
-
-@dataclass(frozen=True)
-class QuotaViolation:
-    """One quota a 429 says ran out (one ``QuotaFailure`` violation)."""
-
-    quota_id: str
-    metric: str | None = None
-    window: str | None = None  # "second", "minute", "day" or None when the id does not say
-    unit: str = "requests"  # "requests" or "tokens"
-    limit: int | None = None  # quotaValue: the quota itself
-    model: str | None = None
-    location: str | None = None
-
-    @property
-    def daily(self) -> bool:
-        return self.window == "day"
-
-    @property
-    def name(self) -> str:
-        """Human words for the quota, e.g. ``input tokens per minute``."""
-        unit = "input tokens" if self.unit == "tokens" else "requests"
-        return f"{unit} per {self.window}" if self.window else unit
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "quota_id": self.quota_id,
-            "metric": self.metric,
-            "window": self.window,
-            "unit": self.unit,
-            "limit": self.limit,
-            "model": self.model,
-            "location": self.location,
-        }
-
-
-def read_quota_violations(error_body: Any) -> tuple[QuotaViolation, ...]:
-    """The quotas a Gemini error body's ``google.rpc.QuotaFailure`` details name (empty when none).
-
-    quotaIds such as ``GenerateRequestsPerMinutePerProjectPerModel`` or
-    ``GenerateContentInputTokensPerModelPerMinute-FreeTier`` give the window (second,
-    minute, day) and the unit (requests or input tokens); ``quotaValue`` is the limit.
-    """
-    error = error_body.get("error", error_body) if isinstance(error_body, Mapping) else None
-    details = error.get("details") if isinstance(error, Mapping) else None
-    violations: list[QuotaViolation] = []
-    for detail in details if isinstance(details, list) else []:
-        if not isinstance(detail, Mapping) or not str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
-            continue
-        for raw in detail.get("violations") or []:
-            if isinstance(raw, Mapping):
-                violations.append(_violation(raw))
-    return tuple(violations)
-
-
-def _violation(raw: Mapping[str, Any]) -> QuotaViolation:
-    quota_id = str(raw.get("quotaId") or raw.get("quota_id") or "")
-    metric = raw.get("quotaMetric") or raw.get("quota_metric")
-    window_match = _WINDOW_RE.search(quota_id)
-    described = f"{quota_id} {metric or ''}".lower()
-    dimensions = raw.get("quotaDimensions") or raw.get("quota_dimensions") or {}
-    dimensions = dimensions if isinstance(dimensions, Mapping) else {}
-    try:
-        limit = int(float(raw.get("quotaValue") or raw.get("quota_value")))
-    except (TypeError, ValueError):
-        limit = None
-    return QuotaViolation(
-        quota_id=quota_id,
-        metric=str(metric) if metric else None,
-        window=window_match.group(1).lower() if window_match else None,
-        unit="tokens" if "token" in described else "requests",
-        limit=limit,
-        model=dimensions.get("model"),
-        location=dimensions.get("location"),
-    )
-
-
-def next_daily_reset(now: datetime) -> datetime:
-    """When the per-day quotas next reset: the coming midnight in America/Los_Angeles, as UTC."""
-    local = now.astimezone(QUOTA_TIMEZONE)
-    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
-    return midnight.astimezone(UTC)
 
 
 def estimate_prompt_chars(contents: Any) -> tuple[int, int]:

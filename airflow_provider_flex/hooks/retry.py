@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from airflow_provider_flex.exceptions import FlexCapacityError, FlexError, FlexRequestError
-from airflow_provider_flex.hooks.quota import QuotaViolation, read_quota_violations
+from airflow_provider_flex.hooks.quota_errors import QuotaViolation, read_quota_violations
 
 #: HTTP codes worth another attempt; every other 4xx/5xx is final.
 RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})

@@ -18,10 +18,8 @@ from airflow_provider_flex.hooks.quota import (
     DayBlocked,
     QuotaLimiter,
     QuotaLimits,
-    QuotaViolation,
-    next_daily_reset,
-    read_quota_violations,
 )
+from airflow_provider_flex.hooks.quota_errors import QuotaViolation, next_daily_reset, read_quota_violations
 from tests.hooks.conftest import API_KEY, FAST, run_generate
 
 MODES = ["sync", "async"]
