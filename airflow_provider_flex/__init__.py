@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
+#: The connection every hook, operator and trigger uses unless told otherwise.
+DEFAULT_CONN_ID = "gemini_flex_default"
 
 
 def _field(
@@ -97,7 +99,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Gemini Flex",
-                "python-modules": ["airflow_provider_flex.operators.gemini_flex"],
+                "python-modules": [
+                    "airflow_provider_flex.operators.generate",
+                    "airflow_provider_flex.operators.stream",
+                    "airflow_provider_flex.operators.enrich",
+                ],
             }
         ],
         "task-decorators": [

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 from airflow.sdk import BaseHook
 
+from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall, contents_with_media
@@ -117,7 +118,7 @@ class GeminiFlexHook(BaseHook):
     """
 
     conn_name_attr = "gemini_flex_conn_id"
-    default_conn_name = "gemini_flex_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "gemini_flex"
     hook_name = "Gemini Flex"
 

@@ -1,0 +1,209 @@
+"""Generate content on the flex tier: ``GeminiFlexGenerateContentOperator``, deferrable.
+
+Also the arguments generate and stream share (``_GeminiFlexBaseOperator``). The result is
+:meth:`FlexResponse.to_dict` (text, parsed, usage, cost, served tier, attempts), logged in a summary line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, conf
+from airflow.triggers.base import StartTriggerArgs
+
+from airflow_provider_flex import DEFAULT_CONN_ID
+from airflow_provider_flex.exceptions import FlexError, error_from_payload
+from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
+from airflow_provider_flex.hooks.results import log_result, normalize_tier
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+from airflow_provider_flex.media import media_locations
+from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+#: Seconds the deferral may outlive the retry deadline (connection set-up, the event's trip back).
+DEFERRAL_MARGIN_S = 300
+#: The deadline assumed for a task that starts in the triggerer without an explicit retry_policy: the
+#: connection's own deadline cannot be read when the DAG is parsed (the hook still enforces it).
+UNKNOWN_DEADLINE_S = 24 * 3600
+
+
+class _GeminiFlexBaseOperator(BaseOperator):
+    """What generate and stream share: arguments, validation, config and the summary line.
+
+    :param contents: the prompt: text, or a list of Gemini contents. Templated; a
+        path ending in ``.txt``, ``.md`` or ``.j2`` is rendered as a template file.
+    :param model: model id; default from the connection (``default_model``).
+    :param system_instruction: optional system instruction. Templated.
+    :param generation_config: extra ``GenerateContentConfig`` fields as a dict. Templated.
+    :param response_schema: a JSON Schema dict or a pydantic model class; the result's
+        ``parsed`` then holds the validated JSON. Templated.
+    :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
+    :param gemini_flex_conn_id: the ``gemini_flex`` connection (API key, optional base URL, retry and
+        timeout extras, quotas); default ``gemini_flex_default``. Templated.
+    :param retry_policy: a :class:`FlexRetryPolicy` (or its dict) overriding the connection's.
+    :param timeout: seconds per attempt, overriding the connection's.
+    :param media: file locations (local paths, ``file://`` or ``ObjectStoragePath`` URLs) added to the
+        prompt as parts, typed by their content; inline up to 14 MB, else uploaded through the Files API
+        and deleted after the call. A single location may be a string. Templated.
+    :return: (XCom) :meth:`FlexResponse.to_dict`: ``text``, ``parsed``, ``usage`` (prompt, output,
+        thinking, cached tokens), ``cost_usd``, ``standard_cost_usd`` (the same tokens at standard price),
+        ``service_tier`` (the tier that served it), ``requested_tier``, ``model``, ``finish_reason``,
+        ``attempts``, ``elapsed_s``, ``images`` (types and sizes).
+    """
+
+    template_fields: Sequence[str] = (
+        "contents",
+        "system_instruction",
+        "model",
+        "generation_config",
+        "response_schema",
+        "gemini_flex_conn_id",
+        "media",
+    )
+    template_ext: Sequence[str] = (".txt", ".md", ".j2")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        contents: Any,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: dict[str, Any] | None = None,
+        response_schema: Any = None,
+        service_tier: str = "flex",
+        gemini_flex_conn_id: str = DEFAULT_CONN_ID,
+        retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
+        timeout: float | None = None,
+        media: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.media = media
+        self.contents = contents
+        self.model = model
+        self.system_instruction = system_instruction
+        self.generation_config = generation_config
+        self.response_schema = response_schema
+        self.service_tier = normalize_tier(service_tier)
+        self.gemini_flex_conn_id = gemini_flex_conn_id
+        self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
+        self.timeout = timeout
+        check_schema_at_parse_time(self.task_id, response_schema)
+
+    def get_hook(self) -> GeminiFlexHook:
+        from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+        return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
+
+    def _request_config(self) -> dict[str, Any]:
+        return task_request_config(
+            self.task_id, self.contents, self.system_instruction, self.generation_config, self.response_schema
+        )
+
+    def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        log_result(self.log, result)
+        return dict(result)
+
+
+class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
+    """Generate content on the Gemini flex tier; deferrable, so a long queue wait holds no worker slot.
+
+    Takes the arguments listed on ``_GeminiFlexBaseOperator`` (``contents``, ``model``,
+    ``system_instruction``, ``generation_config``, ``response_schema``, ``service_tier``,
+    ``gemini_flex_conn_id``, ``retry_policy``, ``timeout``, ``media``) and returns its result dict.
+
+    :param deferrable: hand the call to the triggerer, which also ends the task (the result
+        is its ``return_value`` XCom), so no worker resumes it. A task that is not mapped
+        starts there too, with no worker at all (templated arguments are rendered in the
+        triggerer); a mapped one (Airflow 3.3 cannot start those in the triggerer) runs
+        briefly on a worker to defer. A triggerer restart re-runs the trigger, which
+        re-sends the request.
+    """
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        if deferrable:
+            # Start in the triggerer (no worker at all); templated arguments are rendered there.
+            # A mapped task cannot (Airflow 3.3, GH-52141): it defers from a worker in execute().
+            self.start_from_trigger = True
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=f"{GeminiFlexGenerateContentTrigger.__module__}.{GeminiFlexGenerateContentTrigger.__name__}",
+                trigger_kwargs={
+                    "contents": self.contents,
+                    "model": self.model,
+                    "system_instruction": self.system_instruction,
+                    "generation_config": self.generation_config,
+                    "response_schema": self.response_schema
+                    if isinstance(self.response_schema, str)
+                    else response_json_schema(self.response_schema),
+                    "service_tier": self.service_tier,
+                    "gemini_flex_conn_id": self.gemini_flex_conn_id,
+                    "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+                    "timeout": self.timeout,
+                    # a single location stays a string, rendered whole in the triggerer
+                    "media": self.media if isinstance(self.media, str) else media_locations(self.media),
+                    "end_from_trigger": True,
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=self._deferral_timeout(),
+            )
+
+    def _deferral_timeout(self, deadline: float | None = None) -> timedelta:
+        """The retry deadline plus a margin; at parse time the connection's deadline is unknown (a day, then)."""
+        if deadline is None:
+            deadline = self.retry_policy.deadline if self.retry_policy else UNKNOWN_DEADLINE_S
+        return timedelta(seconds=deadline + DEFERRAL_MARGIN_S)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        config = self._request_config()
+        if not self.deferrable:
+            hook = self.get_hook()
+            response = hook.generate_content(
+                contents=self.contents,
+                model=self.model,
+                config=config,
+                service_tier=self.service_tier,
+                media=media_locations(self.media),
+            )
+            return self._summarize(response.to_dict())
+        self.defer(
+            trigger=GeminiFlexGenerateContentTrigger(
+                contents=self.contents,
+                model=self.model,
+                media=media_locations(self.media),
+                config=config,
+                service_tier=self.service_tier,
+                gemini_flex_conn_id=self.gemini_flex_conn_id,
+                retry_policy=self.retry_policy.to_dict() if self.retry_policy else None,
+                timeout=self.timeout,
+                end_from_trigger=True,
+            ),
+            method_name="execute_complete",
+            timeout=self._deferral_timeout(self.get_hook().retry_policy.deadline),
+        )
+        raise AssertionError("defer() always raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Check the trigger's event; raise the same errors the non-deferrable path raises."""
+        if not isinstance(event, Mapping) or event.get("status") not in ("success", "error"):
+            raise FlexError(f"Task {self.task_id!r}: the trigger sent an unexpected event: {event!r:.200}")
+        if event["status"] == "error":
+            raise error_from_payload(dict(event))
+        result = event.get("result")
+        if not isinstance(result, Mapping) or "text" not in result:
+            raise FlexError(f"Task {self.task_id!r}: the trigger's success event carries no result")
+        return self._summarize(result)
