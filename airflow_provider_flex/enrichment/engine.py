@@ -152,6 +152,7 @@ class Enrichment:
         log: Any,
         media: RowMedia | None = None,
         routing: Routing | None = None,
+        total: int = 0,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -167,7 +168,7 @@ class Enrichment:
         self.log = log
         self.media = media
         self.routing = routing
-        self.stats = EnrichStats()
+        self.stats = EnrichStats(total=total)
         self._next_position = 0
         self._reclaimed: list[str] = []
         #: Keys of the rows refused with each 400 message before any row succeeded (a run-wide 400 shows here).
@@ -450,6 +451,7 @@ def run_enrichment(
 
     async def main() -> EnrichSummary:
         await engine.hook.aprepare()
+        engine.hook.forget_spent_day(engine.model)  # each run looks at the day's quota afresh
         return await engine.run(rows_factory(), done)
 
     with quiet_http_client_logs():

@@ -486,6 +486,10 @@ class GeminiFlexHook(BaseHook):
         self._limiters[model] = limiter
         return limiter
 
+    def forget_spent_day(self, model: str | None = None) -> None:
+        """Let calls to ``model`` try again after a per-day 429 (a new run looks at the day's quota afresh)."""
+        self.quota_limiter(model).clear_day_block()
+
     def _prepare(self, model: str | None, config: Any, service_tier: str, contents: Any) -> FlexCall:
         settings = self.settings
         model = model or settings.default_model

@@ -426,9 +426,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
             if self.media_fields
             else None,
             routing=routing,
+            total=total,
         )
-        engine.stats.total = total
-        hook.quota_limiter(self.model).clear_day_block()  # each run looks at the day's quota afresh
         summary = run_enrichment(engine, rows, done)
         if engine.stats.run_refused is not None:
             self.log.error(
