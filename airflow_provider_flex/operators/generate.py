@@ -141,26 +141,31 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
             self.start_from_trigger = True
             self.start_trigger_args = StartTriggerArgs(
                 trigger_cls=f"{GeminiFlexGenerateContentTrigger.__module__}.{GeminiFlexGenerateContentTrigger.__name__}",
-                trigger_kwargs={
-                    "contents": self.contents,
-                    "model": self.model,
-                    "system_instruction": self.system_instruction,
-                    "generation_config": self.generation_config,
-                    "response_schema": self.response_schema
-                    if isinstance(self.response_schema, str)
-                    else response_json_schema(self.response_schema),
-                    "service_tier": self.service_tier,
-                    "gemini_flex_conn_id": self.gemini_flex_conn_id,
-                    "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
-                    "timeout": self.timeout,
-                    # a single location stays a string, rendered whole in the triggerer
-                    "media": self.media if isinstance(self.media, str) else media_locations(self.media),
-                    "end_from_trigger": True,
-                },
+                # a single media location stays a string, rendered whole in the triggerer
+                trigger_kwargs=self._trigger_kwargs(self.media if isinstance(self.media, str) else None),
                 next_method="execute_complete",
                 next_kwargs=None,
                 timeout=self._deferral_timeout(),
             )
+
+    def _trigger_kwargs(self, media: str | None = None) -> dict[str, Any]:
+        """The trigger's arguments, one shape for both ways a deferrable task reaches the triggerer: built here
+        unrendered for a task that starts there (the triggerer renders them), rendered when a worker defers."""
+        return {
+            "contents": self.contents,
+            "model": self.model,
+            "system_instruction": self.system_instruction,
+            "generation_config": self.generation_config,
+            "response_schema": self.response_schema
+            if isinstance(self.response_schema, str)
+            else response_json_schema(self.response_schema),
+            "service_tier": self.service_tier,
+            "gemini_flex_conn_id": self.gemini_flex_conn_id,
+            "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
+            "timeout": self.timeout,
+            "media": media if media is not None else media_locations(self.media),
+            "end_from_trigger": True,
+        }
 
     def _deferral_timeout(self, deadline: float | None = None) -> timedelta:
         """The retry deadline plus a margin; at parse time the connection's deadline is unknown (a day, then)."""
@@ -181,17 +186,7 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
             )
             return self._summarize(response.to_dict())
         self.defer(
-            trigger=GeminiFlexGenerateContentTrigger(
-                contents=self.contents,
-                model=self.model,
-                media=media_locations(self.media),
-                config=config,
-                service_tier=self.service_tier,
-                gemini_flex_conn_id=self.gemini_flex_conn_id,
-                retry_policy=self.retry_policy.to_dict() if self.retry_policy else None,
-                timeout=self.timeout,
-                end_from_trigger=True,
-            ),
+            trigger=GeminiFlexGenerateContentTrigger(**self._trigger_kwargs()),
             method_name="execute_complete",
             timeout=self._deferral_timeout(self.get_hook().retry_policy.deadline),
         )

@@ -33,10 +33,9 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
     pays for it again if the first one had been answered).
 
     ``media`` names files for the prompt (read in the triggerer: local paths must exist there;
-    object storage URLs are safest). The request is either ``config`` (built on a worker) or, for a task that starts
-    in the triggerer, the task's own ``system_instruction``, ``generation_config`` and
-    ``response_schema``, which the triggerer renders with ``contents`` and ``model``
-    before :meth:`run`.
+    object storage URLs are safest). The request is the task's own ``system_instruction``,
+    ``generation_config`` and ``response_schema`` (a JSON Schema), whichever way the task came:
+    from a worker (rendered there) or starting in the triggerer (rendered there, before :meth:`run`).
 
     With ``end_from_trigger`` the trigger ends the task itself, the result as its
     ``return_value`` XCom (then ``TaskSuccessEvent``) or the error in its log
@@ -51,7 +50,6 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         *,
         contents: Any,
         model: str | None = None,
-        config: dict[str, Any] | None = None,
         service_tier: str = "flex",
         gemini_flex_conn_id: str = "gemini_flex_default",
         retry_policy: dict[str, Any] | None = None,
@@ -65,7 +63,6 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         super().__init__()
         self.contents = contents
         self.model = model
-        self.config = config
         self.service_tier = service_tier
         self.gemini_flex_conn_id = gemini_flex_conn_id
         self.retry_policy = retry_policy
@@ -80,18 +77,14 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         kwargs: dict[str, Any] = {
             "contents": self.contents,
             "model": self.model,
-            "config": self.config,
+            "system_instruction": self.system_instruction,
+            "generation_config": self.generation_config,
+            "response_schema": self.response_schema,
             "service_tier": self.service_tier,
             "gemini_flex_conn_id": self.gemini_flex_conn_id,
             "retry_policy": self.retry_policy,
             "timeout": self.timeout,
         }
-        if self.config is None:
-            kwargs.update(
-                system_instruction=self.system_instruction,
-                generation_config=self.generation_config,
-                response_schema=self.response_schema,
-            )
         if self.end_from_trigger:
             kwargs["end_from_trigger"] = True
         if self.media:
@@ -117,15 +110,13 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         await start_turn()  # a triggerer starts new triggers in batches: set them up one per loop pass
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
-            config = self.config
-            if config is None:
-                config = task_request_config(
-                    self.task_id or "flex call",
-                    self.contents,
-                    self.system_instruction,
-                    self.generation_config,
-                    self.response_schema,
-                )
+            config = task_request_config(
+                self.task_id or "flex call",
+                self.contents,
+                self.system_instruction,
+                self.generation_config,
+                self.response_schema,
+            )
             response = await hook.agenerate_content(
                 contents=self.contents,
                 model=self.model,
