@@ -14,15 +14,14 @@ are shared by the sync and async paths.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_flex import DEFAULT_CONN_ID
@@ -72,8 +71,6 @@ if TYPE_CHECKING:
     from google import genai
     from google.genai import types
 
-#: Jitter draws for every hook of the process (seeding a generator per hook costs ~0.2 ms and 2.5 KB).
-_JITTER = random.Random()
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -227,29 +224,22 @@ class GeminiFlexHook(BaseHook):
         ``media``: files (locations, :class:`~airflow_provider_flex.media.MediaFile`) added to the prompt,
         inline or through the Files API (uploads made here are deleted after the call).
         """
-        items, uploads = self.prepare_media(media)
-        try:
-            return self._generate(contents_with_media(contents, items), model, config, service_tier)
-        finally:
-            self.delete_files(uploads)
+        with self._prompt_with_media(contents, media) as prompt:
+            return self._generate(prompt, model, config, service_tier)
 
     def _generate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
         call = self._prepare(model, config, service_tier, contents)
-        for tier, policy in call.legs():
-            try:
-                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
-                    with attempt:
-                        try:
-                            time.sleep(call.reserve(contents))
-                            raw = self.client.models.generate_content(
-                                model=call.model, contents=contents, config=call.config_for(tier)
-                            )
-                        except Exception as exc:
-                            raise call.attempt_failed(exc) from exc
-                        return call.finish(raw, tier)
-            except tenacity.RetryError as exhausted:
-                call.record_exhausted(exhausted)
-        raise call.capacity_error()
+        for tier, attempt in call.each_attempt():
+            with attempt:
+                try:
+                    time.sleep(call.reserve(contents))
+                    raw = self.client.models.generate_content(
+                        model=call.model, contents=contents, config=call.config_for(tier)
+                    )
+                except Exception as exc:
+                    raise call.attempt_failed(exc) from exc
+                return call.finish(raw, tier)
+        raise AssertionError("each_attempt() ends by raising")  # pragma: no cover
 
     async def agenerate_content(
         self,
@@ -263,33 +253,25 @@ class GeminiFlexHook(BaseHook):
         """Async twin of :meth:`generate_content`, for triggers and the enrichment engine (media files are
         read and uploaded in a thread, off the event loop)."""
         await self.aprepare()
-        items, uploads = await asyncio.to_thread(self.prepare_media, media) if media else ([], [])
-        try:
-            return await self._agenerate(contents_with_media(contents, items), model, config, service_tier)
-        finally:
-            if uploads:
-                await asyncio.to_thread(self.delete_files, uploads)
+        async with self._aprompt_with_media(contents, media) as prompt:
+            return await self._agenerate(prompt, model, config, service_tier)
 
     async def _agenerate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
         call = self._prepare(model, config, service_tier, contents)
-        for tier, policy in call.legs():
-            try:
-                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
-                    with attempt:
-                        try:
-                            async with self.pacer.attempt():
-                                if wait := call.reserve(contents):
-                                    await asyncio.sleep(wait)
-                                await start_turn()
-                                raw = await self.client.aio.models.generate_content(
-                                    model=call.model, contents=contents, config=call.config_for(tier)
-                                )
-                        except Exception as exc:
-                            raise call.attempt_failed(exc) from exc
-                        return call.finish(raw, tier)
-            except tenacity.RetryError as exhausted:
-                call.record_exhausted(exhausted)
-        raise call.capacity_error()
+        async for tier, attempt in call.aeach_attempt():
+            with attempt:
+                try:
+                    async with self.pacer.attempt():
+                        if wait := call.reserve(contents):
+                            await asyncio.sleep(wait)
+                        await start_turn()
+                        raw = await self.client.aio.models.generate_content(
+                            model=call.model, contents=contents, config=call.config_for(tier)
+                        )
+                except Exception as exc:
+                    raise call.attempt_failed(exc) from exc
+                return call.finish(raw, tier)
+        raise AssertionError("aeach_attempt() ends by raising")  # pragma: no cover
 
     # ---- stream
 
@@ -305,41 +287,34 @@ class GeminiFlexHook(BaseHook):
         """Yield the answer's text as it arrives; ``.result`` holds the FlexResponse once it ends.
 
         A failure before any text arrived is retried; after that it raises
-        FlexStreamInterrupted, so partial text is never passed off as an answer.
+        FlexStreamInterrupted, so partial text is never passed off as an answer. Media files are
+        uploaded when the stream is first read (a stream never read uploads nothing).
         """
-        items, uploads = self.prepare_media(media)
-        contents = contents_with_media(contents, items)
-        call = self._prepare(model, config, service_tier, contents)
-        return FlexStream(self._stream(call, contents, uploads))
+        return FlexStream(self._stream(model, config, service_tier, contents, media))
 
-    def _stream(self, call: FlexCall, contents: Any, uploads: list[str]) -> Iterator[str | FlexResponse]:
-        try:
-            yield from self._stream_attempts(call, contents)
-        finally:
-            self.delete_files(uploads)
+    def _stream(
+        self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
+    ) -> Iterator[str | FlexResponse]:
+        with self._prompt_with_media(contents, media) as prompt:
+            yield from self._stream_attempts(self._prepare(model, config, service_tier, prompt), prompt)
 
     def _stream_attempts(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
-        for tier, policy in call.legs():
-            try:
-                for attempt in tenacity.Retrying(**call.retry_kwargs(policy, _JITTER)):
-                    with attempt:
-                        assembly = StreamAssembly(call.requested_tier)
-                        try:
-                            time.sleep(call.reserve(contents))
-                            chunks = self.client.models.generate_content_stream(
-                                model=call.model, contents=contents, config=call.config_for(tier)
-                            )
-                            for chunk in chunks:
-                                if piece := assembly.add(chunk):
-                                    yield piece
-                            assembly.ensure_complete()
-                        except Exception as exc:
-                            raise call.attempt_failed(exc, assembly) from exc
-                        yield call.finish_stream(assembly, tier)
-                        return
-            except tenacity.RetryError as exhausted:
-                call.record_exhausted(exhausted)
-        raise call.capacity_error()
+        for tier, attempt in call.each_attempt():
+            with attempt:
+                assembly = StreamAssembly(call.requested_tier)
+                try:
+                    time.sleep(call.reserve(contents))
+                    chunks = self.client.models.generate_content_stream(
+                        model=call.model, contents=contents, config=call.config_for(tier)
+                    )
+                    for chunk in chunks:
+                        if piece := assembly.add(chunk):
+                            yield piece
+                    assembly.ensure_complete()
+                except Exception as exc:
+                    raise call.attempt_failed(exc, assembly) from exc
+                yield call.finish_stream(assembly, tier)
+                return
 
     def astream_content(
         self,
@@ -357,44 +332,51 @@ class GeminiFlexHook(BaseHook):
         self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
     ) -> AsyncIterator[str | FlexResponse]:
         await self.aprepare()
+        async with self._aprompt_with_media(contents, media) as prompt:
+            async for item in self._astream_attempts(self._prepare(model, config, service_tier, prompt), prompt):
+                yield item
+
+    async def _astream_attempts(self, call: FlexCall, contents: Any) -> AsyncIterator[str | FlexResponse]:
+        async for tier, attempt in call.aeach_attempt():
+            with attempt:
+                assembly = StreamAssembly(call.requested_tier)
+                try:
+                    async with self.pacer.attempt():
+                        if wait := call.reserve(contents):
+                            await asyncio.sleep(wait)
+                        await start_turn()
+                        chunks = await self.client.aio.models.generate_content_stream(
+                            model=call.model, contents=contents, config=call.config_for(tier)
+                        )
+                        async for chunk in chunks:
+                            if piece := assembly.add(chunk):
+                                yield piece
+                    assembly.ensure_complete()
+                except Exception as exc:
+                    raise call.attempt_failed(exc, assembly) from exc
+                yield call.finish_stream(assembly, tier)
+                return
+
+    # ---- media
+
+    @contextlib.contextmanager
+    def _prompt_with_media(self, contents: Any, media: Sequence[Any] | None) -> Iterator[Any]:
+        """The prompt with its media as parts for the block; files uploaded for it are deleted after."""
+        items, uploads = self.prepare_media(media)
+        try:
+            yield contents_with_media(contents, items)
+        finally:
+            self.delete_files(uploads)
+
+    @contextlib.asynccontextmanager
+    async def _aprompt_with_media(self, contents: Any, media: Sequence[Any] | None) -> AsyncIterator[Any]:
+        """:meth:`_prompt_with_media` with the file work in a thread, off the event loop."""
         items, uploads = await asyncio.to_thread(self.prepare_media, media) if media else ([], [])
         try:
-            async for item in self._astream_attempts(model, config, service_tier, contents_with_media(contents, items)):
-                yield item
+            yield contents_with_media(contents, items)
         finally:
             if uploads:
                 await asyncio.to_thread(self.delete_files, uploads)
-
-    async def _astream_attempts(
-        self, model: Any, config: Any, service_tier: str, contents: Any
-    ) -> AsyncIterator[str | FlexResponse]:
-        call = self._prepare(model, config, service_tier, contents)
-        for tier, policy in call.legs():
-            try:
-                async for attempt in tenacity.AsyncRetrying(**call.retry_kwargs(policy, _JITTER)):
-                    with attempt:
-                        assembly = StreamAssembly(call.requested_tier)
-                        try:
-                            async with self.pacer.attempt():
-                                if wait := call.reserve(contents):
-                                    await asyncio.sleep(wait)
-                                await start_turn()
-                                chunks = await self.client.aio.models.generate_content_stream(
-                                    model=call.model, contents=contents, config=call.config_for(tier)
-                                )
-                                async for chunk in chunks:
-                                    if piece := assembly.add(chunk):
-                                        yield piece
-                            assembly.ensure_complete()
-                        except Exception as exc:
-                            raise call.attempt_failed(exc, assembly) from exc
-                        yield call.finish_stream(assembly, tier)
-                        return
-            except tenacity.RetryError as exhausted:
-                call.record_exhausted(exhausted)
-        raise call.capacity_error()
-
-    # ---- media
 
     def prepare_media(self, media: Sequence[Any] | None) -> tuple[list[InlineMedia | UploadedFile], list[str]]:
         """Media ready for a prompt, and the names of the files uploaded for it (to delete after the call).

@@ -198,6 +198,9 @@ class FlexStream(Iterator[str]):
         item = next(self._source)
         if isinstance(item, FlexResponse):
             self.result = item
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()  # the answer is whole: let the source clean up now (uploaded files), not at collection
             raise StopIteration
         return item
 
@@ -216,6 +219,9 @@ class FlexAsyncStream(AsyncIterator[str]):
         item = await anext(self._source)
         if isinstance(item, FlexResponse):
             self.result = item
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the answer is whole: let the source clean up now (uploaded files)
             raise StopAsyncIteration
         return item
 

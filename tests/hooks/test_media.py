@@ -15,7 +15,7 @@ from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MediaError, probe_media, sniff_mime_type
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.pricing import DEFAULT_PRICES, IMAGE_OUTPUT_TOKENS
-from tests.hooks.conftest import API_KEY, FAST, run_generate
+from tests.hooks.conftest import API_KEY, FAST, run_generate, run_stream
 
 MODES = ["sync", "async"]
 IMAGE_MODEL = "gemini-2.5-flash-image"
@@ -90,6 +90,19 @@ def test_a_file_over_the_inline_limit_goes_through_the_files_api_and_is_deleted(
     assert (part["type"], part["mime_type"]) == ("file_data", "text/plain")
     files = media_emulator.admin._request("GET", "/files")
     assert files == {"files": [], "uploads_under_way": 0, "deleted": 1}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stream_uploads_its_files_when_read_and_deletes_them_when_it_ends(media_emulator, tmp_path, mode):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("long notes " * (INLINE_LIMIT_BYTES // 11 + 100))
+    hook = GeminiFlexHook(retry_policy=FAST)
+    unread = hook.stream_content(contents="Summarise", model="gemini-2.5-flash", media=[str(notes)])
+    assert media_emulator.admin._request("GET", "/files") == {"files": [], "uploads_under_way": 0, "deleted": 0}
+    pieces, result = run_stream(hook, mode, contents="Summarise", model="gemini-2.5-flash", media=[str(notes)])
+    assert pieces and result is not None
+    assert media_emulator.admin._request("GET", "/files") == {"files": [], "uploads_under_way": 0, "deleted": 1}
+    del unread
 
 
 @pytest.mark.parametrize("mode", MODES)
