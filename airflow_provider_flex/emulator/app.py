@@ -7,33 +7,39 @@ API routes live under ``/v1`` and ``/v1beta``; test controls live under
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
-import random
-import time
 import uuid
-from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import asdict, dataclass
-from functools import cached_property
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from airflow_provider_flex.emulator import model as lm
-from airflow_provider_flex.emulator.batch import BatchEndpoints, BatchJobs
-from airflow_provider_flex.emulator.capacity import Capacity, CapacityRefusal, format_duration
+from airflow_provider_flex.emulator.answers import (
+    Answer,
+    ConnectionDropped,
+    DropFaultLogFilter,
+    DroppedResponse,
+    HeldSlotStreamingResponse,
+    cancelled_on_disconnect,
+    compose_answer,
+    model_resource,
+    quota_error,
+    response_body,
+    retry_info,
+    sse,
+)
+from airflow_provider_flex.emulator.batch import BatchEndpoints
+from airflow_provider_flex.emulator.capacity import CapacityRefusal
 from airflow_provider_flex.emulator.config import (
-    DEFAULT_OUTPUT_TOKEN_LIMIT,
     DEFAULT_SERVER_TIMEOUT_S,
     EmulatorConfig,
 )
@@ -42,484 +48,35 @@ from airflow_provider_flex.emulator.faults import (
     API_STATUS_BY_CODE,
     ERROR_FAULTS,
     Fault,
-    FaultQueue,
     FaultSpecError,
     parse_fault,
 )
-from airflow_provider_flex.emulator.files import FileStore
-from airflow_provider_flex.emulator.media import decode_inline, generated_image, media_tokens
-from airflow_provider_flex.emulator.quotas import QuotaBook, QuotaExceeded
+from airflow_provider_flex.emulator.quotas import QuotaExceeded
+from airflow_provider_flex.emulator.requests import (
+    SERVICE_TIER_HEADER,
+    GenerateRequest,
+    parse_generate_request,
+    pick,
+    validate_contents,
+)
+from airflow_provider_flex.emulator.state import EmulatorState
 from airflow_provider_flex.emulator.vertex import (
     CAPACITY_MESSAGE,
-    TRAFFIC_TYPES,
     VERTEX_API_VERSIONS,
-    TokenIssuer,
     VertexError,
     vertex_tier,
 )
-from airflow_provider_flex.pricing import IMAGE_OUTPUT_TOKENS
 
 ADMIN_PREFIX = "/__emulator__"
 API_VERSIONS = ("v1", "v1beta")
-SERVICE_TIER_HEADER = "x-gemini-service-tier"
-_TIER_ALIASES = {"flex": "flex", "standard": "standard", "priority": "priority", "unspecified": "standard"}
-
 log = logging.getLogger(__name__)
-
-
-class ConnectionDropped(Exception):
-    """Raised after a response started, so the server closes the connection mid-answer."""
-
-
-def retry_info(delay_s: float) -> dict[str, Any]:
-    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_duration(delay_s)}
-
-
-def quota_error(exceeded: QuotaExceeded) -> ApiError:
-    return ApiError(429, "RESOURCE_EXHAUSTED", exceeded.message(), details=exceeded.details(), outcome="rate_limited")
-
-
-def normalize_tier(value: Any) -> str:
-    """The tier named by any spelling the API accepts (``flex``, ``FLEX``, ``SERVICE_TIER_FLEX``)."""
-    if value is None:
-        return "standard"
-    if not isinstance(value, str):
-        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid value for service_tier: {value!r}")
-    tier = _TIER_ALIASES.get(value.strip().lower().removeprefix("service_tier_"))
-    if tier is None:
-        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid value at 'service_tier': \"{value}\"")
-    return tier
-
-
-def _pick(mapping: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in mapping:
-            return mapping[name]
-    return None
-
-
-@dataclass
-class GenerateRequest:
-    """The parts of a generateContent body the emulator acts on."""
-
-    contents: list[Any]
-    system_instruction: Any
-    tier: str
-    max_output_tokens: int | None
-    schema: Mapping[str, Any] | None
-    thinking_budget: int | None
-    response_modalities: tuple[str, ...] = ("TEXT",)
-    part_tokens: Callable[[Mapping[str, Any]], int] | None = None
-
-    @cached_property
-    def prompt(self) -> str:
-        """The prompt's text, with a short digest standing for each media part (so answers differ by image)."""
-        system_text = lm.content_text(self.system_instruction)[0] if self.system_instruction else ""
-        text = (
-            f"{system_text}\n{lm.content_text(self.contents)[0]}" if system_text else lm.content_text(self.contents)[0]
-        )
-        media = [
-            f"[{p['type']}:{hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:8]}]"
-            for p in self.parts
-            if p["type"] != "text"
-        ]
-        return " ".join([text, *media]) if media else text
-
-    @cached_property
-    def parts(self) -> list[dict[str, Any]]:
-        return lm.parts_summary(self.contents)
-
-    @cached_property
-    def prompt_tokens(self) -> int:
-        return lm.prompt_tokens(self.contents, self.system_instruction, self.part_tokens)
-
-
-def _validate_contents(contents: Any) -> list[Any]:
-    if contents is None:
-        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
-    if isinstance(contents, dict):
-        contents = [contents]
-    if not isinstance(contents, list) or not contents:
-        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
-    for index, content in enumerate(contents):
-        parts = content.get("parts") if isinstance(content, dict) else None
-        if not isinstance(parts, list) or not parts:
-            raise ApiError(
-                400,
-                "INVALID_ARGUMENT",
-                f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty.",
-            )
-    text, other_parts = lm.content_text(contents)
-    if not text.strip() and not other_parts:
-        raise ApiError(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: the prompt is empty.")
-    return contents
-
-
-def parse_generate_request(body: Any, part_tokens: Callable[[Mapping[str, Any]], int] | None = None) -> GenerateRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
-    config = _pick(body, "generationConfig", "generation_config") or {}
-    if not isinstance(config, dict):
-        raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. generationConfig must be an object.")
-    mime = _pick(config, "responseMimeType", "response_mime_type")
-    schema = _pick(config, "responseJsonSchema", "response_json_schema", "_responseJsonSchema")
-    if schema is None:
-        schema = _pick(config, "responseSchema", "response_schema")
-    if schema is not None and mime != "application/json":
-        raise ApiError(400, "INVALID_ARGUMENT", "responseSchema requires responseMimeType 'application/json'.")
-    if schema is not None and not isinstance(schema, dict):
-        raise ApiError(400, "INVALID_ARGUMENT", "responseSchema must be an object.")
-    max_tokens = _pick(config, "maxOutputTokens", "max_output_tokens")
-    thinking = _pick(config, "thinkingConfig", "thinking_config") or {}
-    budget = _pick(thinking, "thinkingBudget", "thinking_budget") if isinstance(thinking, dict) else None
-    try:
-        max_tokens = None if max_tokens is None else int(max_tokens)
-        budget = None if budget is None else int(budget)
-    except (TypeError, ValueError):
-        raise ApiError(400, "INVALID_ARGUMENT", "maxOutputTokens and thinkingBudget must be integers.") from None
-    if max_tokens is not None and max_tokens < 1:
-        raise ApiError(400, "INVALID_ARGUMENT", "maxOutputTokens must be positive.")
-    if schema is None and mime == "application/json":
-        schema = {}
-    modalities = _pick(config, "responseModalities", "response_modalities") or ["TEXT"]
-    if not isinstance(modalities, list) or not all(str(m).upper() in ("TEXT", "IMAGE", "AUDIO") for m in modalities):
-        raise ApiError(400, "INVALID_ARGUMENT", f"Invalid responseModalities: {modalities!r}")
-    return GenerateRequest(
-        contents=_validate_contents(body.get("contents")),
-        system_instruction=_pick(body, "systemInstruction", "system_instruction"),
-        tier=normalize_tier(_pick(body, "serviceTier", "service_tier")),
-        max_output_tokens=max_tokens,
-        schema=schema,
-        thinking_budget=budget,
-        response_modalities=tuple(str(m).upper() for m in modalities),
-        part_tokens=part_tokens,
-    )
-
-
-@dataclass
-class Answer:
-    text: str
-    finish_reason: str
-    output_tokens: int  # text and image output tokens
-    thoughts_tokens: int
-    blocked: bool = False
-    images: tuple[bytes, ...] = ()
-    image_tokens: int = 0
-
-
-def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool, model: str = "") -> Answer:
-    """What the model says: a pure function of the request (an image model asked for images draws one)."""
-    prompt = request.prompt
-    if blocked or "[emulator:block]" in prompt:
-        return Answer("", "SAFETY", 0, 0, blocked=True)
-    if "IMAGE" in request.response_modalities and model in IMAGE_OUTPUT_TOKENS:
-        caption = (
-            f"Here is the image for: {' '.join(prompt.split()[:6])}" if "TEXT" in request.response_modalities else ""
-        )
-        image_tokens = IMAGE_OUTPUT_TOKENS[model]
-        return Answer(
-            caption,
-            "STOP",
-            lm.count_tokens(caption) + image_tokens,
-            0,
-            images=(generated_image(prompt),),
-            image_tokens=image_tokens,
-        )
-    if request.schema is not None:
-        text = (
-            lm.json_answer(prompt, request.schema) if request.schema else json.dumps({"answer": lm.text_answer(prompt)})
-        )
-    else:
-        text = lm.text_answer(prompt, min_tokens=config.answer_tokens[0], max_tokens=config.answer_tokens[1])
-    finish = "STOP"
-    if request.max_output_tokens is not None and lm.count_tokens(text) > request.max_output_tokens:
-        text = lm.truncate_to_tokens(text, request.max_output_tokens)
-        finish = "MAX_TOKENS"
-    return Answer(text, finish, lm.count_tokens(text), lm.thoughts_tokens(prompt, request.thinking_budget))
-
-
-class Stats:
-    """Counters the admin endpoint reports."""
-
-    def __init__(self, log_size: int) -> None:
-        self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self.tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self.call_log: deque[dict[str, Any]] = deque(maxlen=log_size)
-        self.sequence = 0
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self.api_requests = 0
-
-    def record(
-        self,
-        *,
-        model: str,
-        tier: str,
-        method: str,
-        outcome: str,
-        prompt: str,
-        prompt_tokens: int,
-        answer: Answer | None,
-        parts: list[dict[str, Any]] | None = None,
-    ) -> None:
-        self.calls[tier][outcome] += 1
-        if answer is not None:
-            usage = self.tokens[tier]
-            usage["prompt"] += prompt_tokens
-            usage["output"] += answer.output_tokens
-            usage["thoughts"] += answer.thoughts_tokens
-        self.sequence += 1
-        self.call_log.append(
-            {
-                "seq": self.sequence,
-                "time": time.time(),
-                "model": model,
-                "tier": tier,
-                "method": method,
-                "outcome": outcome,
-                "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-                "prompt": prompt[:200],
-                "prompt_tokens": prompt_tokens,
-                "parts": parts or [],
-                "images_out": len(answer.images) if answer is not None else 0,
-            }
-        )
-
-    @asynccontextmanager
-    async def tracking_in_flight(self) -> AsyncIterator[None]:
-        self.api_requests += 1
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-
-
-def media_part_tokens(files: FileStore, part: Mapping[str, Any]) -> int:
-    """Prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
-    inline = decode_inline(dict(part))
-    if inline is not None:
-        return media_tokens(*inline)
-    file_data = part.get("fileData") or part.get("file_data")
-    if isinstance(file_data, Mapping):
-        uri = str(file_data.get("fileUri") or file_data.get("file_uri") or "")
-        stored = files.by_uri(uri)
-        if stored is None or not stored.complete:
-            raise ApiError(
-                403,
-                "PERMISSION_DENIED",
-                f"You do not have permission to access the File {uri.rsplit('/', 1)[-1]} or it may not exist.",
-            )
-        return media_tokens(stored.mime_type, bytes(stored.data))
-    return lm.NON_TEXT_PART_TOKENS
-
-
-class EmulatorState:
-    """Everything one emulator instance knows; lives on the server's event loop."""
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self.config = config
-        self.faults = FaultQueue()
-        self.tokens = TokenIssuer(config.token_lifetime_s)  # kept across resets: clients hold their tokens
-        self.files = FileStore()  # kept across resets too: uploaded files live until deleted
-        self.reset()
-
-    def part_tokens(self, part: Mapping[str, Any]) -> int:
-        return media_part_tokens(self.files, part)
-
-    def batch_request_tokens(self, body: Mapping[str, Any]) -> int:
-        """Prompt tokens of one request inside a batch job (ApiError if it is not a valid request)."""
-        return parse_generate_request(body, self.part_tokens).prompt_tokens
-
-    def batch_answer(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One batch line's GenerateContentResponse, as a generateContent call would answer it."""
-        request = parse_generate_request(body, self.part_tokens)
-        answer = compose_answer(request, self.config, blocked=False, model=model)
-        response = _response_body(
-            request,
-            model,
-            "standard",
-            uuid.uuid4().hex[:22],
-            text=answer.text,
-            answer=answer,
-            finish=answer.finish_reason,
-        )
-        response["usageMetadata"].pop("serviceTier", None)  # a batch line is not served on an online tier
-        return response
-
-    def reset(self) -> None:
-        config = self.config
-        self.rng = random.Random(config.seed)
-        self.capacity = Capacity(config.slots, config.queue_depth)
-        default, per_model = config.model_quotas()
-        self.quotas = QuotaBook(default=default, per_model=per_model, window=config.quota_window, rps=config.rps)
-        self.stats = Stats(config.call_log_size)
-        self.faults.clear()
-        self.batches = BatchJobs(
-            config.batch,
-            self.files,
-            count_tokens=self.batch_request_tokens,
-            answer=self.batch_answer,
-            rng=random.Random(config.seed),
-        )
-
-    def snapshot(self) -> dict[str, Any]:
-        capacity = self.capacity
-        calls = {tier: dict(counter) for tier, counter in self.stats.calls.items()}
-        return {
-            "calls": calls,
-            "calls_by_tier": {tier: sum(counter.values()) for tier, counter in calls.items()},
-            "tokens": {tier: dict(counter) for tier, counter in self.stats.tokens.items()},
-            "requests": self.stats.sequence,
-            "api_requests": self.stats.api_requests,
-            "in_flight": self.stats.in_flight,
-            "peak_in_flight": self.stats.peak_in_flight,
-            "in_service": capacity.in_service,
-            "peak_in_service": capacity.peak_in_service,
-            "queue_depth": {tier: capacity.queued(tier) for tier in capacity.queues},
-            "peak_queue_depth": capacity.peak_queued,
-            "pending_faults": len(self.faults.pending()),
-            "quota_refusals": dict(self.quotas.refusals),
-            "batch_jobs": len(self.batches.jobs),
-        }
-
-
-def _model_resource(model_id: str, config: EmulatorConfig) -> dict[str, Any]:
-    return {
-        "name": f"models/{model_id}",
-        "baseModelId": model_id,
-        "version": "emulated",
-        "displayName": model_id.replace("-", " ").title(),
-        "description": f"{model_id} served by the airflow-provider-flex emulator.",
-        "inputTokenLimit": config.input_token_limit,
-        "outputTokenLimit": DEFAULT_OUTPUT_TOKEN_LIMIT,
-        "supportedGenerationMethods": [
-            "generateContent",
-            "streamGenerateContent",
-            "countTokens",
-            *(["batchGenerateContent"] if model_id in config.batch_model_ids else []),
-        ],
-        "temperature": 1.0,
-        "maxTemperature": 2.0,
-        "topP": 0.95,
-        "topK": 64,
-        "thinking": True,
-    }
-
-
-def _usage(request: GenerateRequest, answer: Answer | None, tier: str, vertex: bool = False) -> dict[str, Any]:
-    prompt = request.prompt_tokens
-    usage: dict[str, Any] = {"promptTokenCount": prompt}
-    if answer is not None:
-        usage["candidatesTokenCount"] = answer.output_tokens
-        if answer.image_tokens:
-            usage["candidatesTokensDetails"] = [
-                {"modality": "TEXT", "tokenCount": answer.output_tokens - answer.image_tokens},
-                {"modality": "IMAGE", "tokenCount": answer.image_tokens},
-            ]
-        if answer.thoughts_tokens:
-            usage["thoughtsTokenCount"] = answer.thoughts_tokens
-    usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]  # text and media together here
-    if vertex:
-        usage["trafficType"] = TRAFFIC_TYPES[tier]
-    else:
-        usage["serviceTier"] = tier
-    return usage
-
-
-def _response_body(
-    request: GenerateRequest,
-    model: str,
-    tier: str,
-    response_id: str,
-    *,
-    text: str,
-    answer: Answer | None,
-    finish: str | None,
-    vertex: bool = False,
-) -> dict[str, Any]:
-    """One GenerateContentResponse: a whole answer, or one stream chunk (``answer`` None until the last)."""
-    body: dict[str, Any] = {}
-    if answer is not None and answer.blocked:
-        body["promptFeedback"] = {"blockReason": "SAFETY"}
-    else:
-        parts: list[dict[str, Any]] = [{"text": text}] if text or answer is None or not answer.images else []
-        if answer is not None:
-            parts += [
-                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(image).decode()}}
-                for image in answer.images
-            ]
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
-        if finish:
-            candidate["finishReason"] = finish
-        body["candidates"] = [candidate]
-    body["usageMetadata"] = _usage(request, answer, tier, vertex)
-    body["modelVersion"] = model
-    body["responseId"] = response_id
-    return body
-
-
-class _HeldSlotStreamingResponse(StreamingResponse):
-    """A stream that holds its serving slot until it ends, however it ends."""
-
-    def __init__(self, content: AsyncIterator[str], *, resources: AsyncExitStack, headers: Mapping[str, str]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=dict(headers))
-        self._resources = resources
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._resources.aclose()
-
-
-class _DroppedResponse(Response):
-    """Sends headers and part of the body, then drops the connection."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
-        raise ConnectionDropped("fault injected: connection dropped mid-answer")
-
-
-@asynccontextmanager
-async def _cancelled_on_disconnect(request: Request) -> AsyncIterator[dict[str, bool]]:
-    """Cancel the enclosed wait if the client hangs up (a client timeout frees the queue place)."""
-    task = asyncio.current_task()
-    assert task is not None
-    flag = {"disconnected": False}
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        flag["disconnected"] = True
-        task.cancel()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield flag
-    finally:
-        watcher.cancel()
-
-
-class _DropFaultLogFilter(logging.Filter):
-    """Keep injected connection drops out of the server's error log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
-
-
-def _sse(body: Mapping[str, Any]) -> str:
-    return f"data: {json.dumps(body, ensure_ascii=False)}\r\n\r\n"
 
 
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
     """The emulator as an ASGI app; ``app.state.emulator`` holds its state."""
     config = config or EmulatorConfig()
     state = EmulatorState(config)
-    logging.getLogger("uvicorn.error").addFilter(_DropFaultLogFilter())
+    logging.getLogger("uvicorn.error").addFilter(DropFaultLogFilter())
 
     part_tokens = state.part_tokens
 
@@ -635,7 +192,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         response_id = uuid.uuid4().hex[:22]
         resources = AsyncExitStack()
         try:
-            async with _cancelled_on_disconnect(request) as watch:
+            async with cancelled_on_disconnect(request) as watch:
                 try:
                     await resources.enter_async_context(
                         state.capacity.slot(tier, queue_timeout_s=server_timeout(request), preempt=preempt)
@@ -664,7 +221,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     status_code=fault.status_code,
                     media_type="text/html",
                 )
-            body = _response_body(
+            body = response_body(
                 parsed,
                 model,
                 tier,
@@ -675,7 +232,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                 vertex=vertex,
             )
             if kind == "drop":
-                return _DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
+                return DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
             return JSONResponse(body, headers=headers)
 
         chunks = [""] if answer.blocked else lm.split_into_chunks(answer.text, config.stream_chunk_tokens)
@@ -689,8 +246,8 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     return  # stream_cut: a quiet end with no finishReason
                 await asyncio.sleep(service_s / len(chunks))
                 last = index == len(chunks) - 1
-                yield _sse(
-                    _response_body(
+                yield sse(
+                    response_body(
                         parsed,
                         model,
                         tier,
@@ -702,16 +259,16 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
                     )
                 )
 
-        return _HeldSlotStreamingResponse(events(), resources=resources, headers=headers)
+        return HeldSlotStreamingResponse(events(), resources=resources, headers=headers)
 
     async def count_tokens(request: Request) -> Response:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
-        inner = _pick(body, "generateContentRequest", "generate_content_request")
+        inner = pick(body, "generateContentRequest", "generate_content_request")
         source = inner if isinstance(inner, dict) else body
-        contents = _validate_contents(source.get("contents"))
-        total = lm.prompt_tokens(contents, _pick(source, "systemInstruction", "system_instruction"), part_tokens)
+        contents = validate_contents(source.get("contents"))
+        total = lm.prompt_tokens(contents, pick(source, "systemInstruction", "system_instruction"), part_tokens)
         return JSONResponse({"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]})
 
     def api_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -735,7 +292,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         rest = request.path_params["rest"]
         version = request.path_params["version"]
         if request.method == "GET" and ":" not in rest:
-            return JSONResponse(_model_resource(known_model(version, rest, "get"), config))
+            return JSONResponse(model_resource(known_model(version, rest, "get"), config))
         name, _, action = rest.rpartition(":")
         if not name or request.method != "POST":
             raise ApiError(404, "NOT_FOUND", f"Method not found: {request.url.path}")
@@ -766,7 +323,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         except ValueError:
             raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
         page = config.models[start : start + size]
-        body: dict[str, Any] = {"models": [_model_resource(m, config) for m in page]}
+        body: dict[str, Any] = {"models": [model_resource(m, config) for m in page]}
         if start + size < len(config.models):
             body["nextPageToken"] = str(start + size)
         return JSONResponse(body)
