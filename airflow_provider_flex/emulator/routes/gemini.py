@@ -1,0 +1,301 @@
+"""The Gemini API's own routes over one emulator state: models, generate, stream, countTokens, batch creation.
+
+Handlers are methods, so a test can build a :class:`GeminiApi` over an :class:`EmulatorState` and call
+them alone; ``app.create_app`` mounts them (with the error wrapper) on their paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from airflow_provider_flex.emulator import model as lm
+from airflow_provider_flex.emulator.answers import (
+    Answer,
+    ConnectionDropped,
+    DroppedResponse,
+    HeldSlotStreamingResponse,
+    cancelled_on_disconnect,
+    compose_answer,
+    model_resource,
+    quota_error,
+    response_body,
+    retry_info,
+    sse,
+)
+from airflow_provider_flex.emulator.batch import BatchEndpoints
+from airflow_provider_flex.emulator.capacity import CapacityRefusal
+from airflow_provider_flex.emulator.config import (
+    DEFAULT_SERVER_TIMEOUT_S,
+)
+from airflow_provider_flex.emulator.errors import ApiError
+from airflow_provider_flex.emulator.faults import (
+    API_STATUS_BY_CODE,
+    ERROR_FAULTS,
+    Fault,
+)
+from airflow_provider_flex.emulator.quotas import QuotaExceeded
+from airflow_provider_flex.emulator.requests import (
+    SERVICE_TIER_HEADER,
+    GenerateRequest,
+    parse_generate_request,
+    pick,
+    validate_contents,
+)
+from airflow_provider_flex.emulator.state import EmulatorState
+from airflow_provider_flex.emulator.vertex import (
+    CAPACITY_MESSAGE,
+    VertexError,
+    vertex_tier,
+)
+
+API_VERSIONS = ("v1", "v1beta")
+
+
+class GeminiApi:
+    """Generate and stream calls with the flex tier's capacity, quotas and faults; the models; countTokens."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.config = state.config
+        self.batch = BatchEndpoints(lambda: state.batches, authenticate=self.authenticate, read_json=self.read_json)
+
+    def authenticate(self, request: Request) -> str:
+        key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+        if not key:
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+            )
+        if self.config.api_key is not None and key != self.config.api_key:
+            raise ApiError(403, "PERMISSION_DENIED", "API key not valid. Please pass a valid API key.")
+        return key
+
+    def known_model(self, version: str, model: str, method: str) -> str:
+        if version not in API_VERSIONS:
+            raise ApiError(404, "NOT_FOUND", f"API version {version!r} is not served by this emulator.")
+        model_id = model.removeprefix("models/")
+        if model_id not in self.config.models:
+            raise ApiError(
+                404,
+                "NOT_FOUND",
+                f"models/{model_id} is not found for API version {version}, or is not supported for {method}. "
+                "Call ListModels to see the list of available models and their supported methods.",
+            )
+        return model_id
+
+    async def read_json(self, request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return json.loads(raw or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}") from None
+
+    def server_timeout(self, request: Request) -> float:
+        try:
+            return max(0.0, float(request.headers.get("x-server-timeout", DEFAULT_SERVER_TIMEOUT_S)))
+        except ValueError:
+            return DEFAULT_SERVER_TIMEOUT_S
+
+    def admit(self, request: GenerateRequest, model: str, key: str) -> None:
+        try:
+            self.state.quotas.admit(key, model, request.prompt_tokens)
+        except QuotaExceeded as exceeded:
+            raise quota_error(exceeded) from None
+
+    def fault_error(self, fault: Fault) -> ApiError:
+        if fault.kind == "http_error":
+            code = fault.status_code
+            status = API_STATUS_BY_CODE.get(code, "UNKNOWN")
+            message = f"Injected HTTP {code} ({status})."
+        else:
+            code, status, message = ERROR_FAULTS[fault.kind]
+        details = fault.details
+        if fault.kind == "rate_limited" and details is None:
+            details = [retry_info(fault.retry_delay_s if fault.retry_delay_s is not None else 1.0)]
+        return ApiError(code, status, fault.message or message, details=details, outcome=f"fault:{fault.kind}")
+
+    async def generate(
+        self, request: Request, model: str, key: str, *, stream: bool, vertex_location: str | None = None
+    ) -> Response:
+        """One generate call; on Vertex routes (``vertex_location``) the tier comes from the headers."""
+        method = "stream" if stream else "generate"
+        vertex = vertex_location is not None
+        body_json = await self.read_json(request)
+        if vertex:
+            try:
+                tier = vertex_tier(request.headers, vertex_location, body_json)
+            except VertexError as refusal:
+                raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
+        parsed = parse_generate_request(body_json, self.state.part_tokens)
+        tier = tier if vertex else parsed.tier
+        prompt = parsed.prompt
+
+        def record(outcome: str, answer: Answer | None = None) -> None:
+            self.state.stats.record(
+                model=model,
+                tier=tier,
+                method=method,
+                outcome=outcome,
+                prompt=prompt,
+                prompt_tokens=parsed.prompt_tokens,
+                answer=answer,
+                parts=parsed.parts,
+            )
+
+        try:
+            if parsed.prompt_tokens > self.config.input_token_limit:
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"The input token count ({parsed.prompt_tokens}) exceeds the maximum number of tokens allowed "
+                    f"({self.config.input_token_limit}).",
+                )
+            fault = self.state.faults.take(method)
+            if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
+                raise self.fault_error(fault)
+            if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
+                self.admit(parsed, model, key)
+            answer = compose_answer(
+                parsed, self.config, blocked=fault is not None and fault.kind == "blocked", model=model
+            )
+        except ApiError as error:
+            record(error.outcome)
+            raise
+
+        preempt = tier == "flex" and self.config.preempt_rate > 0 and self.state.rng.random() < self.config.preempt_rate
+        service_s = self.state.rng.uniform(*self.config.service_time)
+        extra_delay = fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
+        headers = {} if vertex else {SERVICE_TIER_HEADER: tier}
+        response_id = uuid.uuid4().hex[:22]
+        resources = AsyncExitStack()
+        try:
+            async with cancelled_on_disconnect(request) as watch:
+                try:
+                    await resources.enter_async_context(
+                        self.state.capacity.slot(tier, queue_timeout_s=self.server_timeout(request), preempt=preempt)
+                    )
+                    await asyncio.sleep(extra_delay + (0.0 if stream else service_s))
+                except asyncio.CancelledError:
+                    await resources.aclose()
+                    if not watch["disconnected"]:
+                        raise
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    record("cancelled")
+                    return Response(status_code=499)
+        except CapacityRefusal as refusal:
+            record(refusal.outcome)
+            if vertex and refusal.code == 503:  # Vertex sheds with its dynamic-shared-quota 429
+                raise ApiError(429, "RESOURCE_EXHAUSTED", CAPACITY_MESSAGE, outcome=refusal.outcome) from None
+            raise ApiError(refusal.code, refusal.status, refusal.message, outcome=refusal.outcome) from None
+
+        kind = fault.kind if fault is not None else None
+        record("ok" if kind in (None, "slow", "blocked") else f"fault:{kind}", answer)
+        if not stream:
+            await resources.aclose()
+            if kind == "non_json":
+                return Response(
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                    status_code=fault.status_code,
+                    media_type="text/html",
+                )
+            body = response_body(
+                parsed,
+                model,
+                tier,
+                response_id,
+                text=answer.text,
+                answer=answer,
+                finish=answer.finish_reason,
+                vertex=vertex,
+            )
+            if kind == "drop":
+                return DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
+            return JSONResponse(body, headers=headers)
+
+        chunks = [""] if answer.blocked else lm.split_into_chunks(answer.text, self.config.stream_chunk_tokens)
+        stop_after = fault.after_chunks if kind in ("drop", "stream_cut") else None
+
+        async def events() -> AsyncIterator[str]:
+            for index, chunk in enumerate(chunks):
+                if stop_after is not None and index >= stop_after:
+                    if kind == "drop":
+                        raise ConnectionDropped("fault injected: stream dropped")
+                    return  # stream_cut: a quiet end with no finishReason
+                await asyncio.sleep(service_s / len(chunks))
+                last = index == len(chunks) - 1
+                yield sse(
+                    response_body(
+                        parsed,
+                        model,
+                        tier,
+                        response_id,
+                        text=chunk,
+                        answer=answer if last else None,
+                        finish=answer.finish_reason if last else None,
+                        vertex=vertex,
+                    )
+                )
+
+        return HeldSlotStreamingResponse(events(), resources=resources, headers=headers)
+
+    async def count_tokens(self, request: Request) -> Response:
+        body = await self.read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Expected an object.")
+        inner = pick(body, "generateContentRequest", "generate_content_request")
+        source = inner if isinstance(inner, dict) else body
+        contents = validate_contents(source.get("contents"))
+        total = lm.prompt_tokens(
+            contents, pick(source, "systemInstruction", "system_instruction"), self.state.part_tokens
+        )
+        return JSONResponse({"totalTokens": total, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]})
+
+    async def model_action(self, request: Request) -> Response:
+        key = self.authenticate(request)
+        rest = request.path_params["rest"]
+        version = request.path_params["version"]
+        if request.method == "GET" and ":" not in rest:
+            return JSONResponse(model_resource(self.known_model(version, rest, "get"), self.config))
+        name, _, action = rest.rpartition(":")
+        if not name or request.method != "POST":
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {request.url.path}")
+        if action not in ("generateContent", "streamGenerateContent", "countTokens", "batchGenerateContent"):
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {action}")
+        model_id = self.known_model(version, name, action)
+        if action == "batchGenerateContent":
+            if model_id not in self.config.batch_model_ids:
+                raise ApiError(
+                    404,
+                    "NOT_FOUND",
+                    f"models/{model_id} is not found for API version {version}, or is not supported for "
+                    "batchGenerateContent. Call ListModels to see the list of available models and their "
+                    "supported methods.",
+                )
+            return await self.batch.create(request, model_id)
+        if action == "countTokens":
+            return await self.count_tokens(request)
+        return await self.generate(request, model_id, key, stream=action == "streamGenerateContent")
+
+    async def list_models(self, request: Request) -> Response:
+        self.authenticate(request)
+        self.known_model(request.path_params["version"], self.config.models[0], "list")
+        try:
+            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
+            start = int(request.query_params.get("pageToken") or 0)
+        except ValueError:
+            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
+        page = self.config.models[start : start + size]
+        body: dict[str, Any] = {"models": [model_resource(m, self.config) for m in page]}
+        if start + size < len(self.config.models):
+            body["nextPageToken"] = str(start + size)
+        return JSONResponse(body)
