@@ -4,7 +4,8 @@ A worker or triggerer process shares, across every hook, operator and trigger in
 google-genai clients (one per key and endpoint), whether the SDK's one-time work is done,
 the quota limiters (one per connection, project and model), the links to shared quotas in
 Redis, the request configs already built, the start gates of each event loop and which
-(model, tier) pairs were already reported unpriced. The modules that use them
+(model, tier) pairs were already reported unpriced, and the generate configs already validated
+(an ``lru_cache`` in ``hooks/request``, cleared by the same reset). The modules that use them
 (``hooks/clients``, ``hooks/quota``, ``hooks/shared_quota``, ``hooks/call``) keep their logic;
 the state lives here, so :meth:`ProcessState.reset` forgets all of it at once (tests, or a
 long-lived process that rotates keys).
@@ -51,6 +52,9 @@ class ProcessState:
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
+        from airflow_provider_flex.hooks.request import validated_configs
+
+        validated_configs.cache_clear()
 
 
 PROCESS = ProcessState()

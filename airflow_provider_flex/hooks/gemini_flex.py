@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -31,6 +29,7 @@ from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCal
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
+from airflow_provider_flex.hooks.request import as_generate_config
 from airflow_provider_flex.hooks.results import (
     SERVICE_TIER_HEADER,
     TIERS,
@@ -69,7 +68,6 @@ from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPr
 
 if TYPE_CHECKING:
     from google import genai
-    from google.genai import types
 
 
 __all__ = [
@@ -499,36 +497,3 @@ def _final_error(exc: Exception) -> Exception:
     if isinstance(translated, RetryableFailure | DailyQuotaRefusal):
         return capacity_error(translated.failure, attempts=1, waited_s=0.0)
     return translated
-
-
-@functools.lru_cache(maxsize=128)
-def _config_from_json(text: str) -> types.GenerateContentConfig:
-    """One validated config per distinct JSON config in the process: a thousand triggers judging with the
-    same config share it (and its request configs), instead of each holding its own pydantic copy."""
-    return _validated_config(json.loads(text))
-
-
-def _validated_config(config: Mapping[str, Any]) -> types.GenerateContentConfig:
-    from google.genai import types
-
-    try:
-        return types.GenerateContentConfig.model_validate(dict(config))
-    except Exception as exc:
-        raise ValueError(f"Invalid generate config: {exc}") from None
-
-
-def as_generate_config(config: Any) -> types.GenerateContentConfig:
-    """A GenerateContentConfig from a dict (validated once; a bulk caller reuses it for every call)."""
-    from google.genai import types
-
-    if config is None:
-        return types.GenerateContentConfig()
-    if isinstance(config, types.GenerateContentConfig):
-        return config
-    if isinstance(config, Mapping):
-        try:
-            text = json.dumps(config, sort_keys=True)
-        except (TypeError, ValueError):  # not JSON data (a pydantic schema class, say): validate it afresh
-            return _validated_config(config)
-        return _config_from_json(text)
-    raise TypeError(f"config must be a GenerateContentConfig or a dict, got {type(config).__name__}")

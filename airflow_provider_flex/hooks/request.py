@@ -7,8 +7,13 @@ send exactly the same request.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google.genai import types
 
 
 def _is_pydantic_model(value: Any) -> bool:
@@ -79,3 +84,36 @@ def task_request_config(
     """A task's contents checked and its generate config built: the same on a worker and in the triggerer."""
     check_contents(contents, task_id)
     return generate_config(system_instruction, generation_config, response_schema)
+
+
+@functools.lru_cache(maxsize=128)
+def validated_configs(text: str) -> types.GenerateContentConfig:
+    """One validated config per distinct JSON config in the process: a thousand triggers judging with the
+    same config share it (and its request configs), instead of each holding its own pydantic copy."""
+    return _validated_config(json.loads(text))
+
+
+def _validated_config(config: Mapping[str, Any]) -> types.GenerateContentConfig:
+    from google.genai import types
+
+    try:
+        return types.GenerateContentConfig.model_validate(dict(config))
+    except Exception as exc:
+        raise ValueError(f"Invalid generate config: {exc}") from None
+
+
+def as_generate_config(config: Any) -> types.GenerateContentConfig:
+    """A GenerateContentConfig from a dict (validated once; a bulk caller reuses it for every call)."""
+    from google.genai import types
+
+    if config is None:
+        return types.GenerateContentConfig()
+    if isinstance(config, types.GenerateContentConfig):
+        return config
+    if isinstance(config, Mapping):
+        try:
+            text = json.dumps(config, sort_keys=True)
+        except (TypeError, ValueError):  # not JSON data (a pydantic schema class, say): validate it afresh
+            return _validated_config(config)
+        return validated_configs(text)
+    raise TypeError(f"config must be a GenerateContentConfig or a dict, got {type(config).__name__}")
