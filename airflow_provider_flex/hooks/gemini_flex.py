@@ -259,10 +259,7 @@ class GeminiFlexHook(BaseHook):
         async for tier, attempt in call.aeach_attempt():
             with attempt:
                 try:
-                    async with self.pacer.attempt():
-                        if wait := call.reserve(contents):
-                            await asyncio.sleep(wait)
-                        await start_turn()
+                    async with self._started(call, contents):
                         raw = await self.client.aio.models.generate_content(
                             model=call.model, contents=contents, config=call.config_for(tier)
                         )
@@ -339,10 +336,7 @@ class GeminiFlexHook(BaseHook):
             with attempt:
                 assembly = StreamAssembly(call.requested_tier)
                 try:
-                    async with self.pacer.attempt():
-                        if wait := call.reserve(contents):
-                            await asyncio.sleep(wait)
-                        await start_turn()
+                    async with self._started(call, contents):
                         chunks = await self.client.aio.models.generate_content_stream(
                             model=call.model, contents=contents, config=call.config_for(tier)
                         )
@@ -354,6 +348,15 @@ class GeminiFlexHook(BaseHook):
                     raise call.attempt_failed(exc, assembly) from exc
                 yield call.finish_stream(assembly, tier)
                 return
+
+    @contextlib.asynccontextmanager
+    async def _started(self, call: FlexCall, contents: Any) -> AsyncIterator[None]:
+        """An async attempt's start: a slot of the caller's pacer, its turn in the quotas, its turn on the loop."""
+        async with self.pacer.attempt():
+            if wait := call.reserve(contents):
+                await asyncio.sleep(wait)
+            await start_turn()
+            yield
 
     # ---- media
 
