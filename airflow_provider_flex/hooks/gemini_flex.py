@@ -251,6 +251,7 @@ class GeminiFlexHook(BaseHook):
         """Async twin of :meth:`generate_content`, for triggers and the enrichment engine (media files are
         read and uploaded in a thread, off the event loop)."""
         await self.aprepare()
+        await self._alimiter(model)
         async with self._aprompt_with_media(contents, media) as prompt:
             return await self._agenerate(prompt, model, config, service_tier)
 
@@ -327,6 +328,7 @@ class GeminiFlexHook(BaseHook):
         self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
     ) -> AsyncIterator[str | FlexResponse]:
         await self.aprepare()
+        await self._alimiter(model)
         async with self._aprompt_with_media(contents, media) as prompt:
             async for item in self._astream_attempts(self._prepare(model, config, service_tier, prompt), prompt):
                 yield item
@@ -353,7 +355,11 @@ class GeminiFlexHook(BaseHook):
     async def _started(self, call: FlexCall, contents: Any) -> AsyncIterator[None]:
         """An async attempt's start: a slot of the caller's pacer, its turn in the quotas, its turn on the loop."""
         async with self.pacer.attempt():
-            if wait := call.reserve(contents):
+            if call.limiter.shared is not None:  # a Redis round trip (or a stalled Redis's timeout): off the loop
+                wait = await asyncio.to_thread(call.reserve, contents)
+            else:
+                wait = call.reserve(contents)
+            if wait:
                 await asyncio.sleep(wait)
             await start_turn()
             yield
@@ -468,6 +474,12 @@ class GeminiFlexHook(BaseHook):
             limiter.share_with(shared_quota_link(redis_conn_id, project, model))
         self._limiters[model] = limiter
         return limiter
+
+    async def _alimiter(self, model: str | None) -> None:
+        """Take the model's limiter in a thread the first time: with a shared quota that reads the Redis
+        connection and builds its client, which must not hold the event loop."""
+        if (model or self.settings.default_model).removeprefix("models/") not in self._limiters:
+            await asyncio.to_thread(self.quota_limiter, model)
 
     def forget_spent_day(self, model: str | None = None) -> None:
         """Let calls to ``model`` try again after a per-day 429 (a new run looks at the day's quota afresh)."""

@@ -301,7 +301,7 @@ class QuotaLimiter:
         if not prompt_tokens:
             return
         if reservation.shared_units is not None and self.shared is not None:
-            self.shared.call("adjust", self._shared_pace("tokens_per_minute"), prompt_tokens - reservation.tokens)
+            self.shared.post("adjust", self._shared_pace("tokens_per_minute"), prompt_tokens - reservation.tokens)
         with self._lock:
             if reservation.shared_units is None:
                 self.paces["tokens_per_minute"].correct(reservation.entries["tokens_per_minute"], prompt_tokens)
@@ -370,7 +370,7 @@ class QuotaLimiter:
         assert self.shared is not None
         if reservation is not None and reservation.shared_units is not None:
             for name, units in reservation.shared_units.items():
-                self.shared.call("adjust", self._shared_pace(name), -units)
+                self.shared.post("adjust", self._shared_pace(name), -units)
         daily = any(v.daily for v in violations)
         limits = {}
         for violation in violations:
@@ -378,7 +378,7 @@ class QuotaLimiter:
             if pace_name is not None and violation.limit:
                 limits[pace_name] = violation.limit
         until_reset = (next_daily_reset(wall) - wall).total_seconds()
-        self.shared.call(
+        self.shared.post(
             "learn",
             pause_s=server_delay_s or 0.0,
             day_blocked_s=min(until_reset, DAY_BLOCK_RECHECK_S) if daily else 0.0,

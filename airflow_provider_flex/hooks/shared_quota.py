@@ -16,6 +16,8 @@ worked (a wrong URL or password), the first call fails with a clear error.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import socket
@@ -195,6 +197,22 @@ class SharedQuotaLink:
         self.retry_at = 0.0
         self.processes = 1
         self._lock = threading.Lock()
+        self._background: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def post(self, action: str, *args: Any, **kwargs: Any) -> None:
+        """Run a state update whose result nobody waits for (a correction, a refund, what a 429 taught).
+
+        On a thread that runs an event loop (a triggerer, the enrichment engine) it goes to this
+        link's own background thread, in order, so no Redis round trip (or a stalled Redis's
+        timeout) holds the loop; elsewhere it runs at once.
+        """
+        if not _on_event_loop():
+            self.call(action, *args, **kwargs)
+            return
+        with self._lock:
+            if self._background is None:
+                self._background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flex-redis")
+        self._background.submit(self.call, action, *args, **kwargs)
 
     @property
     def usable(self) -> bool:
@@ -244,6 +262,14 @@ class SharedQuotaLink:
                 self.processes,
             )
         return None
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def redis_client(redis_conn_id: str) -> Any:
