@@ -328,6 +328,12 @@ def main() -> None:
     parser.add_argument("--service-time", type=float, default=0.2)
     parser.add_argument("--rps", type=float, default=20)
     parser.add_argument("--preempt-rate", type=float, default=0.0, help="fraction of flex calls shed with 503")
+    parser.add_argument(
+        "--quota-details",
+        choices=["full", "retry-only", "none"],
+        default="full",
+        help="per-second scenario: what the emulator's 429s carry (full: QuotaFailure with the limit)",
+    )
     parser.add_argument("--baseline-seconds", type=float, default=30)
     parser.add_argument("--scenario", choices=["per-second", "quota", "cpu", "deadline"], default="per-second")
     parser.add_argument("--finish-by", type=float, default=60.0, help="deadline scenario: seconds")
@@ -350,6 +356,7 @@ def main() -> None:
         "service_time": (args.service_time, args.service_time),
         "rps": args.rps,
         "preempt_rate": args.preempt_rate,
+        "quota_details": args.quota_details,
         "seed": 1,
     }
     # a shed call still spends its admission, so a row needs 1 / (1 - preempt_rate) calls on average

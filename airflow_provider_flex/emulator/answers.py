@@ -39,8 +39,18 @@ def retry_info(delay_s: float) -> dict[str, Any]:
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format_duration(delay_s)}
 
 
-def quota_error(exceeded: QuotaExceeded) -> ApiError:
-    return ApiError(429, "RESOURCE_EXHAUSTED", exceeded.message(), details=exceeded.details(), outcome="rate_limited")
+def quota_error(exceeded: QuotaExceeded, details: str = "full") -> ApiError:
+    """The 429 for broken quotas. ``details``: ``full`` (QuotaFailure, Help, RetryInfo, as the Gemini API
+    documents), ``retry-only`` (RetryInfo alone) or ``none`` (no details and the terse message some 429s
+    carry in the wild: "Resource has been exhausted (e.g. check quota)."; python-genai #1427 and others)."""
+    if details == "none":
+        return ApiError(
+            429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", outcome="rate_limited"
+        )
+    found = exceeded.details()
+    if details == "retry-only":
+        found = [d for d in found if d.get("@type", "").endswith("google.rpc.RetryInfo")]
+    return ApiError(429, "RESOURCE_EXHAUSTED", exceeded.message(), details=found or None, outcome="rate_limited")
 
 
 @dataclass

@@ -9,6 +9,8 @@ from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
 from airflow_provider_flex.pricing import FLEX_MODELS
 
 DEFAULT_INPUT_TOKEN_LIMIT = 1_048_576
+#: What a quota 429 may carry (see ``answers.quota_error``).
+QUOTA_DETAILS = ("full", "retry-only", "none")
 DEFAULT_OUTPUT_TOKEN_LIMIT = 65_536
 #: The server-side patience for a queued call when the client sends no X-Server-Timeout.
 DEFAULT_SERVER_TIMEOUT_S = 600.0
@@ -37,6 +39,8 @@ class EmulatorConfig:
     rpd: int = 0
     quotas: tuple[tuple[str, ModelQuota], ...] = ()
     quota_window: str = "fixed"
+    #: What a quota 429 carries: ``full`` (QuotaFailure, Help, RetryInfo), ``retry-only`` or ``none``.
+    quota_details: str = "full"
     #: Seconds a Vertex AI access token from ``POST /token`` stays valid.
     token_lifetime_s: float = 3600.0
     seed: int | None = None
@@ -71,6 +75,8 @@ class EmulatorConfig:
         for model, quota in self.quotas:
             if min(quota.rpm, quota.tpm, quota.rpd) < 0:
                 problems.append(f"quota for {model}: values must be >= 0 (0 = unlimited)")
+        if self.quota_details not in QUOTA_DETAILS:
+            problems.append(f"quota details must be one of {', '.join(QUOTA_DETAILS)}, got {self.quota_details!r}")
         if self.quota_window not in QUOTA_WINDOWS:
             problems.append(f"quota window must be one of {', '.join(QUOTA_WINDOWS)}, got {self.quota_window!r}")
         if self.answer_tokens[0] < 1 or self.answer_tokens[1] < self.answer_tokens[0]:

@@ -17,7 +17,7 @@ import uvicorn
 
 from airflow_provider_flex.emulator.app import ADMIN_PREFIX, create_app
 from airflow_provider_flex.emulator.batch import BatchSettings
-from airflow_provider_flex.emulator.config import EmulatorConfig
+from airflow_provider_flex.emulator.config import QUOTA_DETAILS, EmulatorConfig
 from airflow_provider_flex.emulator.faults import FAULT_KINDS
 from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
 from airflow_provider_flex.pricing import FLEX_MODELS
@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.quota_window,
         help="minute windows fixed at the minute boundary, or sliding (default %(default)s)",
     )
+    parser.add_argument(
+        "--quota-details",
+        choices=list(QUOTA_DETAILS),
+        default=defaults.quota_details,
+        help="what a quota 429 carries: full (QuotaFailure, Help, RetryInfo), retry-only, or none (as some 429s "
+        "in the wild: no details at all) (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for service times and preemption")
     parser.add_argument("--api-key", default=None, help="the only API key accepted (default: any non-empty key)")
     parser.add_argument(
@@ -365,6 +372,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rpd=args.rpd,
         quotas=tuple(args.quota),
         quota_window=args.quota_window,
+        quota_details=args.quota_details,
         token_lifetime_s=args.token_lifetime,
         seed=args.seed,
         api_key=args.api_key,

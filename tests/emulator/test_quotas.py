@@ -217,3 +217,24 @@ def test_a_request_over_the_token_quota_passes_alone_in_an_empty_window():
     book.admit("k", FLASH, 50)
     with pytest.raises(QuotaExceeded):
         book.admit("k", FLASH, 1)
+
+
+@pytest.mark.parametrize(
+    ("details", "types_seen"),
+    [
+        ("full", {"QuotaFailure", "Help", "RetryInfo"}),
+        ("retry-only", {"RetryInfo"}),
+        ("none", set()),
+    ],
+)
+def test_a_quota_429_carries_the_details_it_is_set_to(start_emulator, make_client, details, types_seen):
+    emulator = start_emulator(rpm=1, quota_details=details)
+    client = make_client(emulator)
+    client.models.generate_content(model="gemini-2.5-flash", contents="first")
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(model="gemini-2.5-flash", contents="second")
+    error = refused.value.details["error"]
+    assert refused.value.code == 429 and error["status"] == "RESOURCE_EXHAUSTED"
+    assert {d["@type"].rsplit(".", 1)[-1] for d in error.get("details", [])} == types_seen
+    if details == "none":
+        assert error["message"] == "Resource has been exhausted (e.g. check quota)."

@@ -110,7 +110,7 @@ class GeminiApi:
         try:
             self.state.quotas.admit(key, model, request.prompt_tokens)
         except QuotaExceeded as exceeded:
-            raise quota_error(exceeded) from None
+            raise quota_error(exceeded, self.config.quota_details) from None
 
     def fault_error(self, fault: Fault) -> ApiError:
         if fault.kind == "http_error":
