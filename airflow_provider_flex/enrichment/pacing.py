@@ -22,33 +22,37 @@ from airflow_provider_flex.hooks.call import CallPacer
 from airflow_provider_flex.hooks.quota import QuotaLimiter
 from airflow_provider_flex.hooks.retry import Failure
 
-SHRINK_FACTOR = 0.7
 RATE_WINDOW_S = 1.0
-#: A 429 that names no quota limit sets the start rate to this fraction of the starts seen in the last window.
-RATE_SHRINK_FACTOR = 0.9
+#: A 429 that names no quota limit sets the start rate to this fraction of the rate that drew it...
+RATE_DECREASE = 0.9
+#: ...which then grows back by this fraction of itself per second without such a 429: the probe for
+#: the unknown limit, like TCP's congestion avoidance (a cycle from 90% to 100% takes about 4 s).
+RATE_INCREASE_PER_S = 0.03
 #: The API is taken to be down (every row backs off in full) when none of the last this-many calls succeeded.
 OUTAGE_WINDOW = 20
 
 
 @dataclass
 class AdaptiveLimit:
-    """How many calls may run at once, and (for 429s that name no limit) how many may start per second.
+    """How many calls may run at once, and (after 429s that name no limit) how fast they may start.
 
-    A 429 is our own quota talking: cut the calls in flight by 30% at most once per
-    window of calls (the calls already in flight when the first 429 came back
-    mostly get one too; cutting for each would collapse the limit). When the 429
-    names no quota limit, also pace starts at 90% of those seen in the last second.
-    Both grow back by about one per window of successes. A 503 is the server's
-    shared capacity, not our rate: the row's own backoff thins its calls, so the
-    limits stay. Any server-requested delay pauses new calls.
+    Calls in flight grow by about one per window of successes up to the cap. A 429 that names
+    no quota limit (Vertex AI's shedding of a shared quota, "Resource has been exhausted" with
+    RetryInfo alone or nothing) is a rate signal: starts are then paced evenly at 90% of the rate
+    that drew it (at most one cut per second: the calls in flight when it came mostly get one
+    too), and the rate grows back a little every second until the next such 429, so it settles
+    just under the unknown limit instead of bouncing off it. A 429 that names its limit is the
+    quota limiter's to pace; a 503 is the server's shared capacity, which the row's own backoff
+    thins. Any server-requested delay pauses new calls.
     """
 
     maximum: int
     current: float = 4.0
     paused_until: float = 0.0
     max_rate: float | None = None
-    finished_calls: int = 0
-    finished_at_last_cut: int | None = None
+    next_start: float = 0.0
+    last_cut_at: float | None = None
+    grown_at: float = 0.0
     recent_starts: deque[float] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -63,36 +67,42 @@ class AdaptiveLimit:
             self.recent_starts.popleft()
         return len(self.recent_starts)
 
+    def _grow(self, now: float) -> None:
+        if self.max_rate is not None and now > self.grown_at:
+            self.max_rate *= 1.0 + RATE_INCREASE_PER_S * (now - self.grown_at)
+            self.grown_at = now
+
     def wait_before_start(self, now: float) -> float:
-        """Seconds until the next call may start: a server's pause, or the learned rate."""
-        started = self._starts_in_window(now)
-        wait = self.paused_until - now
-        if self.max_rate is not None and started >= self.max_rate:
-            wait = max(wait, RATE_WINDOW_S - (now - self.recent_starts[0]))
-        return max(0.0, wait)
+        """Seconds until calls may start again after a server's pause."""
+        return max(0.0, self.paused_until - now)
+
+    def reserve_start(self, now: float) -> float:
+        """This call's start time: now, or its own turn at the learned rate (evenly spaced, one per caller)."""
+        start = max(now, self.paused_until)
+        if self.max_rate is not None:
+            self._grow(now)
+            start = max(start, self.next_start)
+            self.next_start = start + 1.0 / self.max_rate
+        return start
 
     def record_start(self, now: float) -> None:
         self.recent_starts.append(now)
+        self._starts_in_window(now)
 
     def on_success(self) -> None:
-        self.finished_calls += 1
         self.current = min(float(self.maximum), self.current + 1.0 / self.current)
-        if self.max_rate is not None:
-            self.max_rate += 1.0 / self.max_rate
 
     def on_failure(self, failure: Failure, now: float) -> None:
-        self.finished_calls += 1
         if failure.server_delay_s:
             self.paused_until = max(self.paused_until, now + failure.server_delay_s)
         if failure.status_code != 429 or failure.capacity or any(quota.limit for quota in failure.quotas):
             return  # a named limit is the quota limiter's to pace; shared capacity is the row's backoff's
-        last = self.finished_at_last_cut
-        if last is None or self.finished_calls - last >= self.allowed:
-            self.current = max(1.0, self.current * SHRINK_FACTOR)
-            started = self._starts_in_window(now)
-            ceiling = started if self.max_rate is None else min(self.max_rate, started)
-            self.max_rate = max(1.0, ceiling * RATE_SHRINK_FACTOR)
-            self.finished_at_last_cut = self.finished_calls
+        if self.last_cut_at is not None and now - self.last_cut_at < RATE_WINDOW_S:
+            return  # the calls already in flight when the first 429 came back: one cut for all of them
+        started = float(max(1, self._starts_in_window(now)))
+        rate = started if self.max_rate is None else min(self.max_rate, started)
+        self.max_rate = max(1.0 / RATE_WINDOW_S, rate * RATE_DECREASE)
+        self.last_cut_at = self.grown_at = now
 
 
 class EnrichmentPacer(CallPacer):
@@ -172,13 +182,17 @@ class EnrichmentPacer(CallPacer):
                     self._waiting.remove(turn)
             if self.calls_in_flight < self.limit.allowed:
                 break
-        self.limit.record_start(time.monotonic())
         self.calls_in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.calls_in_flight)
         task = asyncio.current_task()
         if task is not None:
             self.tasks_in_call.add(task)
         try:
+            now = time.monotonic()
+            start = self.limit.reserve_start(now)  # with the slot held: a turn at the learned rate, if any
+            if start > now:
+                await asyncio.sleep(start - now)
+            self.limit.record_start(time.monotonic())
             yield
         finally:
             self.calls_in_flight -= 1

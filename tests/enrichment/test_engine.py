@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from airflow_provider_flex.enrichment.engine import Enrichment
@@ -15,31 +17,39 @@ SHED = Failure(True, 503, "UNAVAILABLE", "overloaded")
 RATE_LIMITED = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=0.5)
 
 
-def test_429s_cut_the_limit_once_per_window_and_pause_new_calls():
-    limit = AdaptiveLimit(maximum=32, current=20)
-    for _ in range(10):  # a burst of 429s from calls that were all in flight together
-        limit.on_failure(RATE_LIMITED, now=100.0)
-    assert limit.allowed == 14  # one 30% cut, not 0.7 ** 10
-    assert limit.paused_until == 100.5
-    for _ in range(14):
-        limit.on_success()
-    limit.on_failure(RATE_LIMITED, now=200.0)
-    assert limit.allowed < 14  # a new window: cut again
-
-
-def test_a_429_sets_the_start_rate_to_90_percent_of_what_was_seen_and_successes_grow_it():
+def test_429s_without_a_named_limit_pace_starts_once_per_second_and_pause_new_calls():
     limit = AdaptiveLimit(maximum=32, current=20)
     for i in range(20):  # 20 calls started within the last second, unpaced until now
-        assert limit.wait_before_start(10.0 + i * 0.04) == 0.0
+        limit.record_start(99.2 + i * 0.04)
+    for _ in range(10):  # a burst of 429s from calls that were all in flight together: one cut
+        limit.on_failure(RATE_LIMITED, now=100.0)
+    assert limit.max_rate == pytest.approx(18.0)
+    assert limit.allowed == 20, "calls in flight are not the quota: only the start rate is cut"
+    assert limit.paused_until == 100.5
+    assert limit.wait_before_start(100.2) == pytest.approx(0.3)
+    limit.on_failure(RATE_LIMITED, now=100.5)  # still within the second of the cut: no second cut
+    assert limit.max_rate == pytest.approx(18.0)
+
+
+def test_the_learned_rate_spaces_starts_evenly_and_grows_back_slowly_like_tcp():
+    limit = AdaptiveLimit(maximum=32, current=20)
+    for i in range(20):
         limit.record_start(10.0 + i * 0.04)
     limit.on_failure(Failure(True, 429, "RESOURCE_EXHAUSTED", "quota"), now=10.8)
-    assert limit.max_rate == 18.0
-    wait = limit.wait_before_start(10.8)  # 20 starts in the window already: wait for it to slide
-    assert 0 < wait <= 1.0
-    assert limit.wait_before_start(10.0 + 1.0 + 2 * 0.04 + 1e-6) == 0.0  # 17 left in the window
-    for _ in range(18):
-        limit.on_success()
-    assert 18.9 < limit.max_rate < 19.1
+    starts = [limit.reserve_start(10.8) for _ in range(5)]  # five callers at once: five distinct turns
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert starts[0] == 10.8 and all(gap == pytest.approx(1 / 18, rel=0.01) for gap in gaps)
+    limit.reserve_start(20.8)  # ten seconds without a 429: about 3% a second more
+    assert limit.max_rate == pytest.approx(18.0 * 1.3, rel=0.01)
+    limit.on_failure(Failure(True, 429, "RESOURCE_EXHAUSTED", "quota"), now=21.0)
+    assert limit.max_rate < 18.0 * 1.3 * 0.91, "the next 429 cuts it again"
+
+
+def test_a_429_that_names_its_limit_is_left_to_the_quota_limiter():
+    limit = AdaptiveLimit(maximum=32, current=20)
+    named = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", quotas=(QuotaViolation("PerMinute", limit=60),))
+    limit.on_failure(named, now=1.0)
+    assert limit.max_rate is None and limit.reserve_start(1.0) == 1.0
 
 
 def test_503s_do_not_shrink_the_limit():
