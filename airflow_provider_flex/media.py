@@ -14,12 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from airflow_provider_flex.arguments import MAX_MEDIA_BYTES
 from airflow_provider_flex.storage import is_remote, local_path, object_path
-
-#: Raw bytes a file may have to travel inline: base64 makes it a third larger, and the API takes 20 MB a request.
-INLINE_LIMIT_BYTES = 14 * 1024 * 1024
-#: The Files API's limit per file.
-MAX_MEDIA_BYTES = 2 * 1024**3
 
 #: The types Gemini takes as prompt parts (https://ai.google.dev/gemini-api/docs: image, document, audio, video).
 SUPPORTED_MIME_TYPES = frozenset(

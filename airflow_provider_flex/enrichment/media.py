@@ -14,9 +14,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.media import (
-    INLINE_LIMIT_BYTES,
     MAX_MEDIA_BYTES,
     InlineMedia,
     MediaFile,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_flex import DEFAULT_CONN_ID
+from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES, TIERS, normalize_tier
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall, contents_with_media
@@ -32,13 +33,11 @@ from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_l
 from airflow_provider_flex.hooks.request import as_generate_config
 from airflow_provider_flex.hooks.results import (
     SERVICE_TIER_HEADER,
-    TIERS,
     FlexAsyncStream,
     FlexResponse,
     FlexStream,
     FlexUsage,
     StreamAssembly,
-    normalize_tier,
     served_tier,
 )
 from airflow_provider_flex.hooks.retry import (
@@ -55,7 +54,6 @@ from airflow_provider_flex.hooks.retry import (
 )
 from airflow_provider_flex.hooks.vertex import check_vertex_request
 from airflow_provider_flex.media import (
-    INLINE_LIMIT_BYTES,
     InlineMedia,
     MediaError,
     MediaFile,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_provider_flex.arguments import QuotaLimits
 from airflow_provider_flex.hooks.quota_errors import (
     QuotaViolation,
     next_daily_reset,
@@ -78,50 +79,6 @@ def estimate_prompt_chars(contents: Any) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- pacing
-
-
-@dataclass(frozen=True)
-class QuotaLimits:
-    """Quotas of one model, as configured (None = not configured)."""
-
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    requests_per_day: int | None = None
-
-    @classmethod
-    def from_value(cls, value: Any, *, source: str) -> QuotaLimits:
-        """From a connection's ``quotas`` entry (a JSON object); errors name ``source`` and the field."""
-        if value is None:
-            return cls()
-        if isinstance(value, QuotaLimits):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{source} must be a JSON object, got {type(value).__name__}")
-        known = {"requests_per_minute", "tokens_per_minute", "requests_per_day"}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-        limits = {}
-        for name in known:
-            raw = value.get(name)
-            if raw in (None, ""):
-                continue
-            try:
-                number = float(raw)
-                if not number.is_integer() or number < 1:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise ValueError(f"{source}: {name} must be a whole number >= 1, got {raw!r}") from None
-            limits[name] = int(number)
-        return cls(**limits)
-
-    def merged(self, override: QuotaLimits) -> QuotaLimits:
-        """These limits with ``override``'s configured values taking precedence."""
-        return QuotaLimits(
-            requests_per_minute=override.requests_per_minute or self.requests_per_minute,
-            tokens_per_minute=override.tokens_per_minute or self.tokens_per_minute,
-            requests_per_day=override.requests_per_day or self.requests_per_day,
-        )
 
 
 class _Entry:

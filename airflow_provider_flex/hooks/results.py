@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.exceptions import FlexResponseError
 from airflow_provider_flex.hooks.retry import Failure, RetryableFailure
 
 SERVICE_TIER_HEADER = "x-gemini-service-tier"
-TIERS = ("flex", "standard", "priority")
 
 
 @dataclass(frozen=True)
@@ -112,15 +112,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return str(value)
-
-
-def normalize_tier(tier: Any) -> str:
-    """``flex``/``standard``/``priority`` from any accepted spelling; ValueError otherwise."""
-    raw = getattr(tier, "value", tier)
-    name = str(raw).strip().lower().removeprefix("service_tier_") if raw is not None else ""
-    if name not in TIERS:
-        raise ValueError(f"Unknown service tier {tier!r}; use one of {', '.join(TIERS)}")
-    return name
 
 
 def served_tier(headers: Mapping[str, str] | None, requested: str, traffic_type: Any = None) -> str:

@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_flex import DEFAULT_CONN_ID
+from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES, QuotaLimits, normalize_tier
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.quota import QuotaLimits
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
-from airflow_provider_flex.hooks.results import normalize_tier
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
-from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -11,21 +11,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
-from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_flex import DEFAULT_CONN_ID
+from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
-from airflow_provider_flex.hooks.results import log_result, normalize_tier
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
-from airflow_provider_flex.media import media_locations
-from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
+#: The trigger a deferrable generate task hands its call to (imported when the task runs, not at parse time).
+TRIGGER_CLASSPATH = "airflow_provider_flex.triggers.gemini_flex.GeminiFlexGenerateContentTrigger"
 #: Seconds the deferral may outlive the retry deadline (connection set-up, the event's trip back).
 DEFERRAL_MARGIN_S = 300
 #: The deadline assumed for a task that starts in the triggerer without an explicit retry_policy: the
@@ -108,6 +107,8 @@ class _GeminiFlexBaseOperator(BaseOperator):
         )
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        from airflow_provider_flex.hooks.results import log_result
+
         log_result(self.log, result)
         return dict(result)
 
@@ -139,8 +140,10 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
             # Start in the triggerer (no worker at all); templated arguments are rendered there.
             # A mapped task cannot (Airflow 3.3, GH-52141): it defers from a worker in execute().
             self.start_from_trigger = True
+            from airflow.triggers.base import StartTriggerArgs
+
             self.start_trigger_args = StartTriggerArgs(
-                trigger_cls=f"{GeminiFlexGenerateContentTrigger.__module__}.{GeminiFlexGenerateContentTrigger.__name__}",
+                trigger_cls=TRIGGER_CLASSPATH,
                 # a single media location stays a string, rendered whole in the triggerer
                 trigger_kwargs=self._trigger_kwargs(self.media if isinstance(self.media, str) else None),
                 next_method="execute_complete",
@@ -151,6 +154,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     def _trigger_kwargs(self, media: str | None = None) -> dict[str, Any]:
         """The trigger's arguments, one shape for both ways a deferrable task reaches the triggerer: built here
         unrendered for a task that starts there (the triggerer renders them), rendered when a worker defers."""
+        from airflow_provider_flex.media import media_locations
+
         return {
             "contents": self.contents,
             "model": self.model,
@@ -174,6 +179,9 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         return timedelta(seconds=deadline + DEFERRAL_MARGIN_S)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_flex.media import media_locations
+        from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
+
         config = self._request_config()
         if not self.deferrable:
             hook = self.get_hook()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.media import media_locations
 from airflow_provider_flex.operators.generate import _GeminiFlexBaseOperator
 from airflow_provider_flex.storage import write_whole
 
@@ -44,6 +43,8 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         return self.get_template_env().from_string(self.output_path).render(**context)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_flex.media import media_locations
+
         config = self._request_config()
         output_path = self._rendered_output_path(context)  # before the call: a bad path costs nothing
         stream = self.get_hook().stream_content(

@@ -9,10 +9,11 @@ import os
 import pytest
 from PIL import Image
 
+from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.emulator.media import image_size, image_tokens, png
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
-from airflow_provider_flex.media import INLINE_LIMIT_BYTES, MediaError, probe_media, sniff_mime_type
+from airflow_provider_flex.media import MediaError, probe_media, sniff_mime_type
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.pricing import DEFAULT_PRICES, IMAGE_OUTPUT_TOKENS
 from tests.hooks.conftest import API_KEY, FAST, run_generate, run_stream
