@@ -1,4 +1,5 @@
 # README's two commands: `make demo` and `make test`. Each sets itself up on a fresh clone.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,11 +34,12 @@ lint: $(INSTALLED)
 # the target fails if either group fails.
 LOAD_TEST := tests/reliability/test_load.py
 test: lint redis-server
-	@rm -f .pytest-load.log
+	@rm -f .pytest-load.log .pytest-main.log
 	@$(BIN)/python -m pytest -p no:cacheprovider $(LOAD_TEST) > .pytest-load.log 2>&1 & load=$$!; \
-	$(BIN)/python -m pytest --ignore=$(LOAD_TEST); main=$$?; \
+	$(BIN)/python -m pytest --ignore=$(LOAD_TEST) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \
 	wait $$load; loaded=$$?; \
 	echo "---- load test group ($(LOAD_TEST)) ----"; cat .pytest-load.log; \
+	echo "---- both groups ----"; $(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log; \
 	test $$main -eq 0 -a $$loaded -eq 0
 
 # The reliability suite alone (it is part of `make test` as well).
