@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import DeadlineRouter
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
-from airflow_provider_flex.enrichment.summary import TokenTotals
+from airflow_provider_flex.enrichment.summary import RouteFigures
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest, FlexBatches
 
@@ -81,22 +81,12 @@ class BatchCheckpoint:
 class BatchRouteStats:
     """What the batch route did in this run; the engine's summary adds it to flex's."""
 
-    rows_answered: int = 0
-    cost_usd: float = 0.0
-    standard_cost_usd: float = 0.0
+    answered: RouteFigures = field(default_factory=RouteFigures)
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
     enqueue_refusals: int = 0
     unmatched_answers: int = 0
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
-
-    tokens: TokenTotals = field(default_factory=TokenTotals)
-
-    def count(self, response: Any) -> None:
-        self.tokens.add(response.usage)
-        self.rows_answered += 1
-        self.cost_usd += response.cost_usd or 0.0
-        self.standard_cost_usd += response.standard_cost_usd or 0.0
 
 
 class BatchRoute:
@@ -319,7 +309,7 @@ class BatchRoute:
                 if line.response is not None:
                     answered.add(line.key)
                     records.append(result_record(line.key, line.response, "batch"))
-                    self.stats.count(line.response)
+                    self.stats.answered.count(line.response)
                 else:
                     latest[line.key] = line.error or "the batch line failed"
             if records:

@@ -25,7 +25,7 @@ from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
-from airflow_provider_flex.enrichment.summary import EnrichSummary, TokenTotals, error_digest
+from airflow_provider_flex.enrichment.summary import EnrichSummary, RouteFigures, TokenTotals, error_digest
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, error_payload
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
@@ -49,15 +49,11 @@ _QUOTA_WORDS = {"requests_per_minute": "requests/min", "tokens_per_minute": "inp
 class EnrichStats:
     total: int = 0
     skipped: int = 0
-    succeeded: int = 0
     failed: int = 0
-    cost_usd: float = 0.0
     standard_tier_calls: int = 0
-    standard_cost_usd: float = 0.0
-    rows_by_route: dict[str, int] = field(default_factory=lambda: {"flex": 0, "batch": 0})
-    cost_by_route: dict[str, float] = field(default_factory=lambda: {"flex": 0.0, "batch": 0.0})
-    flex_prompt_tokens: int = 0
-    tokens: TokenTotals = field(default_factory=TokenTotals)
+    #: What each route answered in this run (batch: filled in once, when flex is done).
+    flex: RouteFigures = field(default_factory=RouteFigures)
+    batch: RouteFigures = field(default_factory=RouteFigures)
     in_batch: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
@@ -65,24 +61,26 @@ class EnrichStats:
     #: The API refused the run itself (a bad key, an unknown model, a config every row would fail).
     run_refused: FlexRequestError | None = None
 
-    def count_answer(self, response: Any) -> None:
-        """One row answered by flex: its cost, and the same tokens at the standard price."""
-        self.succeeded += 1
-        self.rows_by_route["flex"] += 1
-        self.cost_usd += response.cost_usd or 0.0
-        self.cost_by_route["flex"] += response.cost_usd or 0.0
-        self.standard_cost_usd += response.standard_cost_usd or 0.0
-        self.tokens.add(response.usage)
-
     def add_batch(self, batch: BatchRouteStats) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
-        self.succeeded += batch.rows_answered
+        self.batch = batch.answered
         self.failed += len(batch.dead_letters)
-        self.rows_by_route["batch"] += batch.rows_answered
-        self.cost_usd += batch.cost_usd
-        self.cost_by_route["batch"] += batch.cost_usd
-        self.standard_cost_usd += batch.standard_cost_usd
-        self.tokens.merge(batch.tokens)
+
+    @property
+    def succeeded(self) -> int:
+        return self.flex.rows + self.batch.rows
+
+    @property
+    def cost_usd(self) -> float:
+        return self.flex.cost_usd + self.batch.cost_usd
+
+    @property
+    def standard_cost_usd(self) -> float:
+        return self.flex.standard_cost_usd + self.batch.standard_cost_usd
+
+    def rows_per_s(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return round(self.done / elapsed, 2) if elapsed > 0 else 0.0
 
     @property
     def done(self) -> int:
@@ -91,9 +89,11 @@ class EnrichStats:
     def summary(
         self, pacer: EnrichmentPacer, *, model: str | None, dead_letters: list[dict[str, Any]]
     ) -> EnrichSummary:
-        elapsed = time.monotonic() - self.started
         exhausted = self.quota_exhausted
         top_errors, failed_keys = error_digest(dead_letters)
+        tokens = TokenTotals()
+        for route in (self.flex, self.batch):
+            tokens.merge(route.tokens)
         return EnrichSummary(
             total=self.total,
             succeeded=self.succeeded,
@@ -105,11 +105,11 @@ class EnrichStats:
             cost_usd=round(self.cost_usd, 6),
             standard_cost_usd=round(self.standard_cost_usd, 6),
             saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
-            tokens=self.tokens,
-            rows_by_route=dict(self.rows_by_route),
-            cost_by_route={route: round(cost, 6) for route, cost in self.cost_by_route.items()},
-            elapsed_s=round(elapsed, 3),
-            rows_per_s=round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
+            tokens=tokens,
+            rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
+            cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            rows_per_s=self.rows_per_s(),
             rate_limited_429=pacer.rate_limited_429,
             unavailable_503=pacer.unavailable_503,
             standard_tier_calls=self.standard_tier_calls,
@@ -281,12 +281,12 @@ class Enrichment:
 
     def flex_rate(self) -> float | None:
         """Rows per second flex can sustain: from the known quotas, else as measured so far."""
-        flex_rows = self.stats.rows_by_route["flex"]
-        per_row = self.stats.flex_prompt_tokens / flex_rows if flex_rows else None
+        flex = self.stats.flex
+        per_row = flex.tokens.input_tokens / flex.rows if flex.rows else None
         known = quota_rate(self.hook.quota_limiter(self.model).known_limits(), per_row)
         if known is not None:
             return known
-        return measured_rate(flex_rows, time.monotonic() - self.stats.started)
+        return measured_rate(flex.rows, time.monotonic() - self.stats.started)
 
     async def _enrich(self, key: str, number: int, row: dict[str, Any]) -> None:
         try:
@@ -309,8 +309,7 @@ class Enrichment:
             raise
         else:
             self.pacer.on_success()
-            self.stats.count_answer(response)
-            self.stats.flex_prompt_tokens += response.usage.prompt_tokens
+            self.stats.flex.count(response)
             if response.service_tier != "flex":
                 self.stats.standard_tier_calls += 1
             self._pending_results.append(result_record(key, response, "flex", images))
@@ -328,10 +327,7 @@ class Enrichment:
                 self._hand_over(self.routing, self.routing.router.hand_over_from(self._next_position))
             else:
                 self.log.warning("%s Stopping: calls in flight finish, the rest are left for a rerun.", exc)
-        current = asyncio.current_task()
-        for task in list(self._row_tasks):
-            if task is not current and task not in self.pacer.tasks_in_call:
-                task.cancel()
+        self._cancel_rows_not_in_call()
 
     def _refuses_the_run(self, exc: FlexRequestError, key: str, number: int) -> bool:
         """Whether the API refused the run rather than this row; if so, stop it (see ``refuses_the_run``)."""
@@ -346,11 +342,15 @@ class Enrichment:
         self.stats.failed -= len(self._failed) - len(kept)  # the earlier rows with this 400 are no dead letters
         self._failed = kept
         self.log.error("%s Stopping the run: calls in flight finish; no row is a dead letter for it.", exc)
+        self._cancel_rows_not_in_call()
+        return True
+
+    def _cancel_rows_not_in_call(self) -> None:
+        """Stop every other row that is not in an API call now (waiting for a slot, a turn or a backoff)."""
         current = asyncio.current_task()
         for task in list(self._row_tasks):
             if task is not current and task not in self.pacer.tasks_in_call:
                 task.cancel()
-        return True
 
     def _record_failure(self, key: str, number: int, exc: Exception) -> None:
         if not isinstance(exc, FlexError | ValueError | TypeError):
@@ -396,7 +396,7 @@ class Enrichment:
     def _log_progress(self) -> None:
         stats = self.stats
         remaining = stats.total - stats.skipped - stats.done
-        rate = self.summary().rows_per_s
+        rate = stats.rows_per_s()
         eta = f"{remaining / rate:.0f}s" if rate else "n/a"
         self.log.info(
             "Enrichment: %d/%d rows done (%d skipped, %d failed), %.1f rows/s, ETA %s, concurrency %d, "

@@ -39,6 +39,23 @@ class TokenTotals:
 
 
 @dataclass
+class RouteFigures:
+    """What one route (flex or batch) answered in a run: rows, spend, the same tokens at standard price."""
+
+    rows: int = 0
+    cost_usd: float = 0.0
+    standard_cost_usd: float = 0.0
+    tokens: TokenTotals = field(default_factory=TokenTotals)
+
+    def count(self, response: Any) -> None:
+        """One answered row (a :class:`~airflow_provider_flex.hooks.results.FlexResponse`)."""
+        self.rows += 1
+        self.cost_usd += response.cost_usd or 0.0
+        self.standard_cost_usd += response.standard_cost_usd or 0.0
+        self.tokens.add(response.usage)
+
+
+@dataclass
 class OutputTotals:
     """Everything every run so far wrote to one ``output_path`` (a rerun's own figures cover only itself)."""
 
