@@ -78,26 +78,20 @@ class OutputStore:
     def failed_files(self) -> list[Any]:
         return [e for name, e in self._entries() if name.startswith(FAILED_PREFIX) and name.endswith(".jsonl")]
 
-    def totals(self) -> OutputTotals:
-        """Rows and spend of every result written here, by every run so far."""
+    def scan(self) -> tuple[set[str], OutputTotals]:
+        """Keys that already have a result (these rows are skipped, not paid for again), and what every
+        result written here so far counted and cost, in one read of the result files."""
+        keys: set[str] = set()
         totals = OutputTotals()
         for entry in self.result_files():
             for line in entry.read_text().splitlines():
                 if line.strip():
                     result = json.loads(line)
+                    keys.add(str(result["key"]))
                     totals.rows += 1
                     totals.cost_usd += result.get("cost_usd") or 0.0
                     totals.standard_cost_usd += result.get("standard_cost_usd") or 0.0
-        return totals
-
-    def done_keys(self) -> set[str]:
-        """Keys that already have a result: these rows are skipped, not paid for again."""
-        keys: set[str] = set()
-        for entry in self.result_files():
-            for line in entry.read_text().splitlines():
-                if line.strip():
-                    keys.add(str(json.loads(line)["key"]))
-        return keys
+        return keys, totals
 
     def write_results(self, rows: list[dict[str, Any]]) -> str:
         name = f"{RESULT_PREFIX}{self.run_id}-{self._next_part:05d}.jsonl"

@@ -331,7 +331,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         from airflow_provider_flex.enrichment.engine import Enrichment, reset_time, run_enrichment
         from airflow_provider_flex.enrichment.media import RowMedia
         from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
-        from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows
+        from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows, row_key
         from airflow_provider_flex.enrichment.store import OutputStore
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook, as_generate_config
 
@@ -347,7 +347,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         template = PromptTemplate(self.prompt_template, dict(context))
         total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
-        done = store.done_keys()
+        done, earlier = store.scan()
         self.log.info(
             "Enriching %d rows (%d already have a result in %s), max concurrency %d",
             total,
@@ -367,8 +367,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
         config = as_generate_config(
             generate_config(self.system_instruction, self.generation_config, self.response_schema)
         )
-        todo = sum(1 for number, row in rows() if str(row.get(self.key_field)) not in done)
-        if self.estimate_only or (self.max_cost_usd is not None and todo):
+        todo = 0
+        if self.estimate_only or self.max_cost_usd is not None:  # the rows still to do, for the estimate
+            todo = sum(1 for number, row in rows() if row_key(row, self.key_field, number) not in done)
+        if self.estimate_only or todo:
             estimate = self._estimate(hook, rows, template, done, todo)
             if self.estimate_only:
                 return {
@@ -435,10 +437,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 self.output_path,
             )
             raise engine.stats.run_refused
-        totals = store.totals()
         summary.output_path, summary.route = self.output_path, self.route
-        summary.output_rows, summary.output_cost_usd = totals.rows, round(totals.cost_usd, 6)
-        summary.output_standard_cost_usd = round(totals.standard_cost_usd, 6)
+        # everything written before this run, and this run's answers (all of them are in the output now)
+        summary.output_rows = earlier.rows + summary.succeeded
+        summary.output_cost_usd = round(earlier.cost_usd + engine.stats.cost_usd, 6)
+        summary.output_standard_cost_usd = round(earlier.standard_cost_usd + engine.stats.standard_cost_usd, 6)
         if routing is not None:
             summary.finish_by = deadline.isoformat() if deadline else None
             summary.batch_jobs = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
