@@ -83,8 +83,6 @@ class BatchRouteStats:
 
     answered: RouteFigures = field(default_factory=RouteFigures)
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
-    enqueue_refusals: int = 0
-    unmatched_answers: int = 0
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
@@ -250,7 +248,6 @@ class BatchRoute:
                 as_file=self._as_file,
             )
         except BatchEnqueueRefused as refused:
-            self.stats.enqueue_refusals += 1
             self._split_or_wait(checkpoint, refused)
             return
         except FlexError as unavailable:
@@ -301,7 +298,6 @@ class BatchRoute:
                 wants_json=self.wants_json,
                 attempts={key: tries + 1 for key, tries in checkpoint.attempts.items()},
             )
-            self.stats.unmatched_answers += results.unmatched
             records = []
             for line in results.lines:
                 if line.key not in checkpoint.attempts or line.key in answered:

@@ -111,10 +111,6 @@ class DeadlineRouter:
     def flex_may_take(self, position: int) -> bool:
         return position < self.boundary
 
-    def rows_left(self, next_position: int) -> int:
-        """Rows flex still has to start, from ``next_position`` up to the boundary."""
-        return max(0, bisect.bisect_left(self.todo, self.boundary) - bisect.bisect_left(self.todo, next_position))
-
     def move(
         self, next_position: int, rows_per_s: float | None, *, in_progress: int = 0, now: datetime | None = None
     ) -> list[str]:
