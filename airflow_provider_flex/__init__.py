@@ -131,4 +131,23 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+        "config": {
+            "gemini_flex": {
+                "description": "Settings of the Gemini Flex provider.",
+                "options": {
+                    "triggerer_freeze_gc": {
+                        "description": (
+                            "Freeze the triggerer's start-up objects (gc.freeze) when its first flex trigger "
+                            "runs, so the garbage collector's full passes, which a thousand waiting calls set "
+                            "off, no longer scan Airflow's own objects: the event loop's worst stall drops "
+                            "by about half (docs/reliability.md). Off by default: it is process-wide."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    }
+                },
+            }
+        },
     }

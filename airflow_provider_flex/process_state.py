@@ -38,6 +38,8 @@ class ProcessState:
         self.start_gates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         #: (model, tier) pairs already logged as having no price.
         self.warned_unpriced: set[tuple[str, str]] = set()
+        #: The opt-in ``[gemini_flex] triggerer_freeze_gc`` was looked at (and acted on) in this process.
+        self.gc_freeze_checked = False
 
     def reset(self) -> None:
         """Forget everything: clients are closed (calls in flight keep theirs), limiters forget what they learned."""
@@ -49,6 +51,7 @@ class ProcessState:
             self.shared_links.clear()
             self.request_configs.clear()
             self.warned_unpriced.clear()
+            self.gc_freeze_checked = False
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
@@ -58,3 +61,26 @@ class ProcessState:
 
 
 PROCESS = ProcessState()
+
+
+def freeze_startup_heap_once() -> bool:
+    """Honour ``[gemini_flex] triggerer_freeze_gc`` once per process; True if the heap was frozen now.
+
+    A waiting flex call keeps ~180 objects alive (~100 of them google-genai's and aiohttp's), so a
+    thousand of them set off CPython's full collections, and each full pass scans every object in the
+    process, Airflow's included: ~150 ms with the loop stopped. ``gc.freeze()`` after a collection
+    moves what exists at the first trigger (the triggerer's start-up objects) out of those passes for
+    good. Process-wide and irreversible here, hence an opt-in.
+    """
+    if PROCESS.gc_freeze_checked:
+        return False
+    PROCESS.gc_freeze_checked = True
+    from airflow.configuration import conf
+
+    if not conf.getboolean("gemini_flex", "triggerer_freeze_gc", fallback=False):
+        return False
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return True

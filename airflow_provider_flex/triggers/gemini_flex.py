@@ -106,10 +106,14 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
         from airflow_provider_flex.hooks.request import task_request_config
         from airflow_provider_flex.hooks.results import log_result
+        from airflow_provider_flex.process_state import freeze_startup_heap_once
 
         await start_turn()  # a triggerer starts new triggers in batches: set them up one per loop pass
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
+            await hook.aprepare()
+            if freeze_startup_heap_once():  # after the SDK's one-time objects exist, so they are frozen too
+                self.log.info("Froze the triggerer's start-up objects ([gemini_flex] triggerer_freeze_gc)")
             config = task_request_config(
                 self.task_id or "flex call",
                 self.contents,

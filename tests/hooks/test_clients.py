@@ -7,6 +7,7 @@ import asyncio
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.hooks.clients import start_turn
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook, as_generate_config
+from airflow_provider_flex.process_state import PROCESS, freeze_startup_heap_once
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 from tests.hooks.conftest import API_KEY
 
@@ -76,3 +77,32 @@ def test_more_deferred_calls_than_a_connection_pool_holds_all_reach_the_flex_que
         holder.join()
     assert statuses == ["success"] * 150
     assert peak == 150
+
+
+def test_the_triggerer_freezes_its_start_up_objects_only_when_asked(set_connection, emulator, monkeypatch):
+    """``[gemini_flex] triggerer_freeze_gc``: the first trigger of the process freezes the heap once,
+    after the SDK's one-time objects exist; off (the default), the collector is left as it is."""
+    import gc
+
+    set_connection(host=emulator.base_url, password=API_KEY)
+
+    def run_two_triggers() -> list[int]:
+        counts = []
+        for i in range(2):
+            event = asyncio.run(anext(GeminiFlexGenerateContentTrigger(contents=f"call {i}").run()))
+            assert event.payload["status"] == "success"
+            counts.append(gc.get_freeze_count())
+        return counts
+
+    assert gc.get_freeze_count() == 0
+    assert run_two_triggers() == [0, 0]
+    PROCESS.reset()
+    monkeypatch.setenv("AIRFLOW__GEMINI_FLEX__TRIGGERER_FREEZE_GC", "True")
+    try:
+        frozen_first, frozen_second = run_two_triggers()
+        asked_again = freeze_startup_heap_once()
+    finally:
+        gc.unfreeze()
+    assert frozen_first > 10_000  # Airflow's and google-genai's objects
+    assert frozen_second <= frozen_first  # the second trigger froze nothing more (frozen objects can still die)
+    assert asked_again is False  # once per process, not per trigger
