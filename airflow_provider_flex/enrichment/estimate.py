@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
+from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.pricing import TokenPrice, token_cost
 
 #: Rows whose prompts are counted with countTokens (spread over the rows still to do).
@@ -35,6 +36,28 @@ class CostEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self, tier: str) -> str:
+        """The estimate as the task log says it."""
+        return (
+            f"Cost estimate for {self.rows} rows: {_usd(self.cost_usd)} on {tier} ({_usd(self.standard_cost_usd)} at "
+            f"standard price); {self.input_tokens_per_row:.1f} prompt tokens per row counted on {self.sampled_rows} "
+            f"rows, {self.output_tokens_per_row} output tokens per row assumed."
+        )
+
+    def check_cap(self, task_id: str, max_cost_usd: float) -> None:
+        """Refuse a run whose estimate exceeds ``max_cost_usd``, before any generate call."""
+        if self.cost_usd is not None and self.cost_usd > max_cost_usd:
+            raise FlexError(
+                f"Task {task_id!r}: the estimated cost ${self.cost_usd:.4f} of {self.rows} rows exceeds "
+                f"max_cost_usd=${max_cost_usd} (prompts counted on {self.sampled_rows} rows, "
+                f"{self.output_tokens_per_row} output tokens assumed per row: set estimated_output_tokens "
+                "to what your answers take); no call was made."
+            )
+
+
+def _usd(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:.4f}"
 
 
 def output_tokens_per_row(estimated: int | None, generation_config: Mapping[str, Any] | None) -> int:

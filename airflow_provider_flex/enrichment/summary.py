@@ -117,6 +117,16 @@ class EnrichSummary:
     table: str | None = None
     loaded_rows: int | None = None
 
+    def describe(self) -> str:
+        """The run's closing log line."""
+        return (
+            f"Enrichment summary: {self.succeeded} rows answered ({self.rows_by_route['flex']} flex, "
+            f"{self.rows_by_route['batch']} batch), {self.failed} failed; {self.tokens.input_tokens} input and "
+            f"{self.tokens.output_tokens} output tokens ({self.tokens.thinking_tokens} thinking); cost "
+            f"${self.cost_usd:.4f} against ${self.standard_cost_usd:.4f} at standard price (saved ${self.saved_usd:.4f}); "
+            f"this output so far: {self.output_rows} rows, ${self.output_cost_usd:.4f}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The XCom form: plain JSON; token totals appear at the top level as well as under ``tokens``."""
         data = asdict(self)

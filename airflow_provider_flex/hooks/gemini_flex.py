@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_flex import DEFAULT_CONN_ID
-from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES, TIERS, normalize_tier
+from airflow_provider_flex.arguments import TIERS, normalize_tier
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
-from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall, contents_with_media
+from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
 from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
+from airflow_provider_flex.hooks.media_uploads import MediaUploads
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
 from airflow_provider_flex.hooks.request import as_generate_config
 from airflow_provider_flex.hooks.results import (
@@ -42,26 +43,14 @@ from airflow_provider_flex.hooks.results import (
 )
 from airflow_provider_flex.hooks.retry import (
     RETRYABLE_STATUS_CODES,
-    DailyQuotaRefusal,
     Failure,
     FlexRetryPolicy,
-    RetryableFailure,
-    capacity_error,
     classify_error,
     parse_retry_delay,
     plan_retry,
-    translate_error,
+    single_call_error,
 )
 from airflow_provider_flex.hooks.vertex import check_vertex_request
-from airflow_provider_flex.media import (
-    InlineMedia,
-    MediaError,
-    MediaFile,
-    UploadedFile,
-    open_media,
-    probe_media,
-    read_inline,
-)
 from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPrice
 
 if TYPE_CHECKING:
@@ -92,7 +81,7 @@ __all__ = [
 ]
 
 
-class GeminiFlexHook(BaseHook):
+class GeminiFlexHook(MediaUploads, BaseHook):
     """Calls the Gemini API on the flex tier with timeouts, retries, served tier, usage and cost.
 
     :param gemini_flex_conn_id: connection with the API key as password and an optional
@@ -190,6 +179,13 @@ class GeminiFlexHook(BaseHook):
         """
         return shared_client(self.settings)
 
+    @property
+    def price_table(self) -> Mapping[str, Mapping[str, TokenPrice]]:
+        """The prices this hook's calls are costed at: its own table, else the endpoint's defaults."""
+        if self.prices is not None:
+            return self.prices
+        return VERTEX_PRICES if self.settings.vertex is not None else DEFAULT_PRICES
+
     def get_conn(self) -> genai.Client:
         return self.client
 
@@ -202,7 +198,7 @@ class GeminiFlexHook(BaseHook):
                 f"connection {self.gemini_flex_conn_id!r} is in Vertex AI mode: its batch prediction jobs read "
                 "from Cloud Storage or BigQuery, which this provider does not drive; use the Gemini API for batch"
             )
-        return FlexBatches(lambda: self.client, self.prices if self.prices is not None else DEFAULT_PRICES)
+        return FlexBatches(lambda: self.client, self.price_table)
 
     # ---- generate
 
@@ -362,71 +358,6 @@ class GeminiFlexHook(BaseHook):
             await start_turn()
             yield
 
-    # ---- media
-
-    @contextlib.contextmanager
-    def _prompt_with_media(self, contents: Any, media: Sequence[Any] | None) -> Iterator[Any]:
-        """The prompt with its media as parts for the block; files uploaded for it are deleted after."""
-        items, uploads = self.prepare_media(media)
-        try:
-            yield contents_with_media(contents, items)
-        finally:
-            self.delete_files(uploads)
-
-    @contextlib.asynccontextmanager
-    async def _aprompt_with_media(self, contents: Any, media: Sequence[Any] | None) -> AsyncIterator[Any]:
-        """:meth:`_prompt_with_media` with the file work in a thread, off the event loop."""
-        items, uploads = await asyncio.to_thread(self.prepare_media, media) if media else ([], [])
-        try:
-            yield contents_with_media(contents, items)
-        finally:
-            if uploads:
-                await asyncio.to_thread(self.delete_files, uploads)
-
-    def prepare_media(self, media: Sequence[Any] | None) -> tuple[list[InlineMedia | UploadedFile], list[str]]:
-        """Media ready for a prompt, and the names of the files uploaded for it (to delete after the call).
-
-        Locations are found and typed first (MediaError names a missing, unreadable, oversize or
-        unsupported file); a file up to INLINE_LIMIT_BYTES travels inline, a larger one is uploaded
-        through the Files API. Blocking: the async paths run it in a thread.
-        """
-        items: list[InlineMedia | UploadedFile] = []
-        uploads: list[str] = []
-        for item in media or []:
-            if isinstance(item, InlineMedia | UploadedFile):
-                items.append(item)
-                continue
-            found = item if isinstance(item, MediaFile) else probe_media(str(item))
-            if found.size <= INLINE_LIMIT_BYTES:
-                items.append(read_inline(found))
-            else:
-                uploaded = self.upload_file(found)
-                items.append(uploaded)
-                uploads.append(uploaded.name)
-        return items, uploads
-
-    def upload_file(self, media: MediaFile) -> UploadedFile:
-        """Upload a file through the Files API (the Gemini API's; Vertex AI takes Cloud Storage URIs)."""
-        if self.settings.vertex is not None:
-            raise MediaError(
-                f"media file {media.location!r} is {media.size / 2**20:.1f} MB, too large to send inline; Vertex AI "
-                "takes larger files by Cloud Storage URI, not the Files API"
-            )
-        with open_media(media.location) as handle:
-            uploaded = self.client.files.upload(
-                file=handle,
-                config={"mime_type": media.mime_type, "display_name": media.location.rsplit("/", 1)[-1][:100]},
-            )
-        return UploadedFile(str(uploaded.name), str(uploaded.uri), media.mime_type)
-
-    def delete_files(self, names: Sequence[str]) -> None:
-        """Delete uploaded files; one that is already gone is logged, not raised."""
-        for name in names:
-            try:
-                self.client.files.delete(name=name)
-            except Exception as exc:
-                self.log.warning("Could not delete uploaded file %s: %s", name, _final_error(exc))
-
     # ---- misc
 
     def count_tokens(self, *, contents: Any, model: str | None = None) -> int:
@@ -434,7 +365,7 @@ class GeminiFlexHook(BaseHook):
         try:
             result = self.client.models.count_tokens(model=model or self.settings.default_model, contents=contents)
         except Exception as exc:
-            raise _final_error(exc) from exc
+            raise single_call_error(exc) from exc
         return result.total_tokens or 0
 
     def test_connection(self) -> tuple[bool, str]:
@@ -443,7 +374,7 @@ class GeminiFlexHook(BaseHook):
             model = self.settings.default_model
             self.client.models.get(model=model)
         except Exception as exc:
-            return False, redact(str(_final_error(exc)), self._settings)
+            return False, redact(str(single_call_error(exc)), self._settings)
         return True, f"Connection works: model {model} is available."
 
     def close(self) -> None:
@@ -495,18 +426,10 @@ class GeminiFlexHook(BaseHook):
             requested_tier=tier,
             policy=settings.retry_policy,
             timeout_s=settings.timeout,
-            prices=self.prices if self.prices is not None else (VERTEX_PRICES if settings.vertex else DEFAULT_PRICES),
+            prices=self.price_table,
             vertex_flex_mode=settings.vertex.flex_mode if settings.vertex else None,
             limiter=self.quota_limiter(model),
             pacer=self.pacer,
             log=self.log,
             configs=REQUEST_CONFIGS,
         )
-
-
-def _final_error(exc: Exception) -> Exception:
-    """The error a single, unretried call (count_tokens, test_connection) raises."""
-    translated = translate_error(exc)
-    if isinstance(translated, RetryableFailure | DailyQuotaRefusal):
-        return capacity_error(translated.failure, attempts=1, waited_s=0.0)
-    return translated

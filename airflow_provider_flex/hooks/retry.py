@@ -251,3 +251,11 @@ def capacity_error(
         last_message=failure.message,
         fallback_tried=fallback_tried,
     )
+
+
+def single_call_error(exc: Exception) -> Exception:
+    """The error a single, unretried call (count_tokens, test_connection, a file's deletion) raises."""
+    translated = translate_error(exc)
+    if isinstance(translated, RetryableFailure | DailyQuotaRefusal):
+        return capacity_error(translated.failure, attempts=1, waited_s=0.0)
+    return translated

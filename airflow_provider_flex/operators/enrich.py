@@ -31,26 +31,12 @@ QUOTA_RESET_MARGIN = timedelta(seconds=30)
 class GeminiFlexEnrichOperator(BaseOperator):
     """Enrich every row of a table on the flex tier: concurrent, rate-adaptive, resumable, nothing lost.
 
-    Each row's prompt is ``prompt_template`` (Jinja, with the row as ``row`` beside the
-    usual task context: ``params``, ``ds``, ``dag``...) rendered per row; it is deliberately not an Airflow template
-    field, so ``{{ row.title }}`` survives Airflow's own rendering. Calls run
-    concurrently on one event loop through :class:`GeminiFlexHook`'s retry policy;
-    the API calls in flight adapt between 1 and ``max_concurrency`` (grow while
-    calls succeed, shrink on 429s, pause for a server's ``retryDelay``); rows
-    sitting out a retry backoff hold no call slot. Every row is checked (key,
-    prompt) before the first call.
-
-    Output under ``output_path`` (local or ``ObjectStoragePath`` URL): result files
-    ``results-*.jsonl`` (``key``, ``text``, ``parsed``, ``usage``, ``service_tier``,
-    ``cost_usd``...) written as checkpoints every few seconds or 200 rows, and
-    dead letters in ``failed-*.jsonl`` (``key``, ``error``). A retry or rerun with
-    the same ``output_path`` skips rows that already have a result (nothing is paid
-    twice) and retries dead letters.
-
-    It runs on the worker: a whole enrichment does not belong in the triggerer. To
-    cap concurrency across several enrichment tasks sharing one API key, give them
-    one Airflow pool (``pool="gemini_flex"``) and split ``max_concurrency`` between
-    them, since a pool counts tasks, not calls.
+    Each row's prompt is ``prompt_template`` rendered per row (not an Airflow template field, so
+    ``{{ row.title }}`` survives Airflow's own rendering). Calls run concurrently on one event loop
+    through :class:`GeminiFlexHook`'s retry policy, paced to the quotas; results ``results-*.jsonl``
+    and dead letters ``failed-*.jsonl`` under ``output_path`` are checkpoints, so a retry or rerun
+    skips rows already answered (nothing is paid twice). It runs on the worker; several enrichment
+    tasks sharing a key share one pool and split ``max_concurrency``. See ``docs/enrichment.md``.
 
     :param records: rows as a list of dicts (e.g. an upstream XCom); or
     :param input_path: a JSONL or CSV file, local path or ``ObjectStoragePath`` URL, read as a stream.
@@ -267,9 +253,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
     def _estimate(self, hook: Any, rows: Any, template: Any, done: set[str], todo: int) -> Any:
         """Count a sample of the prompts with countTokens and project the cost of the rows still to do."""
         from airflow_provider_flex.enrichment.estimate import estimate_cost, output_tokens_per_row
-        from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES
 
-        settings = hook.settings
         tier = "batch" if self.route == "batch" else self.service_tier
         estimate = estimate_cost(
             hook=hook,
@@ -278,25 +262,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
             key_field=self.key_field,
             done=done,
             todo=todo,
-            model=self.model or settings.default_model,
+            model=self.model or hook.settings.default_model,
             tier=tier,
             system_instruction=self.system_instruction,
             output_tokens=output_tokens_per_row(self.estimated_output_tokens, self.generation_config),
-            prices=VERTEX_PRICES if settings.vertex else DEFAULT_PRICES,
+            prices=hook.price_table,
         )
-        cost = "unpriced" if estimate.cost_usd is None else f"${estimate.cost_usd:.4f}"
-        standard = "unpriced" if estimate.standard_cost_usd is None else f"${estimate.standard_cost_usd:.4f}"
-        self.log.info(
-            "Cost estimate for %d rows: %s on %s (%s at standard price); %.1f prompt tokens per row counted on %d "
-            "rows, %d output tokens per row assumed.",
-            todo,
-            cost,
-            tier,
-            standard,
-            estimate.input_tokens_per_row,
-            estimate.sampled_rows,
-            estimate.output_tokens_per_row,
-        )
+        self.log.info("%s", estimate.describe(tier))
         return estimate
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
@@ -379,13 +351,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
                     "skipped": len(done),
                     "output_path": self.output_path,
                 }
-            if estimate.cost_usd is not None and estimate.cost_usd > self.max_cost_usd:
-                raise FlexError(
-                    f"Task {self.task_id!r}: the estimated cost ${estimate.cost_usd:.4f} of {todo} rows exceeds "
-                    f"max_cost_usd=${self.max_cost_usd} (prompts counted on {estimate.sampled_rows} rows, "
-                    f"{estimate.output_tokens_per_row} output tokens assumed per row: set estimated_output_tokens "
-                    "to what your answers take); no call was made."
-                )
+            estimate.check_cap(self.task_id, self.max_cost_usd)
         routing = None
         deadline = deadline or self._deadline(context)
         if self.route != "flex":
@@ -458,23 +424,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
                     method_name="execute_after_batches",
                     kwargs={"deadline": deadline.isoformat() if deadline else None},
                 )
-        self.log.info(
-            "Enrichment summary: %d rows answered (%d flex, %d batch), %d failed; %d input and %d output tokens "
-            "(%d thinking); cost $%.4f against $%.4f at standard price (saved $%.4f); this output so far: %d rows, "
-            "$%.4f.",
-            summary.succeeded,
-            summary.rows_by_route["flex"],
-            summary.rows_by_route["batch"],
-            summary.failed,
-            summary.tokens.input_tokens,
-            summary.tokens.output_tokens,
-            summary.tokens.thinking_tokens,
-            summary.cost_usd,
-            summary.standard_cost_usd,
-            summary.saved_usd,
-            summary.output_rows,
-            summary.output_cost_usd,
-        )
+        self.log.info("%s", summary.describe())
         exhausted = engine.stats.quota_exhausted
         if exhausted is not None and self.route == "flex":
             self.log.warning(
