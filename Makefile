@@ -5,11 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test reliability lint install clean redis-server
+.PHONY: demo test reliability lint install clean redis-server chromium
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis,common-ai]'
+	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis,common-ai,openlineage]'
 	@touch $(INSTALLED)
 
 # The shared-quota tests run a real redis-server (Debian's package); installed here when missing.
@@ -18,6 +18,14 @@ redis-server:
 ifeq ($(REDIS_SERVER),)
 	@echo "redis-server is missing: installing Debian's redis-server for the shared-quota tests"
 	@apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+endif
+
+# The spend page's browser test drives Debian's chromium through Playwright; installed here when missing.
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+chromium:
+ifeq ($(CHROMIUM),)
+	@echo "chromium is missing: installing Debian's chromium for the spend page's browser test"
+	@apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 endif
 
 install: $(INSTALLED)
@@ -33,7 +41,7 @@ lint: $(INSTALLED)
 # limit (little CPU), so it runs beside the rest instead of after it. Its output follows the main group's;
 # the target fails if either group fails.
 LOAD_TEST := tests/reliability/test_load.py
-test: lint redis-server
+test: lint redis-server chromium
 	@rm -f .pytest-load.log .pytest-main.log
 	@$(BIN)/python -m pytest -p no:cacheprovider $(LOAD_TEST) > .pytest-load.log 2>&1 & load=$$!; \
 	$(BIN)/python -m pytest --ignore=$(LOAD_TEST) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \

@@ -146,7 +146,18 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "boolean",
                         "example": "True",
                         "default": "False",
-                    }
+                    },
+                    "trace_content": {
+                        "description": (
+                            "Put each call's prompt and answer on its OpenTelemetry span "
+                            "(gen_ai.input.messages, gen_ai.output.messages) when Airflow's tracing is on. "
+                            "Off by default: spans carry models, tokens, tiers and cost, never text."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
                 },
             }
         },

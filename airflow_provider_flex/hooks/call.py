@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
@@ -35,6 +35,13 @@ from airflow_provider_flex.hooks.retry import (
     describe_failure,
     plan_retry,
     translate_error,
+)
+from airflow_provider_flex.hooks.tracing import (
+    call_attributes,
+    content_attributes,
+    content_wanted,
+    live_tracer,
+    record_call_span,
 )
 from airflow_provider_flex.hooks.vertex import tier_headers
 from airflow_provider_flex.media import InlineMedia, UploadedFile
@@ -100,6 +107,7 @@ class RequestConfigs:
 REQUEST_CONFIGS = RequestConfigs()
 #: Jitter draws for every call of the process (seeding a generator per hook costs ~0.2 ms and 2.5 KB).
 JITTER = random.Random()
+_E = TypeVar("_E", bound=BaseException)
 
 
 def request_config(
@@ -148,6 +156,12 @@ class FlexCall:
     last_failure: Failure | None = None
     fallback_tried: bool = False
     reservation: Reservation | None = None
+    #: Attempts refused with 429 and 503 (what the spend view and traces count).
+    refused: dict[int, int] = field(default_factory=dict)
+    #: For the call's trace span: when it began (epoch seconds), when its latest attempt was sent, its prompt.
+    started_wall: float = field(default_factory=time.time)
+    attempt_started: float | None = None
+    contents: Any = field(default=None, repr=False)
 
     def legs(self) -> Iterator[tuple[str, FlexRetryPolicy]]:
         """The tiers to try in order, each with its own attempt budget."""
@@ -176,6 +190,7 @@ class FlexCall:
         Raises FlexQuotaExhausted while the day's quota is spent, and FlexCapacityError
         when the quotas allow no start before the deadline.
         """
+        self.contents = contents
         now = time.monotonic()
         outcome = self.limiter.reserve(contents, now=now, wall=datetime.now(UTC))
         if isinstance(outcome, DayBlocked):
@@ -184,12 +199,13 @@ class FlexCall:
         wait = outcome.start - now
         if self.elapsed + wait >= self.policy.deadline:
             failure = Failure(True, 429, "RESOURCE_EXHAUSTED", f"the quotas allow no start for {wait:.0f}s")
-            raise capacity_error(failure, self.attempts, self.elapsed)
+            raise self.traced(error=capacity_error(failure, self.attempts, self.elapsed))
         return wait
 
     def config_for(self, tier: str) -> types.GenerateContentConfig:
         """The request config: the caller's, with the tier, this attempt's timeout and no SDK retries."""
         self.attempts += 1
+        self.attempt_started = time.monotonic()
         remaining = self.policy.deadline - self.elapsed
         timeout_ms = max(1000, int(min(self.timeout_s, remaining)) * 1000)
         return self.configs.get(self.base_config, tier, timeout_ms, self.vertex_flex_mode)
@@ -198,6 +214,8 @@ class FlexCall:
         """What an attempt's error becomes; a quota 429 also teaches the model's limiter."""
         translated = translate_error(exc)
         failure = getattr(translated, "failure", None)
+        if isinstance(failure, Failure) and failure.status_code in (429, 503):
+            self.refused[failure.status_code] = self.refused.get(failure.status_code, 0) + 1
         if isinstance(failure, Failure) and failure.quotas:
             blocked = self.limiter.on_refused(
                 self.reservation,
@@ -211,19 +229,23 @@ class FlexCall:
                 return self.quota_exhausted(blocked, message=failure.message)
         received = sum(len(piece) for piece in assembly.text) if assembly is not None else 0
         if isinstance(translated, RetryableFailure) and received:
-            return FlexStreamInterrupted(translated.failure.message, chars_received=received, attempts=self.attempts)
-        return translated
+            return self.traced(
+                error=FlexStreamInterrupted(translated.failure.message, chars_received=received, attempts=self.attempts)
+            )
+        return translated if isinstance(translated, RetryableFailure) else self.traced(error=translated)
 
     def quota_exhausted(self, blocked: DayBlocked, message: str = "") -> FlexQuotaExhausted:
-        return FlexQuotaExhausted(
-            model=self.model,
-            quota_id=blocked.quota.quota_id,
-            quota=blocked.quota.name,
-            limit=blocked.quota.limit,
-            reset_at=blocked.reset_at,
-            attempts=self.attempts,
-            waited_s=self.elapsed,
-            last_message=message,
+        return self.traced(
+            error=FlexQuotaExhausted(
+                model=self.model,
+                quota_id=blocked.quota.quota_id,
+                quota=blocked.quota.name,
+                limit=blocked.quota.limit,
+                reset_at=blocked.reset_at,
+                attempts=self.attempts,
+                waited_s=self.elapsed,
+                last_message=message,
+            )
         )
 
     def retry_kwargs(self, policy: FlexRetryPolicy, rng: random.Random) -> dict[str, Any]:
@@ -296,7 +318,29 @@ class FlexCall:
 
     def capacity_error(self) -> FlexCapacityError:
         failure = self.last_failure or Failure(True, None, None, "no attempt was made")
-        return capacity_error(failure, self.attempts, self.elapsed, fallback_tried=self.fallback_tried)
+        return self.traced(
+            error=capacity_error(failure, self.attempts, self.elapsed, fallback_tried=self.fallback_tried)
+        )
+
+    def traced(self, response: FlexResponse | None = None, error: _E | None = None) -> _E:
+        """Record the call's span when tracing is on (see ``hooks/tracing``); returns ``error`` for ``raise``."""
+        tracer = live_tracer()
+        if tracer is not None:
+            result = response.to_dict() if response is not None else None
+            attributes = call_attributes(
+                model=self.model,
+                provider_name="gcp.vertex_ai" if self.vertex_flex_mode else "gcp.gemini",
+                requested_tier=self.requested_tier,
+                attempts=self.attempts,
+                elapsed_s=self.elapsed,
+                last_attempt_s=time.monotonic() - self.attempt_started if self.attempt_started else None,
+                result=result,
+                error=error,
+            )
+            if content_wanted():
+                attributes.update(content_attributes(self.contents, response.text if response else None))
+            record_call_span(tracer, started_wall_s=self.started_wall, attributes=attributes, error=error)
+        return error  # type: ignore[return-value]
 
     def finish(self, raw: Any, tier: str) -> FlexResponse:
         headers = raw.sdk_http_response.headers if raw.sdk_http_response else None
@@ -354,7 +398,10 @@ class FlexCall:
             attempts=self.attempts,
             elapsed_s=round(self.elapsed, 3),
             images=images,
+            rate_limited_429=self.refused.get(429, 0),
+            unavailable_503=self.refused.get(503, 0),
         )
+        self.traced(response)
         if self.log.isEnabledFor(self.pacer.log_level):
             self.log.log(
                 self.pacer.log_level,

@@ -70,6 +70,9 @@ class FlexResponse:
     standard_cost_usd: float | None = None
     #: Images an image model drew, as bytes; ``to_dict()`` carries only their types and sizes (XCom stays small).
     images: tuple[GeneratedImage, ...] = ()
+    #: Attempts of this call refused with 429 (quota) and 503 (flex capacity shed) before it was answered.
+    rate_limited_429: int = 0
+    unavailable_503: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)

@@ -295,6 +295,30 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.log.info("Waiting for the daily quota: deferring until %s (reset at %s).", moment, reset_at)
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_quota_reset")
 
+    def _record_spend(self, context: Context, summary: Any) -> None:
+        """What this try spent, under ``gemini_flex_spend``: a failed task has no return value to read it from."""
+        from airflow_provider_flex.spend import SPEND_XCOM_KEY
+
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key=SPEND_XCOM_KEY, value=summary.to_dict())
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the input file, the output folder and table, and the ``geminiFlex`` run facet (model, tiers,
+        rows, tokens, cost). Used when ``apache-airflow-providers-openlineage`` is installed."""
+        from airflow_provider_flex.lineage import operator_lineage, table_dataset
+
+        outputs: list[Any] = [self.output_path]
+        if self.sql_conn_id and self.table:
+            outputs.append(table_dataset(self.sql_conn_id, self.table))
+        summary = getattr(self, "_flex_summary", None)
+        return operator_lineage(
+            inputs=[self.input_path] if self.input_path else [],
+            outputs=outputs,
+            result=summary.to_dict() if summary is not None else None,
+            model=self.model,
+        )
+
     def execute(self, context: Context) -> dict[str, Any]:
         return self._run(context, None)
 
@@ -395,59 +419,66 @@ class GeminiFlexEnrichOperator(BaseOperator):
             total=total,
         )
         summary = run_enrichment(engine, rows, done)
-        if engine.stats.run_refused is not None:
-            self.log.error(
-                "The API refused the run: %s. Results so far are in %s; fix the cause and rerun: every row not "
-                "answered is done then.",
-                engine.stats.run_refused,
-                self.output_path,
-            )
-            raise engine.stats.run_refused
         summary.output_path, summary.route = self.output_path, self.route
         # everything written before this run, and this run's answers (all of them are in the output now)
         summary.output_rows = earlier.rows + summary.succeeded
         summary.output_cost_usd = round(earlier.cost_usd + engine.stats.cost_usd, 6)
         summary.output_standard_cost_usd = round(earlier.standard_cost_usd + engine.stats.standard_cost_usd, 6)
-        if routing is not None:
-            summary.finish_by = deadline.isoformat() if deadline else None
-            summary.batch_jobs = [{"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()]
-            if summary.in_batch:
-                self.log.info(
-                    "Waiting for %d rows in batch jobs %s.", summary.in_batch, ", ".join(routing.batch.job_names())
+        self._flex_summary = summary
+        try:
+            if engine.stats.run_refused is not None:
+                self.log.error(
+                    "The API refused the run: %s. Results so far are in %s; fix the cause and rerun: every row not "
+                    "answered is done then.",
+                    engine.stats.run_refused,
+                    self.output_path,
                 )
-                from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
+                raise engine.stats.run_refused
+            if routing is not None:
+                summary.finish_by = deadline.isoformat() if deadline else None
+                summary.batch_jobs = [
+                    {"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()
+                ]
+                if summary.in_batch:
+                    self.log.info(
+                        "Waiting for %d rows in batch jobs %s.", summary.in_batch, ", ".join(routing.batch.job_names())
+                    )
+                    from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
 
-                self.defer(
-                    trigger=GeminiFlexBatchTrigger(
-                        routing.batch.job_names(), self.gemini_flex_conn_id, self.batch_poll_interval
-                    ),
-                    method_name="execute_after_batches",
-                    kwargs={"deadline": deadline.isoformat() if deadline else None},
+                    self.defer(
+                        trigger=GeminiFlexBatchTrigger(
+                            routing.batch.job_names(), self.gemini_flex_conn_id, self.batch_poll_interval
+                        ),
+                        method_name="execute_after_batches",
+                        kwargs={"deadline": deadline.isoformat() if deadline else None},
+                    )
+            self.log.info("%s", summary.describe())
+            exhausted = engine.stats.quota_exhausted
+            if exhausted is not None and self.route == "flex":
+                self.log.warning(
+                    "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
+                    summary.succeeded + summary.failed,
+                    summary.not_started,
+                    self.output_path,
                 )
-        self.log.info("%s", summary.describe())
-        exhausted = engine.stats.quota_exhausted
-        if exhausted is not None and self.route == "flex":
-            self.log.warning(
-                "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
-                summary.succeeded + summary.failed,
-                summary.not_started,
-                self.output_path,
-            )
-            if self.on_daily_quota == "wait":
-                self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
-            raise exhausted
-        if summary.stopped_by_cost_cap:
-            raise FlexError(
-                f"Stopped at the cost cap: spent ${summary.cost_usd:.4f} of max_cost_usd=${self.max_cost_usd}; "
-                f"{summary.not_started} rows not started. Results so far are in {self.output_path}; "
-                "raise max_cost_usd and rerun to resume where it stopped."
-            )
-        if total and summary.failed / total > self.max_failed_fraction:
-            raise FlexError(
-                f"{summary.failed} of {total} rows failed ({summary.failed / total:.1%}), more than "
-                f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
-                f"files under {self.output_path}, and a rerun retries them."
-            )
+                if self.on_daily_quota == "wait":
+                    self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
+                raise exhausted
+            if summary.stopped_by_cost_cap:
+                raise FlexError(
+                    f"Stopped at the cost cap: spent ${summary.cost_usd:.4f} of max_cost_usd=${self.max_cost_usd}; "
+                    f"{summary.not_started} rows not started. Results so far are in {self.output_path}; "
+                    "raise max_cost_usd and rerun to resume where it stopped."
+                )
+            if total and summary.failed / total > self.max_failed_fraction:
+                raise FlexError(
+                    f"{summary.failed} of {total} rows failed ({summary.failed / total:.1%}), more than "
+                    f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
+                    f"files under {self.output_path}, and a rerun retries them."
+                )
+        except FlexError:
+            self._record_spend(context, summary)  # the spend view counts what a failed run spent
+            raise
         if self.sql_conn_id and self.table:
             from airflow_provider_flex.enrichment.sql import load_results
 

@@ -110,7 +110,24 @@ class _GeminiFlexBaseOperator(BaseOperator):
         from airflow_provider_flex.hooks.results import log_result
 
         log_result(self.log, result)
+        self._flex_result = dict(result)
         return dict(result)
+
+    def _lineage_locations(self) -> tuple[list[str], list[str]]:
+        """The files this task read and wrote (OpenLineage datasets)."""
+        from airflow_provider_flex.media import media_locations
+
+        return [str(location) for location in media_locations(self.media) or []], []
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the media read, the file written, and the ``geminiFlex`` run facet (model, tier, tokens,
+        cost). Used when ``apache-airflow-providers-openlineage`` is installed."""
+        from airflow_provider_flex.lineage import operator_lineage
+
+        inputs, outputs = self._lineage_locations()
+        return operator_lineage(
+            inputs=inputs, outputs=outputs, result=getattr(self, "_flex_result", None), model=self.model
+        )
 
 
 class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):

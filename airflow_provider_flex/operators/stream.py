@@ -42,6 +42,11 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
             return None
         return self.get_template_env().from_string(self.output_path).render(**context)
 
+    def _lineage_locations(self) -> tuple[list[str], list[str]]:
+        inputs, _ = super()._lineage_locations()
+        written = getattr(self, "_written_path", None)
+        return inputs, [written] if written else []
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_flex.media import media_locations
 
@@ -71,5 +76,6 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
             raise FlexError(f"Task {self.task_id!r}: the stream ended without a result")
         if output_path:
             write_whole(output_path, result.text or "")
+            self._written_path = output_path
             self.log.info("Wrote %d characters to %s", len(result.text or ""), output_path)
         return self._summarize(result.to_dict())

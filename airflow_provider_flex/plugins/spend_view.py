@@ -1,0 +1,131 @@
+"""The flex spend view: a FastAPI app the api-server mounts at ``/flex``.
+
+``GET /flex/api/runs`` (JSON) and ``GET /flex/spend`` (a server-rendered page: a chart per day of
+flex spend against the same tokens at standard price, and a table per DAG run linking to the run
+in Airflow's UI). Figures come from the provider tasks' own XCom values (:mod:`airflow_provider_flex.spend`),
+so there is nothing new to run or store.
+
+Access goes through the api-server's own security: the user comes from a Bearer token or the UI's
+``_token`` cookie (``airflow.api_fastapi.core_api.security.get_user``), and only the DAGs the auth
+manager lets that user read are shown. The api-server's ``auth_manager_from_app`` dependency reads
+``request.app.state``, which a mounted plugin app does not have, so the auth manager is taken from
+``get_auth_manager()`` instead.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from airflow_provider_flex.plugins.spend_page import render_spend_page
+from airflow_provider_flex.spend import PROVIDER_OPERATORS, SPEND_XCOM_KEY, TaskRecord, runs_spend, spend_by_day
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+
+#: The decorator's name as a task instance records it (``custom_operator_name``).
+DECORATOR_NAME = "@task.gemini_flex"
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> BaseUser:
+    """The signed-in Airflow user (Bearer token or the UI's cookie): 401/403 otherwise."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return await get_user(request, None, credentials)
+
+
+def readable_dag_ids(user: Annotated[Any, Depends(current_user)]) -> set[str]:
+    """The DAGs the auth manager lets this user read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+
+
+ReadableDags = Annotated[set[str], Depends(readable_dag_ids)]
+
+
+def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | None = None) -> list[TaskRecord]:
+    """The provider tasks' XCom values (their results, or what a failed task spent) in readable DAGs."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import and_, or_, select
+
+    wanted = dag_ids & {dag_id} if dag_id else dag_ids
+    if not wanted:
+        return []
+    query = (
+        select(
+            XComModel.dag_id,
+            XComModel.run_id,
+            XComModel.task_id,
+            XComModel.map_index,
+            XComModel.key,
+            XComModel.value,
+            DagRun.state,
+            DagRun.start_date,
+        )
+        .join(
+            TaskInstance,
+            and_(
+                TaskInstance.dag_id == XComModel.dag_id,
+                TaskInstance.run_id == XComModel.run_id,
+                TaskInstance.task_id == XComModel.task_id,
+                TaskInstance.map_index == XComModel.map_index,
+            ),
+        )
+        .join(DagRun, DagRun.id == XComModel.dag_run_id)
+        .where(XComModel.key.in_(("return_value", SPEND_XCOM_KEY)))
+        .where(or_(TaskInstance.operator.in_(PROVIDER_OPERATORS), TaskInstance.custom_operator_name == DECORATOR_NAME))
+        .where(XComModel.dag_id.in_(sorted(wanted)))
+    )
+    if run_id:
+        query = query.where(XComModel.run_id == run_id)
+    with create_session() as session:
+        rows = session.execute(query).all()
+    return [
+        TaskRecord(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            run_state=str(getattr(row.state, "value", row.state)) if row.state else None,
+            run_start=row.start_date.isoformat() if row.start_date else None,
+            task_id=row.task_id,
+            map_index=row.map_index,
+            key=row.key,
+            value=XComModel.deserialize_value(SimpleNamespace(value=row.value)),
+        )
+        for row in rows
+    ]
+
+
+def create_spend_app() -> FastAPI:
+    """The app the plugin mounts (a new one per call: tests build their own)."""
+    app = FastAPI(title="Gemini Flex spend", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/api/runs")
+    def runs(dag_ids: ReadableDags, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        """DAG runs that spent through the provider, newest first (``?dag_id=`` and ``?run_id=`` filter)."""
+        return runs_spend(load_records(dag_ids, dag_id, run_id))
+
+    @app.get("/spend", response_class=HTMLResponse)
+    def spend(request: Request, dag_ids: ReadableDags, dag_id: str | None = None, run_id: str | None = None) -> str:
+        """The page: spend against standard per day, and every run with a link to it in Airflow's UI."""
+        found = runs_spend(load_records(dag_ids, dag_id, run_id))
+        return render_spend_page(found, spend_by_day(found), ui_root=_ui_root(request), dag_id=dag_id, run_id=run_id)
+
+    return app
+
+
+def _ui_root(request: Request) -> str:
+    """The api-server's own root (where Airflow's UI is), the mount prefix taken off."""
+    from airflow_provider_flex.plugins.spend_plugin import URL_PREFIX
+
+    return str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)

@@ -1,0 +1,165 @@
+"""What the provider's tasks spent, read back from what they already record: their XCom values.
+
+Pure functions over plain dicts, so the spend view (``plugins/spend_view.py``), the tests and
+anyone's own report read the figures the same way. A generate, stream or ``@task.gemini_flex`` task
+returns a :class:`~airflow_provider_flex.hooks.results.FlexResponse` dict; an enrichment returns an
+:class:`~airflow_provider_flex.enrichment.summary.EnrichSummary` dict; a task that failed after
+spending pushes the same figures under :data:`SPEND_XCOM_KEY`. Downstream tasks that repeat these
+figures (the example DAGs' reports) are not provider tasks and are never counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: The provider's operators as a task instance records them (``task_instance.operator``).
+PROVIDER_OPERATORS = (
+    "GeminiFlexGenerateContentOperator",
+    "GeminiFlexStreamContentOperator",
+    "GeminiFlexEnrichOperator",
+    "_GeminiFlexDecoratedOperator",
+)
+#: The XCom key under which a task that fails after spending records what it spent.
+SPEND_XCOM_KEY = "gemini_flex_spend"
+
+
+@dataclass
+class Spend:
+    """Calls, rows, tokens, money and refusals of one task or a sum of them."""
+
+    calls: int = 0
+    rows: int = 0
+    cost_usd: float = 0.0
+    standard_cost_usd: float = 0.0
+    input_tokens: int = 0
+    #: Output tokens, thinking included (what is billed as output).
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    #: Calls or rows by the tier that served them (``flex``, ``standard``, ``batch``...).
+    tiers: dict[str, int] = field(default_factory=dict)
+    rate_limited_429: int = 0
+    unavailable_503: int = 0
+
+    def add(self, other: Spend) -> None:
+        for name in ("calls", "rows", "input_tokens", "output_tokens", "cached_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost_usd = round(self.cost_usd + other.cost_usd, 6)
+        self.standard_cost_usd = round(self.standard_cost_usd + other.standard_cost_usd, 6)
+        self.rate_limited_429 += other.rate_limited_429
+        self.unavailable_503 += other.unavailable_503
+        for tier, count in other.tiers.items():
+            self.tiers[tier] = self.tiers.get(tier, 0) + count
+
+    @property
+    def saved_usd(self) -> float:
+        return round(self.standard_cost_usd - self.cost_usd, 6)
+
+
+def spend_of(value: Any) -> Spend | None:
+    """The spend in one XCom value of a provider task, or None when it holds none."""
+    if not isinstance(value, Mapping):
+        return None
+    if isinstance(value.get("usage"), Mapping) and "service_tier" in value:
+        return _call_spend(value)
+    if isinstance(value.get("rows_by_route"), Mapping):
+        return _enrichment_spend(value)
+    return None
+
+
+def _call_spend(result: Mapping[str, Any]) -> Spend:
+    usage = result["usage"]
+    return Spend(
+        calls=1,
+        cost_usd=float(result.get("cost_usd") or 0.0),
+        standard_cost_usd=float(result.get("standard_cost_usd") or 0.0),
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0) + int(usage.get("thoughts_tokens") or 0),
+        cached_tokens=int(usage.get("cached_tokens") or 0),
+        tiers={str(result["service_tier"]): 1},
+        rate_limited_429=int(result.get("rate_limited_429") or 0),
+        unavailable_503=int(result.get("unavailable_503") or 0),
+    )
+
+
+def _enrichment_spend(summary: Mapping[str, Any]) -> Spend:
+    tokens = summary.get("tokens") or {}
+    by_route = summary["rows_by_route"]
+    on_standard = int(summary.get("standard_tier_calls") or 0)
+    tiers = {
+        "flex": max(0, int(by_route.get("flex") or 0) - on_standard),
+        "standard": on_standard,
+        "batch": int(by_route.get("batch") or 0),
+    }
+    rows = int(summary.get("succeeded") or 0)
+    return Spend(
+        calls=rows,
+        rows=rows,
+        cost_usd=float(summary.get("cost_usd") or 0.0),
+        standard_cost_usd=float(summary.get("standard_cost_usd") or 0.0),
+        input_tokens=int(tokens.get("input_tokens") or 0),
+        output_tokens=int(tokens.get("output_tokens") or 0),
+        cached_tokens=int(tokens.get("cached_tokens") or 0),
+        tiers={tier: count for tier, count in tiers.items() if count},
+        rate_limited_429=int(summary.get("rate_limited_429") or 0),
+        unavailable_503=int(summary.get("unavailable_503") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One provider task's XCom value, as the view reads it from the metadata database."""
+
+    dag_id: str
+    run_id: str
+    run_state: str | None
+    run_start: str | None
+    task_id: str
+    map_index: int
+    key: str
+    value: Any
+
+
+def runs_spend(records: Iterable[TaskRecord]) -> list[dict[str, Any]]:
+    """One entry per DAG run that spent through the provider, newest first.
+
+    A task counts once: its ``return_value`` when it has one, else what it recorded when it failed.
+    """
+    chosen: dict[tuple[str, str, str, int], TaskRecord] = {}
+    for record in records:
+        slot = (record.dag_id, record.run_id, record.task_id, record.map_index)
+        if slot not in chosen or record.key == "return_value":
+            chosen[slot] = record
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    totals: dict[tuple[str, str], Spend] = {}
+    for record in chosen.values():
+        spend = spend_of(record.value)
+        if spend is None:
+            continue
+        run = (record.dag_id, record.run_id)
+        if run not in runs:
+            runs[run] = {
+                "dag_id": record.dag_id,
+                "run_id": record.run_id,
+                "state": record.run_state,
+                "start_date": record.run_start,
+                "tasks": 0,
+            }
+            totals[run] = Spend()
+        runs[run]["tasks"] += 1
+        totals[run].add(spend)
+    entries = [{**runs[run], **asdict(totals[run]), "saved_usd": totals[run].saved_usd} for run in runs]
+    return sorted(entries, key=lambda entry: (entry["start_date"] or "", entry["run_id"]), reverse=True)
+
+
+def spend_by_day(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Cost and standard-equivalent cost per day (UTC, by run start), oldest first."""
+    days: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        day = (run.get("start_date") or "")[:10] or "unknown"
+        entry = days.setdefault(day, {"day": day, "cost_usd": 0.0, "standard_cost_usd": 0.0, "runs": 0})
+        entry["cost_usd"] = round(entry["cost_usd"] + run["cost_usd"], 6)
+        entry["standard_cost_usd"] = round(entry["standard_cost_usd"] + run["standard_cost_usd"], 6)
+        entry["runs"] += 1
+    return [days[day] for day in sorted(days)]
