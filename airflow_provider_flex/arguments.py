@@ -68,3 +68,43 @@ class QuotaLimits:
             tokens_per_minute=override.tokens_per_minute or self.tokens_per_minute,
             requests_per_day=override.requests_per_day or self.requests_per_day,
         )
+
+
+#: What GeminiFlexEnrichOperator may do when a per-day quota runs out.
+DAILY_QUOTA_ACTIONS = ("fail", "wait")
+
+
+def check_enrichment_arguments(
+    task: str,
+    *,
+    has_records: bool,
+    has_input_path: bool,
+    max_concurrency: int,
+    max_failed_fraction: float,
+    on_daily_quota: str,
+    route: Any,
+    media_fields: Any,
+    batch_poll_interval: float,
+    sql_conn_id: str | None,
+    table: str | None,
+    estimated_output_tokens: int | None,
+) -> None:
+    """GeminiFlexEnrichOperator's arguments that can be checked when the DAG is parsed; ValueError names the one."""
+    if has_records == has_input_path:
+        raise ValueError(f"{task}: give records or input_path" + (", not both" if has_records else ""))
+    if max_concurrency < 1:
+        raise ValueError(f"{task}: max_concurrency must be at least 1, got {max_concurrency}")
+    if not 0.0 <= max_failed_fraction <= 1.0:
+        raise ValueError(f"{task}: max_failed_fraction must be in [0, 1], got {max_failed_fraction}")
+    if on_daily_quota not in DAILY_QUOTA_ACTIONS:
+        raise ValueError(
+            f"{task}: on_daily_quota must be one of {', '.join(DAILY_QUOTA_ACTIONS)}, got {on_daily_quota!r}"
+        )
+    if route != "flex" and media_fields:
+        raise ValueError(f"{task}: media_fields work on the flex route only, not route={route!r}")
+    if batch_poll_interval <= 0:
+        raise ValueError(f"{task}: batch_poll_interval must be positive, got {batch_poll_interval}")
+    if bool(sql_conn_id) != bool(table):
+        raise ValueError(f"{task}: give sql_conn_id and table together, to load results into SQL")
+    if estimated_output_tokens is not None and estimated_output_tokens < 0:
+        raise ValueError(f"{task}: estimated_output_tokens must be >= 0")

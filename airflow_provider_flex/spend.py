@@ -45,8 +45,8 @@ class Spend:
     def add(self, other: Spend) -> None:
         for name in ("calls", "rows", "input_tokens", "output_tokens", "cached_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.cost_usd = round(self.cost_usd + other.cost_usd, 6)
-        self.standard_cost_usd = round(self.standard_cost_usd + other.standard_cost_usd, 6)
+        self.cost_usd += other.cost_usd
+        self.standard_cost_usd += other.standard_cost_usd
         self.rate_limited_429 += other.rate_limited_429
         self.unavailable_503 += other.unavailable_503
         for tier, count in other.tiers.items():
@@ -149,8 +149,13 @@ def runs_spend(records: Iterable[TaskRecord]) -> list[dict[str, Any]]:
             totals[run] = Spend()
         runs[run]["tasks"] += 1
         totals[run].add(spend)
-    entries = [{**runs[run], **asdict(totals[run]), "saved_usd": totals[run].saved_usd} for run in runs]
+    entries = [{**runs[run], **_rounded(asdict(totals[run])), "saved_usd": totals[run].saved_usd} for run in runs]
     return sorted(entries, key=lambda entry: (entry["start_date"] or "", entry["run_id"]), reverse=True)
+
+
+def _rounded(figures: dict[str, Any]) -> dict[str, Any]:
+    """Money to the micro-dollar, once, after summing (rounding each addition drifts)."""
+    return {name: round(value, 6) if name.endswith("_usd") else value for name, value in figures.items()}
 
 
 def spend_by_day(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -159,7 +164,7 @@ def spend_by_day(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for run in runs:
         day = (run.get("start_date") or "")[:10] or "unknown"
         entry = days.setdefault(day, {"day": day, "cost_usd": 0.0, "standard_cost_usd": 0.0, "runs": 0})
-        entry["cost_usd"] = round(entry["cost_usd"] + run["cost_usd"], 6)
-        entry["standard_cost_usd"] = round(entry["standard_cost_usd"] + run["standard_cost_usd"], 6)
+        entry["cost_usd"] += run["cost_usd"]
+        entry["standard_cost_usd"] += run["standard_cost_usd"]
         entry["runs"] += 1
-    return [days[day] for day in sorted(days)]
+    return [_rounded(days[day]) for day in sorted(days)]

@@ -62,6 +62,8 @@ ENRICHMENT_SCHEMA = {
 }
 TABLE = "enriched_products"
 
+#: The run's day: its logical date, or when it ran for a run triggered without one (no ``ds`` then).
+DAY = "{{ ds if ds is defined else dag_run.run_after.strftime('%Y-%m-%d') }}"
 with DAG(
     dag_id="flex_product_enrichment",
     schedule="@daily",
@@ -100,7 +102,7 @@ with DAG(
         ),
         response_schema=ENRICHMENT_SCHEMA,
         model="{{ params.model }}",
-        output_path="{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_enrichment/{{ ds }}",
+        output_path="{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_enrichment/" + DAY,
         gemini_flex_conn_id="{{ params.vertex_conn_id if params.vertexai else params.gemini_flex_conn_id }}",
         max_cost_usd=5.0,
         max_failed_fraction=0.05,

@@ -29,7 +29,9 @@ from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 
 DATA = Path(__file__).parent / "data"
 CATALOGUE = DATA / "product_photos.csv"
-OUTPUT = "{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_photos/{{ ds }}"
+#: The run's day: its logical date, or when it ran for a run triggered without one (no ``ds`` then).
+DAY = "{{ ds if ds is defined else dag_run.run_after.strftime('%Y-%m-%d') }}"
+OUTPUT = "{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/product_photos/" + DAY
 TABLE = "photo_attributes"
 ATTRIBUTES_SCHEMA = {
     "type": "object",

@@ -30,7 +30,9 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 
 CATALOGUE = Path(__file__).parent / "data" / "products.csv"
-OUTPUT_ROOT = "{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/sharded/{{ ds }}"
+#: The run's day: its logical date, or when it ran for a run triggered without one (no ``ds`` then).
+DAY = "{{ ds if ds is defined else dag_run.run_after.strftime('%Y-%m-%d') }}"
+OUTPUT_ROOT = "{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/sharded/" + DAY
 TAGS_SCHEMA = {
     "type": "object",
     "properties": {

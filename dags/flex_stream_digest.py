@@ -16,6 +16,8 @@ from airflow.sdk import DAG, Param
 
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexStreamContentOperator
 
+#: The run's day: its logical date, or when it ran for a run triggered without one (no ``ds`` then).
+DAY = "{{ ds if ds is defined else dag_run.run_after.strftime('%Y-%m-%d') }}"
 with DAG(
     dag_id="flex_stream_digest",
     schedule="@weekly",
@@ -36,5 +38,5 @@ with DAG(
         model="{{ params.model }}",
         gemini_flex_conn_id="{{ params.gemini_flex_conn_id }}",
         generation_config={"max_output_tokens": 4096},
-        output_path="{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/digests/{{ ds }}.md",
+        output_path="{{ var.value.get('flex_output_root', '/tmp/airflow-flex') }}/digests/" + DAY + ".md",
     )

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_flex.exceptions import FlexError
+
 #: Dead-letter reasons listed in a summary, most frequent first.
 TOP_REASONS = 5
 #: Keys of dead-lettered rows listed in a summary, as a sample to look at.
@@ -116,6 +118,22 @@ class EnrichSummary:
     #: With ``sql_conn_id``: the table loaded and the rows upserted into it.
     table: str | None = None
     loaded_rows: int | None = None
+
+    def failure(self, max_failed_fraction: float, max_cost_usd: float | None) -> FlexError | None:
+        """Why the task fails after writing everything: it stopped at the cost cap, or too many rows failed."""
+        if self.stopped_by_cost_cap:
+            return FlexError(
+                f"Stopped at the cost cap: spent ${self.cost_usd:.4f} of max_cost_usd=${max_cost_usd}; "
+                f"{self.not_started} rows not started. Results so far are in {self.output_path}; "
+                "raise max_cost_usd and rerun to resume where it stopped."
+            )
+        if self.total and self.failed / self.total > max_failed_fraction:
+            return FlexError(
+                f"{self.failed} of {self.total} rows failed ({self.failed / self.total:.1%}), more than "
+                f"max_failed_fraction={max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
+                f"files under {self.output_path}, and a rerun retries them."
+            )
+        return None
 
     def describe(self) -> str:
         """The run's closing log line."""

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_flex import DEFAULT_CONN_ID
-from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES, MAX_MEDIA_BYTES, QuotaLimits, normalize_tier
+from airflow_provider_flex.arguments import (
+    INLINE_LIMIT_BYTES,
+    MAX_MEDIA_BYTES,
+    QuotaLimits,
+    check_enrichment_arguments,
+    normalize_tier,
+)
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
@@ -22,8 +28,6 @@ from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: What GeminiFlexEnrichOperator may do when a per-day quota runs out.
-DAILY_QUOTA_ACTIONS = ("fail", "wait")
 #: How long after the quota day's reset a waiting enrichment looks again.
 QUOTA_RESET_MARGIN = timedelta(seconds=30)
 
@@ -178,20 +182,26 @@ class GeminiFlexEnrichOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_enrichment_arguments(
+            f"Task {self.task_id!r}",
+            has_records=records is not None,
+            has_input_path=input_path is not None,
+            max_concurrency=max_concurrency,
+            max_failed_fraction=max_failed_fraction,
+            on_daily_quota=on_daily_quota,
+            route=route,
+            media_fields=media_fields,
+            batch_poll_interval=batch_poll_interval,
+            sql_conn_id=sql_conn_id,
+            table=table,
+            estimated_output_tokens=estimated_output_tokens,
+        )
         self.estimate_only = estimate_only
-        if estimated_output_tokens is not None and estimated_output_tokens < 0:
-            raise ValueError(f"Task {self.task_id!r}: estimated_output_tokens must be >= 0")
         self.estimated_output_tokens = estimated_output_tokens
-        if bool(sql_conn_id) != bool(table):
-            raise ValueError(f"Task {self.task_id!r}: give sql_conn_id and table together, to load results into SQL")
         self.sql_conn_id = sql_conn_id
         self.table = table
         if not is_template(route) and not is_template(finish_by):
             check_route(self.task_id, route, as_finish_by(self.task_id, finish_by))
-        if route != "flex" and media_fields:
-            raise ValueError(f"Task {self.task_id!r}: media_fields work on the flex route only, not route={route!r}")
-        if batch_poll_interval <= 0:
-            raise ValueError(f"Task {self.task_id!r}: batch_poll_interval must be positive, got {batch_poll_interval}")
         self.route = route
         self.finish_by = finish_by
         self.batch_poll_interval = batch_poll_interval
@@ -200,19 +210,6 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.media_root = media_root
         self.inline_media_bytes = inline_media_bytes
         self.max_media_bytes = max_media_bytes
-        if on_daily_quota not in DAILY_QUOTA_ACTIONS:
-            raise ValueError(
-                f"Task {self.task_id!r}: on_daily_quota must be one of {', '.join(DAILY_QUOTA_ACTIONS)}, "
-                f"got {on_daily_quota!r}"
-            )
-        if records is None and input_path is None:
-            raise ValueError(f"Task {self.task_id!r}: give records or input_path")
-        if records is not None and input_path is not None:
-            raise ValueError(f"Task {self.task_id!r}: give records or input_path, not both")
-        if max_concurrency < 1:
-            raise ValueError(f"Task {self.task_id!r}: max_concurrency must be at least 1, got {max_concurrency}")
-        if not 0.0 <= max_failed_fraction <= 1.0:
-            raise ValueError(f"Task {self.task_id!r}: max_failed_fraction must be in [0, 1], got {max_failed_fraction}")
         self.records = records
         self.input_path = input_path
         self.key_field = key_field
@@ -464,18 +461,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 if self.on_daily_quota == "wait":
                     self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
                 raise exhausted
-            if summary.stopped_by_cost_cap:
-                raise FlexError(
-                    f"Stopped at the cost cap: spent ${summary.cost_usd:.4f} of max_cost_usd=${self.max_cost_usd}; "
-                    f"{summary.not_started} rows not started. Results so far are in {self.output_path}; "
-                    "raise max_cost_usd and rerun to resume where it stopped."
-                )
-            if total and summary.failed / total > self.max_failed_fraction:
-                raise FlexError(
-                    f"{summary.failed} of {total} rows failed ({summary.failed / total:.1%}), more than "
-                    f"max_failed_fraction={self.max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
-                    f"files under {self.output_path}, and a rerun retries them."
-                )
+            failure = summary.failure(self.max_failed_fraction, self.max_cost_usd)
+            if failure is not None:
+                raise failure
         except FlexError:
             self._record_spend(context, summary)  # the spend view counts what a failed run spent
             raise

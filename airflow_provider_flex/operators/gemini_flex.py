@@ -23,7 +23,7 @@ _HOMES = {
     "DEFERRAL_MARGIN_S": "airflow_provider_flex.operators.generate",
     "UNKNOWN_DEADLINE_S": "airflow_provider_flex.operators.generate",
     "STREAM_LOG_LINE_CHARS": "airflow_provider_flex.operators.stream",
-    "DAILY_QUOTA_ACTIONS": "airflow_provider_flex.operators.enrich",
+    "DAILY_QUOTA_ACTIONS": "airflow_provider_flex.arguments",
     "QUOTA_RESET_MARGIN": "airflow_provider_flex.operators.enrich",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
 API_KEY = f"it-key-{secrets.token_hex(16)}"
 POOL_SLOTS = 2
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Airflow users with real passwords (SimpleAuthManager, not its all-admins mode).
 USERS = {"admin": "admin", "alice": "viewer", "judge_only": "viewer"}
 PASSWORDS = {name: f"pw-{name}-{secrets.token_hex(6)}" for name in USERS}
@@ -35,14 +35,19 @@ def airflow(emulator, tmp_path_factory):
     for source in [*REPO_DAGS.iterdir(), *TEST_DAGS.glob("*.py")]:
         if source.name != "__pycache__":
             (dags / source.name).symlink_to(source)
+    # The test auth manager's module on the processes' path: its folder alone (the repo root would add the
+    # package's egg-info, i.e. its entry points, a second time).
+    auth_path = root / "auth_manager"
+    auth_path.mkdir()
+    shutil.copy(Path(__file__).with_name("one_dag_auth_manager.py"), auth_path)
     passwords = root / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
     env = {
-        "AIRFLOW__CORE__AUTH_MANAGER": "tests.integration.one_dag_auth_manager.OneDagAuthManager",
+        "AIRFLOW__CORE__AUTH_MANAGER": "one_dag_auth_manager.OneDagAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for name, role in USERS.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONPATH": str(auth_path),
         "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(API_KEY, initial_delay=0.2),
         "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(root / "demo.db")}),
         "AIRFLOW_VAR_FLEX_OUTPUT_ROOT": str(root / "output"),

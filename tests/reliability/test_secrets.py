@@ -57,6 +57,16 @@ with DAG("secrets_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1
 """
 
 
+def observed(root: Path) -> dict[str, str]:
+    """Airflow's tracing on (spans printed on the console) and OpenLineage events into a file under ``root``:
+    the key must be in neither."""
+    return {
+        "AIRFLOW__TRACES__OTEL_ON": "True",
+        "OTEL_TRACES_EXPORTER": "console",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(root / "lineage.jsonl")}),
+    }
+
+
 def _dags_test(root: Path, level: str) -> tuple[str, dict]:
     """`airflow dags test secrets_probe` with logs at ``level``; its console and the emulator's stats."""
     dags = root / "dags"
@@ -68,6 +78,7 @@ def _dags_test(root: Path, level: str) -> tuple[str, dict]:
             dags,
             AIRFLOW__LOGGING__LOGGING_LEVEL=level,
             AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=emulator.connection_json(KEY, initial_delay=0.1),
+            **observed(root),
         )
         console = ""
         for args in (["db", "migrate"], ["dags", "test", "secrets_probe"]):
@@ -90,6 +101,15 @@ def test_the_probe_really_used_the_key(probe_run):
     assert stats["batch_jobs"] == 0 and len(list((root / "output" / "batched").glob("results-*.jsonl"))) == 1
     assert "404 NOT_FOUND" in console  # the refused call failed, with its error on the console
     assert (root / "output" / "digest.md").exists()
+
+
+def test_spans_and_lineage_were_emitted_without_the_key(probe_run):
+    """The console holds the GenAI spans and the lineage file the run facets: both really were written."""
+    console, root, _ = probe_run
+    assert '"gen_ai.request.model"' in console and '"gemini_flex.service_tier": "flex"' in console
+    lineage = (root / "lineage.jsonl").read_text()
+    assert '"geminiFlex"' in lineage
+    assert KEY not in console and KEY not in lineage
 
 
 def test_key_is_not_on_the_unmasked_dags_test_console(probe_run):
@@ -167,6 +187,7 @@ def vertex_probe_run(tmp_path_factory):
             root / "home",
             dags,
             AIRFLOW_CONN_GEMINI_FLEX_DEFAULT=account.connection_json(emulator, initial_delay=0.1),
+            **observed(root),
         )
         console = ""
         for args in (["db", "migrate"], ["dags", "test", "secrets_probe"]):
