@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test reliability lint install clean redis-server chromium
+.PHONY: demo test reliability lint install clean redis-server chromium postgresql
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ ifeq ($(CHROMIUM),)
 	@apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 endif
 
+# The CeleryExecutor deployment test runs its metadata database on Debian's postgresql; installed here when missing.
+POSTGRES := $(wildcard /usr/lib/postgresql/*/bin/initdb)
+postgresql:
+ifeq ($(POSTGRES),)
+	@echo "postgresql is missing: installing Debian's postgresql for the CeleryExecutor deployment test"
+	@apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+endif
+
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
@@ -41,7 +49,7 @@ lint: $(INSTALLED)
 # limit (little CPU), so it runs beside the rest instead of after it. Its output follows the main group's;
 # the target fails if either group fails.
 LOAD_TEST := tests/reliability/test_load.py
-test: lint redis-server chromium
+test: lint redis-server chromium postgresql
 	@rm -f .pytest-load.log .pytest-main.log
 	@$(BIN)/python -m pytest -p no:cacheprovider $(LOAD_TEST) > .pytest-load.log 2>&1 & load=$$!; \
 	$(BIN)/python -m pytest --ignore=$(LOAD_TEST) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \

@@ -14,6 +14,8 @@ workers; a final task merges the shards' summaries (rows, failures, cost, 429s).
 - **Resumable**: shards are written once per input (a manifest fingerprints it); each
   mapped task writes its own output under `<output_root>/sharded/<ds>/enriched/shard-<n>/`,
   so a rerun resumes every shard from its checkpoints without paying twice.
+- **A lost worker**: a shard's task has `retries=2`; when its worker dies, Airflow fails it after the
+  heartbeat timeout and runs it again (another worker), and it resumes from its checkpoints.
 - Params: `input_path` (default: the 100-product catalogue beside this file),
   `rows_per_shard`, `model`, `gemini_flex_conn_id`, `rate_limit_redis_conn_id`,
   `requests_per_minute` (0: learned from the API's 429s).
@@ -22,6 +24,7 @@ workers; a final task merges the shards' summaries (rows, failures, cost, 429s).
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -60,14 +63,15 @@ with DAG(
 ):
 
     @task
-    def split(params: dict | None = None, ds: str | None = None) -> list[str]:
+    def split(params: dict | None = None, ds: str | None = None, dag_run=None) -> list[str]:
         """Write the input as shards once; a rerun gets the same shards back."""
         from airflow.sdk import Variable
 
         from airflow_provider_flex.enrichment.shards import split_into_shards
 
         root = Variable.get("flex_output_root", default="/tmp/airflow-flex")
-        return split_into_shards(params["input_path"], f"{root}/sharded/{ds}/shards", params["rows_per_shard"])
+        day = ds or dag_run.run_after.strftime("%Y-%m-%d")
+        return split_into_shards(params["input_path"], f"{root}/sharded/{day}/shards", params["rows_per_shard"])
 
     enrich = GeminiFlexEnrichOperator.partial(
         task_id="enrich_shard",
@@ -81,10 +85,13 @@ with DAG(
         output_path=OUTPUT_ROOT + "/enriched/shard-{{ '%05d' % ti.map_index }}",
         max_concurrency=16,
         max_failed_fraction=0.05,
+        # a shard lost with its worker runs again on another and resumes from its checkpoints
+        retries=2,
+        retry_delay=timedelta(seconds=15),
     ).expand(input_path=split())
 
     @task
-    def merge(summaries: list[dict], ds: str | None = None) -> dict:
+    def merge(summaries: list[dict], ds: str | None = None, dag_run=None) -> dict:
         """Add the shards up and keep the run's summary beside its outputs."""
         from airflow.sdk import Variable
 
@@ -92,7 +99,7 @@ with DAG(
 
         merged = merge_summaries(summaries)
         root = Variable.get("flex_output_root", default="/tmp/airflow-flex")
-        path = Path(root) / "sharded" / str(ds) / "summary.json"
+        path = Path(root) / "sharded" / (ds or dag_run.run_after.strftime("%Y-%m-%d")) / "summary.json"
         if "://" not in root:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(merged, indent=1))

@@ -1,13 +1,15 @@
 """A real Airflow deployment for tests: api-server, scheduler, dag-processor and triggerer processes.
 
-Each runs as its own process (LocalExecutor, SQLite) in a temporary home, as in
-`airflow standalone` but with every component's console in its own file, so a
-test can tell which process did what. State is read straight from the metadata
-database.
+Each runs as its own process in a temporary home, as in `airflow standalone` but with every
+component's console in its own file, so a test can tell which process did what. State is read
+straight from the metadata database. Two shapes: LocalExecutor on SQLite (the default), or
+CeleryExecutor on PostgreSQL with a Redis broker and ``celery_workers`` `airflow celery worker`
+processes, each with its own name, log server port and console.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,33 @@ def airflow_env(home: Path, dags_folder: Path, **settings: str) -> dict[str, str
     return env
 
 
+def _postgres_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg2
+    except ImportError:
+        return ()
+    return (psycopg2.errors.UndefinedTable, psycopg2.OperationalError)
+
+
+@dataclass(frozen=True)
+class CeleryShape:
+    """CeleryExecutor on a PostgreSQL metadata database, a Redis broker and named workers."""
+
+    database: Any  # tests.postgres_server.PostgresServer
+    broker_url: str
+    workers: tuple[str, ...] = ("w1", "w2")
+    concurrency: int = 8
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database.url,
+            "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.database.celery_result_backend,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
+        }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,13 +82,22 @@ def free_port() -> int:
 class AirflowDeployment:
     """Start with ``with AirflowDeployment(home, dags_folder, env) as airflow:``."""
 
-    def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        env: Mapping[str, str],
+        *,
+        celery: CeleryShape | None = None,
+    ) -> None:
         self.home = home
+        self.celery = celery
         api_port = free_port()
+        shape = celery.settings() if celery is not None else {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
         self.env = airflow_env(
             home,
             dags_folder,
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            **shape,
             AIRFLOW__CORE__PARALLELISM="8",
             AIRFLOW__API__PORT=str(api_port),
             AIRFLOW__API__HOST="127.0.0.1",
@@ -69,6 +108,8 @@ class AirflowDeployment:
         )
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: Components a test killed on purpose (not a failure of the deployment).
+        self.killed: set[str] = set()
 
     def cli(self, *args: str, timeout: float = 120) -> str:
         result = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -79,10 +120,24 @@ class AirflowDeployment:
     def start(self, timeout: float = 180) -> AirflowDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
-        for component in COMPONENTS:
+        commands = {component: [component] for component in COMPONENTS}
+        environments = dict.fromkeys(COMPONENTS, self.env)
+        for name in self.celery.workers if self.celery is not None else ():
+            commands[f"worker-{name}"] = ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency",
+                                          str(self.celery.concurrency)]  # fmt: skip
+            environments[f"worker-{name}"] = {
+                **self.env,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "FLEX_WORKER_NAME": name,  # read by a test's [core] hostname_callable, if it sets one
+            }
+        for component, command in commands.items():
             with self.console(component).open("wb") as console:
                 self.processes[component] = subprocess.Popen(
-                    [AIRFLOW, component], env=self.env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
+                    [AIRFLOW, *command],
+                    env=environments[component],
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         deadline = time.monotonic() + timeout
         while not self._api_healthy():
@@ -102,6 +157,25 @@ class AirflowDeployment:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+    def kill(self, component: str, *, machine: bool = False) -> None:
+        """SIGKILL a component's process group (``kill -9`` of a Celery worker and its pool), or with
+        ``machine`` every process under it, as a lost machine loses them.
+
+        The group alone leaves task runners alive: Airflow's supervisor puts each in a group of its own, so
+        they go on as orphans.
+        """
+        import psutil
+
+        self.killed.add(component)
+        root = psutil.Process(self.processes[component].pid)
+        if machine:
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        else:
+            os.killpg(root.pid, signal.SIGKILL)
+        self.processes[component].wait()
 
     def __enter__(self) -> AirflowDeployment:
         try:
@@ -137,6 +211,13 @@ class AirflowDeployment:
         return self._wait(finished, timeout, f"{dag_id} run {run_id}")
 
     def query(self, sql: str, *params: Any) -> list[tuple]:
+        """Read the metadata database (``?`` placeholders, on SQLite and PostgreSQL alike)."""
+        if self.celery is not None:
+            import psycopg2
+
+            with psycopg2.connect(self.celery.database.dsn) as db, db.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), params)
+                return cursor.fetchall()
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=30) as db:
             return db.execute(sql, params).fetchall()
 
@@ -146,7 +227,7 @@ class AirflowDeployment:
             self._check_alive()
             try:
                 found = check()
-            except sqlite3.OperationalError:  # database locked or a table not there yet
+            except (sqlite3.OperationalError, *_postgres_errors()):  # database locked or a table not there yet
                 found = None
             if found:
                 return found
@@ -162,6 +243,6 @@ class AirflowDeployment:
 
     def _check_alive(self) -> None:
         for component, process in self.processes.items():
-            if process.poll() is not None:
+            if component not in self.killed and process.poll() is not None:
                 tail = self.console(component).read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"airflow {component} exited with {process.returncode}:\n{tail}")

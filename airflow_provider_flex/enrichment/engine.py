@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
 CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
+#: How often a run looks whether the process that started it (Airflow's task supervisor) is still there.
+SUPERVISOR_CHECK_SECONDS = 0.5
 PROGRESS_SECONDS = 5.0
 #: Rows in progress (calling, or sitting out a retry backoff) per allowed call in flight.
 ROWS_PER_CALL_SLOT = 8
@@ -60,6 +63,8 @@ class EnrichStats:
     quota_exhausted: FlexQuotaExhausted | None = None
     #: The API refused the run itself (a bad key, an unknown model, a config every row would fail).
     run_refused: FlexRequestError | None = None
+    #: The process that started this one (Airflow's task supervisor) went away mid-run: the run stopped.
+    orphaned: bool = False
 
     def add_batch(self, batch: BatchRouteStats) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
@@ -177,6 +182,7 @@ class Enrichment:
         self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
         self._rows_in_progress = 0
+        self._parent_pid = os.getppid()
         self._row_tasks: set[asyncio.Task[None]] = set()
         # Routing by deadline decides on rows not yet started, so flex starts no more than it can call at once.
         self._row_slots = asyncio.Semaphore(pacer.limit.maximum * (1 if routing is not None else ROWS_PER_CALL_SLOT))
@@ -191,6 +197,7 @@ class Enrichment:
 
     async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> EnrichSummary:
         progress = asyncio.create_task(self._report_progress())
+        watch = asyncio.create_task(self._watch_supervisor())
         routing = self.routing
         in_batch: set[str] = set()
         side_tasks: list[asyncio.Task[None]] = []
@@ -216,6 +223,7 @@ class Enrichment:
                 if (
                     self.stats.quota_exhausted is not None
                     or self.stats.run_refused is not None
+                    or self.stats.orphaned
                     or (routing is not None and not routing.router.flex_may_take(position))
                 ):
                     self._row_slots.release()
@@ -235,7 +243,7 @@ class Enrichment:
             if routing is not None:
                 await self._finish_batches(routing, side_tasks)
         finally:
-            for task in (progress, *side_tasks):
+            for task in (progress, watch, *side_tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -369,6 +377,25 @@ class Enrichment:
             self.store.write_results(self._pending_results)
             self._pending_results = []
             self._last_checkpoint = time.monotonic()
+
+    async def _watch_supervisor(self) -> None:
+        """Stop the run when the process that started this one is gone (a Celery worker killed under its task).
+
+        Airflow then fails the task after its heartbeat timeout and retries it, maybe on another worker;
+        calls this orphan kept starting would be paid twice and answered twice. Calls in flight finish and
+        are checkpointed, so the retry does not send them again.
+        """
+        while True:
+            await asyncio.sleep(SUPERVISOR_CHECK_SECONDS)
+            if os.getppid() != self._parent_pid:
+                self.stats.orphaned = True
+                self.log.error(
+                    "The task's supervisor (pid %d) is gone: starting no more rows; calls in flight finish and are "
+                    "checkpointed for the retry.",
+                    self._parent_pid,
+                )
+                self._cancel_rows_not_in_call()
+                return
 
     async def _report_progress(self) -> None:
         """A progress line every few seconds, whether or not rows finish (they may all sit in backoffs)."""

@@ -6,6 +6,8 @@ and are imported when the task runs, not when a DAG file is parsed.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -341,12 +343,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
         total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
         done, earlier = store.scan()
+        ti = context.get("ti") if hasattr(context, "get") else None
         self.log.info(
-            "Enriching %d rows (%d already have a result in %s), max concurrency %d",
+            "Enriching %d rows (%d already have a result in %s), max concurrency %d, on %s (pid %d)",
             total,
             len(done),
             self.output_path,
             self.max_concurrency,
+            getattr(ti, "hostname", None) or socket.gethostname(),
+            os.getpid(),
         )
         pacer = EnrichmentPacer(self.max_concurrency)
         hook = GeminiFlexHook(
@@ -422,6 +427,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
         summary.output_cost_usd = round(earlier.cost_usd + engine.stats.cost_usd, 6)
         summary.output_standard_cost_usd = round(earlier.standard_cost_usd + engine.stats.standard_cost_usd, 6)
         self._flex_summary = summary
+        if engine.stats.orphaned:  # no supervisor to push XComs to: say it in the log and stop
+            raise FlexError(
+                f"Task {self.task_id!r}: its supervisor went away mid-run; {summary.succeeded} rows answered are "
+                f"checkpointed in {self.output_path}, and Airflow's retry resumes from there."
+            )
         try:
             if engine.stats.run_refused is not None:
                 self.log.error(

@@ -63,7 +63,9 @@ def observed(root: Path) -> dict[str, str]:
     return {
         "AIRFLOW__TRACES__OTEL_ON": "True",
         "OTEL_TRACES_EXPORTER": "console",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(root / "lineage.jsonl")}),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(root / "lineage.jsonl"), "append": True}
+        ),
     }
 
 
