@@ -16,17 +16,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_provider_flex.enrichment.batch_route import BatchRouteStats, Routing
+from airflow_provider_flex.enrichment.batch_route import Routing
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
-from airflow_provider_flex.enrichment.summary import EnrichSummary, RouteFigures, TokenTotals, error_digest
+from airflow_provider_flex.enrichment.summary import EnrichStats, EnrichSummary
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, error_payload
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
@@ -46,93 +45,6 @@ RUN_WIDE_400_ROWS = 3
 #: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
 ROUTE_SECONDS = 2.0
 _QUOTA_WORDS = {"requests_per_minute": "requests/min", "tokens_per_minute": "input tokens/min"}
-
-
-@dataclass
-class EnrichStats:
-    total: int = 0
-    skipped: int = 0
-    failed: int = 0
-    standard_tier_calls: int = 0
-    #: What each route answered in this run (batch: filled in once, when flex is done).
-    flex: RouteFigures = field(default_factory=RouteFigures)
-    batch: RouteFigures = field(default_factory=RouteFigures)
-    in_batch: int = 0
-    started: float = field(default_factory=time.monotonic)
-    stopped_by_cost_cap: bool = False
-    quota_exhausted: FlexQuotaExhausted | None = None
-    #: The API refused the run itself (a bad key, an unknown model, a config every row would fail).
-    run_refused: FlexRequestError | None = None
-    #: The process that started this one (Airflow's task supervisor) went away mid-run: the run stopped.
-    orphaned: bool = False
-
-    def add_batch(self, batch: BatchRouteStats) -> None:
-        """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
-        self.batch = batch.answered
-        self.failed += len(batch.dead_letters)
-
-    @property
-    def succeeded(self) -> int:
-        return self.flex.rows + self.batch.rows
-
-    @property
-    def cost_usd(self) -> float:
-        return self.flex.cost_usd + self.batch.cost_usd
-
-    @property
-    def standard_cost_usd(self) -> float:
-        return self.flex.standard_cost_usd + self.batch.standard_cost_usd
-
-    def rows_per_s(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return round(self.done / elapsed, 2) if elapsed > 0 else 0.0
-
-    @property
-    def done(self) -> int:
-        return self.succeeded + self.failed
-
-    def summary(
-        self, pacer: EnrichmentPacer, *, model: str | None, dead_letters: list[dict[str, Any]]
-    ) -> EnrichSummary:
-        exhausted = self.quota_exhausted
-        top_errors, failed_keys = error_digest(dead_letters)
-        tokens = TokenTotals()
-        for route in (self.flex, self.batch):
-            tokens.merge(route.tokens)
-        return EnrichSummary(
-            total=self.total,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            skipped=self.skipped,
-            not_started=self.total - self.skipped - self.done - self.in_batch,
-            in_batch=self.in_batch,
-            model=model,
-            cost_usd=round(self.cost_usd, 6),
-            standard_cost_usd=round(self.standard_cost_usd, 6),
-            saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
-            tokens=tokens,
-            rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
-            cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
-            elapsed_s=round(time.monotonic() - self.started, 3),
-            rows_per_s=self.rows_per_s(),
-            rate_limited_429=pacer.rate_limited_429,
-            unavailable_503=pacer.unavailable_503,
-            standard_tier_calls=self.standard_tier_calls,
-            peak_concurrency=pacer.peak_in_flight,
-            stopped_by_cost_cap=self.stopped_by_cost_cap,
-            daily_quota_exhausted=None
-            if exhausted is None
-            else {
-                "model": exhausted.model,
-                "quota": exhausted.quota,
-                "quota_id": exhausted.quota_id,
-                "limit": exhausted.limit,
-                "reset_at": exhausted.reset_at.isoformat(),
-                "message": str(exhausted),
-            },
-            top_errors=top_errors,
-            failed_keys_sample=failed_keys,
-        )
 
 
 class Enrichment:
@@ -245,6 +157,10 @@ class Enrichment:
         finally:
             for task in (progress, watch, *side_tasks):
                 task.cancel()
+            for task in (progress, watch):  # a progress line the log could not take (its supervisor gone) ends here
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for task in side_tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if self.media is not None:
@@ -354,10 +270,10 @@ class Enrichment:
         return True
 
     def _cancel_rows_not_in_call(self) -> None:
-        """Stop every other row that is not in an API call now (waiting for a slot, a turn or a backoff)."""
+        """Stop every other row whose request has not gone (waiting for a slot, a quota turn or a backoff)."""
         current = asyncio.current_task()
         for task in list(self._row_tasks):
-            if task is not current and task not in self.pacer.tasks_in_call:
+            if task is not current and task not in self.pacer.tasks_sending:
                 task.cancel()
 
     def _record_failure(self, key: str, number: int, exc: Exception) -> None:
@@ -389,12 +305,13 @@ class Enrichment:
             await asyncio.sleep(SUPERVISOR_CHECK_SECONDS)
             if os.getppid() != self._parent_pid:
                 self.stats.orphaned = True
-                self.log.error(
-                    "The task's supervisor (pid %d) is gone: starting no more rows; calls in flight finish and are "
-                    "checkpointed for the retry.",
-                    self._parent_pid,
-                )
                 self._cancel_rows_not_in_call()
+                with contextlib.suppress(Exception):  # the task's log went through the supervisor as well
+                    self.log.error(
+                        "The task's supervisor (pid %d) is gone: starting no more rows; calls in flight finish and "
+                        "are checkpointed for the retry.",
+                        self._parent_pid,
+                    )
                 return
 
     async def _report_progress(self) -> None:

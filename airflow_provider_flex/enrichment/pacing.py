@@ -118,7 +118,8 @@ class EnrichmentPacer(CallPacer):
         self.recent_outcomes: deque[bool] = deque(maxlen=OUTAGE_WINDOW)
         self.rate_limited_429 = 0
         self.unavailable_503 = 0
-        self.tasks_in_call: set[asyncio.Task[object]] = set()
+        #: Row tasks whose request is on its way (past every wait): the ones a stopping run lets finish.
+        self.tasks_sending: set[asyncio.Task[object]] = set()
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.quota: QuotaLimiter | None = None
 
@@ -185,8 +186,6 @@ class EnrichmentPacer(CallPacer):
         self.calls_in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.calls_in_flight)
         task = asyncio.current_task()
-        if task is not None:
-            self.tasks_in_call.add(task)
         try:
             now = time.monotonic()
             start = self.limit.reserve_start(now)  # with the slot held: a turn at the learned rate, if any
@@ -196,8 +195,14 @@ class EnrichmentPacer(CallPacer):
             yield
         finally:
             self.calls_in_flight -= 1
-            self.tasks_in_call.discard(task)  # type: ignore[arg-type]
+            self.tasks_sending.discard(task)  # type: ignore[arg-type]
             self._wake_next()
+
+    def sending(self) -> None:
+        """The current attempt's request goes now (the hook calls this after the quota and start waits)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks_sending.add(task)
 
     def _wake_next(self) -> None:
         """Wake as many waiting attempts as there are free slots (the limit may have grown), at least one."""

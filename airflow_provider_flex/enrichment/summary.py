@@ -6,12 +6,17 @@ task reads ``summary["standard_cost_usd"]`` rather than rebuilding figures from 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_flex.exceptions import FlexError
+from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError
+
+if TYPE_CHECKING:
+    from airflow_provider_flex.enrichment.batch_route import BatchRouteStats
+    from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 
 #: Dead-letter reasons listed in a summary, most frequent first.
 TOP_REASONS = 5
@@ -158,3 +163,92 @@ def error_digest(dead_letters: Iterable[Mapping[str, Any]]) -> tuple[list[dict[s
     reasons = Counter(str(letter.get("error", ""))[:300] for letter in letters)
     top = [{"reason": reason, "rows": rows} for reason, rows in reasons.most_common(TOP_REASONS)]
     return top, [str(letter["key"]) for letter in letters[:FAILED_KEY_SAMPLE]]
+
+
+@dataclass
+class EnrichStats:
+    """What a run has done so far: the engine's accumulator, from which :class:`EnrichSummary` is made."""
+
+    total: int = 0
+    skipped: int = 0
+    failed: int = 0
+    standard_tier_calls: int = 0
+    #: What each route answered in this run (batch: filled in once, when flex is done).
+    flex: RouteFigures = field(default_factory=RouteFigures)
+    batch: RouteFigures = field(default_factory=RouteFigures)
+    in_batch: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stopped_by_cost_cap: bool = False
+    quota_exhausted: FlexQuotaExhausted | None = None
+    #: The API refused the run itself (a bad key, an unknown model, a config every row would fail).
+    run_refused: FlexRequestError | None = None
+    #: The process that started this one (Airflow's task supervisor) went away mid-run: the run stopped.
+    orphaned: bool = False
+
+    def add_batch(self, batch: BatchRouteStats) -> None:
+        """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
+        self.batch = batch.answered
+        self.failed += len(batch.dead_letters)
+
+    @property
+    def succeeded(self) -> int:
+        return self.flex.rows + self.batch.rows
+
+    @property
+    def cost_usd(self) -> float:
+        return self.flex.cost_usd + self.batch.cost_usd
+
+    @property
+    def standard_cost_usd(self) -> float:
+        return self.flex.standard_cost_usd + self.batch.standard_cost_usd
+
+    def rows_per_s(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return round(self.done / elapsed, 2) if elapsed > 0 else 0.0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    def summary(
+        self, pacer: EnrichmentPacer, *, model: str | None, dead_letters: list[dict[str, Any]]
+    ) -> EnrichSummary:
+        exhausted = self.quota_exhausted
+        top_errors, failed_keys = error_digest(dead_letters)
+        tokens = TokenTotals()
+        for route in (self.flex, self.batch):
+            tokens.merge(route.tokens)
+        return EnrichSummary(
+            total=self.total,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            skipped=self.skipped,
+            not_started=self.total - self.skipped - self.done - self.in_batch,
+            in_batch=self.in_batch,
+            model=model,
+            cost_usd=round(self.cost_usd, 6),
+            standard_cost_usd=round(self.standard_cost_usd, 6),
+            saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
+            tokens=tokens,
+            rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
+            cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            rows_per_s=self.rows_per_s(),
+            rate_limited_429=pacer.rate_limited_429,
+            unavailable_503=pacer.unavailable_503,
+            standard_tier_calls=self.standard_tier_calls,
+            peak_concurrency=pacer.peak_in_flight,
+            stopped_by_cost_cap=self.stopped_by_cost_cap,
+            daily_quota_exhausted=None
+            if exhausted is None
+            else {
+                "model": exhausted.model,
+                "quota": exhausted.quota,
+                "quota_id": exhausted.quota_id,
+                "limit": exhausted.limit,
+                "reset_at": exhausted.reset_at.isoformat(),
+                "message": str(exhausted),
+            },
+            top_errors=top_errors,
+            failed_keys_sample=failed_keys,
+        )

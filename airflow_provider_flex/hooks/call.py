@@ -57,6 +57,7 @@ class CallPacer:
 
     - :meth:`attempt` is entered around every async API attempt, not the waits
       between attempts (the enrichment engine caps calls in flight with it);
+    - :meth:`sending` is called when an attempt's request goes, after its quota and start waits;
     - :meth:`on_failure` hears every retryable failure (429, 5xx, timeout, drop);
     - :meth:`backoff_step` maps a call's attempt number to its backoff exponent's
       step (never more than the attempt);
@@ -67,6 +68,9 @@ class CallPacer:
 
     def attempt(self) -> AbstractAsyncContextManager[Any]:
         return nullcontext()
+
+    def sending(self) -> None:
+        return None
 
     def on_failure(self, failure: Failure) -> None:
         return None

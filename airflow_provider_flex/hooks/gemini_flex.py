@@ -356,6 +356,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
             if wait:
                 await asyncio.sleep(wait)
             await start_turn()
+            self.pacer.sending()
             yield
 
     # ---- misc
