@@ -79,7 +79,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class AirflowDeployment:
+class StartedService:
+    """``with Service(...) as service:`` for the test services: started on entry, stopped on exit, and stopped
+    too when starting fails half-way (no process left behind)."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class AirflowDeployment(StartedService):
     """Start with ``with AirflowDeployment(home, dags_folder, env) as airflow:``."""
 
     def __init__(
@@ -176,16 +197,6 @@ class AirflowDeployment:
         else:
             os.killpg(root.pid, signal.SIGKILL)
         self.processes[component].wait()
-
-    def __enter__(self) -> AirflowDeployment:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def console(self, component: str) -> Path:
         return self.home / f"{component}.console.log"

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.deployment import free_port
+from tests.deployment import StartedService, free_port
 
 DATABASE = "airflow"
 USER = "airflow"
@@ -30,7 +30,7 @@ def postgres_binaries() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-class PostgresServer:
+class PostgresServer(StartedService):
     """``with PostgresServer() as db:`` a running cluster with database ``airflow``; ``db.url`` for SQLAlchemy."""
 
     def __init__(self, run_as: str = "nobody") -> None:
@@ -117,13 +117,3 @@ class PostgresServer:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -41,7 +41,9 @@ time.sleep(600)
 
 
 def _results(output) -> list[str]:
-    return [json.loads(line)["key"] for path in output.glob("results-*.jsonl") for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)["key"] for path in output.glob("results-*.jsonl") for line in path.read_text().splitlines()
+    ]
 
 
 def test_an_orphaned_run_stops_and_its_rerun_sends_each_row_once(tmp_path):
