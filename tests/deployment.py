@@ -131,6 +131,8 @@ class AirflowDeployment(StartedService):
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         #: Components a test killed on purpose (not a failure of the deployment).
         self.killed: set[str] = set()
+        #: Processes seen under the components, killed at the end if still alive.
+        self.descendants: set[Any] = set()
 
     def cli(self, *args: str, timeout: float = 120) -> str:
         result = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -169,7 +171,13 @@ class AirflowDeployment(StartedService):
         return self
 
     def stop(self) -> None:
+        """Stop every component, then anything still alive under them (task runners sit in process groups
+        of their own, and a killed worker's orphans are no longer under it: they were found when killed)."""
+        import psutil
+
         for process in self.processes.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.descendants.update(psutil.Process(process.pid).children(recursive=True))
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
@@ -178,6 +186,9 @@ class AirflowDeployment(StartedService):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        for leftover in self.descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
 
     def kill(self, component: str, *, machine: bool = False) -> None:
         """SIGKILL a component's process group (``kill -9`` of a Celery worker and its pool), or with
@@ -190,6 +201,7 @@ class AirflowDeployment(StartedService):
 
         self.killed.add(component)
         root = psutil.Process(self.processes[component].pid)
+        self.descendants.update(root.children(recursive=True))
         if machine:
             for process in [root, *root.children(recursive=True)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
