@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_flex.spend import spend_of
+
 #: Semantic-convention names (OpenTelemetry GenAI conventions) and this provider's own.
 OPERATION = "generate_content"
 TRACER_NAME = "airflow_provider_flex"
@@ -64,17 +66,17 @@ def call_attributes(
     if last_attempt_s is not None:
         # the answered (or last) attempt, request sent to answer: the flex queue wait plus generation
         attributes["gemini_flex.queue_wait_s"] = round(last_attempt_s, 3)
-    if result is not None:
-        usage = result["usage"]
+    spend = spend_of(result)  # the one reading of a result's usage, as the spend view and lineage read it
+    if result is not None and spend is not None:
         attributes.update(
             {
                 "gen_ai.response.model": result["model"],
-                "gen_ai.usage.input_tokens": usage["prompt_tokens"],
-                "gen_ai.usage.output_tokens": usage["output_tokens"] + usage["thoughts_tokens"],
-                "gen_ai.usage.cache_read.input_tokens": usage["cached_tokens"],
+                "gen_ai.usage.input_tokens": spend.input_tokens,
+                "gen_ai.usage.output_tokens": spend.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": spend.cached_tokens,
                 "gemini_flex.service_tier": result["service_tier"],
-                "gemini_flex.rate_limited_429": result["rate_limited_429"],
-                "gemini_flex.unavailable_503": result["unavailable_503"],
+                "gemini_flex.rate_limited_429": spend.rate_limited_429,
+                "gemini_flex.unavailable_503": spend.unavailable_503,
             }
         )
         if result["finish_reason"]:

@@ -283,7 +283,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         check_route(self.task_id, self.route, finish_by)
         if self.route != "auto" or finish_by is None:
             return None
-        ti = context.get("ti") if hasattr(context, "get") else None
+        ti = _task_instance(context)
         started = getattr(ti, "start_date", None) or datetime.now(UTC)
         return deadline_of(self.task_id, finish_by, started)
 
@@ -298,7 +298,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         """What this try spent, under ``gemini_flex_spend``: a failed task has no return value to read it from."""
         from airflow_provider_flex.spend import SPEND_XCOM_KEY
 
-        ti = context.get("ti") if hasattr(context, "get") else None
+        ti = _task_instance(context)
         if ti is not None:
             ti.xcom_push(key=SPEND_XCOM_KEY, value=summary.to_dict())
 
@@ -343,7 +343,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
         done, earlier = store.scan()
-        ti = context.get("ti") if hasattr(context, "get") else None
+        ti = _task_instance(context)
         self.log.info(
             "Enriching %d rows (%d already have a result in %s), max concurrency %d, on %s (pid %d)",
             total,
@@ -497,3 +497,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 self.key_field,
             )
         return summary.to_dict()
+
+
+def _task_instance(context: Any) -> Any:
+    """The running task instance, or None (a test may call ``execute`` with a plain dict, or none at all)."""
+    return context.get("ti") if hasattr(context, "get") else None
