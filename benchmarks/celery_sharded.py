@@ -1,6 +1,6 @@
 """Sharded enrichment on a CeleryExecutor deployment: two workers against one, on one shared quota.
 
-A real deployment as `tests/integration/test_celery_deployment.py` builds it (PostgreSQL, Redis as
+The deployment `tests/integration/celery_deployment.py` builds for the Celery test (PostgreSQL, Redis as
 broker and quota store, api-server, scheduler, dag-processor, triggerer, Celery workers of 4 slots)
 runs `flex_sharded_enrichment` (8 shards) against the emulator's requests-per-minute quota, first
 with two workers, then the same input size on a deployment with one. For each: rows/s from the first
@@ -14,8 +14,6 @@ and no 429 storm.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,10 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from airflow_provider_flex.emulator import FlexEmulator  # noqa: E402
-from tests.deployment import AirflowDeployment, CeleryShape  # noqa: E402
-from tests.integration.test_celery_deployment import SKU, write_catalogue  # noqa: E402
-from tests.postgres_server import PostgresServer  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.integration.celery_deployment import SKU, celery_deployment, write_catalogue  # noqa: E402
 
 MODEL = "gemini-2.5-flash-lite"
 KEY = "bench-celery-key"
@@ -35,48 +30,29 @@ KEY = "bench-celery-key"
 
 def run(workers: tuple[str, ...], args: argparse.Namespace, root: Path) -> dict:
     root.mkdir(parents=True)
-    dags = root / "dags"
-    dags.mkdir()
-    for source in (REPO / "dags").iterdir():
-        if source.name != "__pycache__":
-            (dags / source.name).symlink_to(source)
-    path_dir = root / "pythonpath"
-    path_dir.mkdir()
-    shutil.copy(REPO / "tests" / "integration" / "worker_hostname.py", path_dir)
     catalogue = root / "catalogue.csv"
     write_catalogue(catalogue, 30_000, args.rows)
     with (
         FlexEmulator(api_key=KEY, slots=32, service_time=(0.5, 1.5), rpm=args.rpm, seed=4) as emulator,
-        PostgresServer() as database,
-        RedisServer(root) as redis_server,
+        celery_deployment(root, emulator, KEY, workers) as airflow,
     ):
-        env = {
-            "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(KEY, initial_delay=0.2),
-            "AIRFLOW_CONN_FLEX_REDIS": json.dumps(
-                {"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port, "extra": {"db": 1}}
-            ),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
-            "PYTHONPATH": str(path_dir),
+        airflow.cli("variables", "set", "flex_output_root", str(root / "output"))
+        conf = {
+            "input_path": str(catalogue),
+            "rows_per_shard": args.rows // 8,
+            "model": MODEL,
+            "rate_limit_redis_conn_id": "flex_redis",
+            "requests_per_minute": args.rpm,
         }
-        shape = CeleryShape(database, f"redis://127.0.0.1:{redis_server.port}/0", workers, concurrency=4)
-        with AirflowDeployment(root / "home", dags, env, celery=shape) as airflow:
-            airflow.cli("variables", "set", "flex_output_root", str(root / "output"))
-            conf = {
-                "input_path": str(catalogue),
-                "rows_per_shard": args.rows // 8,
-                "model": MODEL,
-                "rate_limit_redis_conn_id": "flex_redis",
-                "requests_per_minute": args.rpm,
-            }
-            run_id = airflow.trigger("flex_sharded_enrichment", conf)
-            state = airflow.wait_for_run("flex_sharded_enrichment", run_id, timeout=3600)
-            hosts = dict(
-                airflow.query(
-                    "SELECT map_index, hostname FROM task_instance WHERE dag_id = 'flex_sharded_enrichment' "
-                    "AND run_id = ? AND task_id = 'enrich_shard'",
-                    run_id,
-                )
+        run_id = airflow.trigger("flex_sharded_enrichment", conf)
+        state = airflow.wait_for_run("flex_sharded_enrichment", run_id, timeout=3600)
+        hosts = dict(
+            airflow.query(
+                "SELECT map_index, hostname FROM task_instance WHERE dag_id = 'flex_sharded_enrichment' "
+                "AND run_id = ? AND task_id = 'enrich_shard'",
+                run_id,
             )
+        )
         calls = [call for call in emulator.admin.calls() if SKU.search(call["prompt"] or "")]
     answered = sorted(call["time"] for call in calls if call["outcome"] == "ok")
     span = answered[-1] - answered[0] if len(answered) > 1 else float("nan")

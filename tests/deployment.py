@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,15 @@ def airflow_env(home: Path, dags_folder: Path, **settings: str) -> dict[str, str
     }
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     return env
+
+
+def link_dags(folder: Path, sources: Iterable[Path]) -> Path:
+    """A DAGs folder of symlinks to ``sources`` (``__pycache__`` left out); the folder."""
+    folder.mkdir(parents=True)
+    for source in sources:
+        if source.name != "__pycache__":
+            (folder / source.name).symlink_to(source)
+    return folder
 
 
 def _postgres_errors() -> tuple[type[Exception], ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
-from tests.deployment import AirflowDeployment
+from tests.deployment import AirflowDeployment, link_dags
 
 REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
@@ -30,11 +30,7 @@ def emulator():
 @pytest.fixture(scope="session")
 def airflow(emulator, tmp_path_factory):
     root = tmp_path_factory.mktemp("deployment")
-    dags = root / "dags"
-    dags.mkdir()
-    for source in [*REPO_DAGS.iterdir(), *TEST_DAGS.glob("*.py")]:
-        if source.name != "__pycache__":
-            (dags / source.name).symlink_to(source)
+    dags = link_dags(root / "dags", [*REPO_DAGS.iterdir(), *TEST_DAGS.glob("*.py")])
     # The test auth manager's module on the processes' path: its folder alone (the repo root would add the
     # package's egg-info, i.e. its entry points, a second time).
     auth_path = root / "auth_manager"

@@ -9,87 +9,53 @@ emulator enforces a requests-per-minute quota, so the shards must share it throu
 
 from __future__ import annotations
 
-import csv
 import json
-import re
 import secrets
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
-from tests.deployment import AirflowDeployment, CeleryShape
-from tests.postgres_server import PostgresServer, postgres_binaries
-from tests.redis_server import RedisServer
+from tests.deployment import AirflowDeployment
+from tests.integration.celery_deployment import REPO_DAGS, SKU, celery_deployment, write_catalogue
+from tests.postgres_server import postgres_binaries
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(postgres_binaries() is None, reason="make test installs Debian's postgresql"),
 ]
 
-REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 API_KEY = f"celery-key-{secrets.token_hex(12)}"
 MODEL = "gemini-2.5-flash-lite"
 RPM = 240
 ROWS = 240
 ROWS_PER_SHARD = 30  # 8 shards
-SKU = re.compile(r"SKU-\d{5}")
 SERVICE_S = (0.5, 1.5)
-
-
-def write_catalogue(path: Path, first: int, rows: int = ROWS) -> set[str]:
-    """A product catalogue of ``rows`` rows whose prompts name their SKU; the SKUs."""
-    skus = [f"SKU-{first + i:05d}" for i in range(rows)]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sku", "title", "brand", "price_eur", "description"])
-        for sku in skus:
-            writer.writerow([sku, f"Product {sku}", "Acme", "9.99", f"Item {sku}, ships in 2-3 days."])
-    return set(skus)
 
 
 @pytest.fixture(scope="module")
 def celery_airflow(tmp_path_factory):
     root = tmp_path_factory.mktemp("celery")
-    dags = root / "dags"
-    dags.mkdir()
-    for source in REPO_DAGS.iterdir():
-        if source.name != "__pycache__":
-            (dags / source.name).symlink_to(source)
-    path_dir = root / "pythonpath"
-    path_dir.mkdir()
-    shutil.copy(Path(__file__).with_name("worker_hostname.py"), path_dir)
-    emulator = FlexEmulator(
-        api_key=API_KEY, slots=16, service_time=SERVICE_S, rpm=RPM, preempt_rate=0.0, seed=9
-    ).start()
-    try:
-        with PostgresServer() as database, RedisServer(root) as redis_server:
-            env = {
-                "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(API_KEY, initial_delay=0.2),
-                "AIRFLOW_CONN_FLEX_REDIS": json.dumps(
-                    {"conn_type": "redis", "host": "127.0.0.1", "port": redis_server.port, "extra": {"db": 1}}
-                ),
-                "AIRFLOW_CONN_FLEX_DEMO_SQLITE": json.dumps({"conn_type": "sqlite", "host": str(root / "demo.db")}),
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
-                "PYTHONPATH": str(path_dir),
-                # a lost worker's tasks are noticed within ~20 s (the default is 5 minutes)
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-            }
-            shape = CeleryShape(database, f"redis://127.0.0.1:{redis_server.port}/0", ("w1", "w2"), concurrency=4)
-            with AirflowDeployment(root / "home", dags, env, celery=shape) as airflow:
-                airflow.cli("pools", "set", "gemini_flex", "4", "Gemini flex calls", "--include-deferred")
-                yield airflow, emulator, root
-    finally:
-        emulator.stop()
+    with (
+        FlexEmulator(api_key=API_KEY, slots=16, service_time=SERVICE_S, rpm=RPM, preempt_rate=0.0, seed=9) as emulator,
+        celery_deployment(
+            root,
+            emulator,
+            API_KEY,
+            # a lost worker's tasks are noticed within ~20 s (the default is 5 minutes)
+            AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="20",
+            AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="5",
+        ) as airflow,
+    ):
+        airflow.cli("pools", "set", "gemini_flex", "4", "Gemini flex calls", "--include-deferred")
+        yield airflow, emulator, root
 
 
 def sharded_run(airflow: AirflowDeployment, root: Path, name: str, first_sku: int) -> tuple[str, Path, set[str]]:
     """Trigger flex_sharded_enrichment on a fresh catalogue into its own output root: (run id, output, SKUs)."""
     catalogue = root / f"{name}.csv"
-    skus = write_catalogue(catalogue, first_sku)
+    skus = write_catalogue(catalogue, first_sku, ROWS)
     output = root / f"output-{name}"
     airflow.cli("variables", "set", "flex_output_root", str(output))
     conf = {
