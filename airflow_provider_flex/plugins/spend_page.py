@@ -73,7 +73,8 @@ _TEMPLATE = """<!doctype html>
 </body>
 </html>
 """
-_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+#: Compiled once, when the api-server first serves the page (``from_string`` does not cache).
+_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(_TEMPLATE)
 
 
 def chart_bars(days: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -107,7 +108,7 @@ def render_spend_page(
     run_id: str | None = None,
 ) -> str:
     bars = chart_bars(days)
-    return _ENVIRONMENT.from_string(_TEMPLATE).render(
+    return _PAGE.render(
         runs=runs,
         bars=bars,
         bar_width=BAR_WIDTH,
