@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 #: The connection every hook, operator and trigger uses unless told otherwise.
 DEFAULT_CONN_ID = "gemini_flex_default"
 

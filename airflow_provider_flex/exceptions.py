@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowException
-
+from airflow_provider_flex.compat import AirflowException
 from airflow_provider_flex.hooks.quota_errors import QUOTA_TIMEZONE
 
 
@@ -99,10 +98,10 @@ class FlexQuotaExhausted(FlexCapacityError):
         self.reset_at = reset_at
         limit_text = f", limit {limit}" if limit is not None else ""
         local = reset_at.astimezone(QUOTA_TIMEZONE)
-        left = max(0.0, (reset_at - datetime.now(UTC)).total_seconds())
+        left = max(0.0, (reset_at - datetime.now(timezone.utc)).total_seconds())
         summary = (
             f"Daily quota exhausted for model {model}: {quota} ({quota_id}{limit_text}). No call can succeed "
-            f"before it resets at {local:%Y-%m-%d %H:%M %Z} ({reset_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}, "
+            f"before it resets at {local:%Y-%m-%d %H:%M %Z} ({reset_at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}, "
             f"in {left / 3600:.1f} h)."
         )
         super().__init__(

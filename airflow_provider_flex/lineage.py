@@ -87,7 +87,7 @@ def operator_lineage(
 
 def table_dataset(sql_conn_id: str, table: str) -> tuple[str, str]:
     """(namespace, name) of a table behind a common-sql connection: its type and host, and the table."""
-    from airflow.sdk import BaseHook
+    from airflow_provider_flex.compat import BaseHook
 
     conn = BaseHook.get_connection(sql_conn_id)
     host = conn.host or ""

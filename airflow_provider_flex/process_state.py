@@ -75,7 +75,7 @@ def freeze_startup_heap_once() -> bool:
     if PROCESS.gc_freeze_checked:
         return False
     PROCESS.gc_freeze_checked = True
-    from airflow.configuration import conf
+    from airflow_provider_flex.compat import conf
 
     if not conf.getboolean("gemini_flex", "triggerer_freeze_gc", fallback=False):
         return False

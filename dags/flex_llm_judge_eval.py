@@ -88,7 +88,7 @@ with DAG(
     @task
     def score_table(candidates: list[dict], verdicts: list[dict], **context) -> dict:
         """Write one row per candidate to the score table; log mean score, pass rate and cost."""
-        from airflow.sdk import BaseHook
+        from airflow_provider_flex.compat import BaseHook
 
         verdicts = list(verdicts)  # mapped results, in map-index order
         if len(verdicts) != len(candidates):

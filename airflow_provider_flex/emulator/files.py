@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
@@ -30,7 +30,7 @@ class StoredFile:
     generated: bool = False
 
     def resource(self, base_url: str, version: str) -> dict[str, Any]:
-        created = datetime.fromtimestamp(self.created, UTC)
+        created = datetime.fromtimestamp(self.created, timezone.utc)
         body: dict[str, Any] = {
             "name": f"files/{self.file_id}",
             "mimeType": self.mime_type,

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_flex.enrichment.batch_route import Routing
@@ -405,4 +405,4 @@ def run_enrichment(
 def reset_time(summary: EnrichSummary) -> datetime | None:
     """When the run's spent daily quota resets, from its summary (None if it was not spent)."""
     exhausted = summary.daily_quota_exhausted
-    return datetime.fromisoformat(exhausted["reset_at"]).astimezone(UTC) if exhausted else None
+    return datetime.fromisoformat(exhausted["reset_at"]).astimezone(timezone.utc) if exhausted else None

@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
+
+from airflow_provider_flex.compat import parse_datetime
 
 ROUTES = ("flex", "batch", "auto")
 #: The share of the quota rate flex is counted on to sustain (retries, shedding and the end of the run cost some).
@@ -38,7 +40,7 @@ def as_finish_by(task_id: str, value: object) -> timedelta | datetime | None:
     except (TypeError, ValueError):
         pass
     try:
-        return datetime.fromisoformat(str(value))
+        return parse_datetime(str(value))
     except ValueError:
         raise ValueError(
             f"Task {task_id!r}: finish_by must be a timedelta, an aware datetime or seconds, got {value!r}"
@@ -64,8 +66,8 @@ def check_route(task_id: str, route: str, finish_by: timedelta | datetime | None
 
 def deadline_of(task_id: str, finish_by: timedelta | datetime, started: datetime) -> datetime:
     """The absolute deadline; one already past is an error naming it."""
-    deadline = started + finish_by if isinstance(finish_by, timedelta) else finish_by.astimezone(UTC)
-    if deadline <= datetime.now(UTC):
+    deadline = started + finish_by if isinstance(finish_by, timedelta) else finish_by.astimezone(timezone.utc)
+    if deadline <= datetime.now(timezone.utc):
         raise ValueError(f"Task {task_id!r}: finish_by {deadline.isoformat()} is in the past")
     return deadline
 
@@ -120,7 +122,7 @@ class DeadlineRouter:
         """
         if self.route != "auto" or rows_per_s is None or self.deadline is None:
             return []
-        seconds_left = (self.deadline - (now or datetime.now(UTC))).total_seconds()
+        seconds_left = (self.deadline - (now or datetime.now(timezone.utc))).total_seconds()
         keep = max(0, flex_reach(seconds_left, rows_per_s) - in_progress)
         start = bisect.bisect_left(self.todo, next_position)
         end = bisect.bisect_left(self.todo, self.boundary)

@@ -59,7 +59,7 @@ def load_results(
     *, store: OutputStore, sql_conn_id: str, table: str, key_field: str, response_schema: Any, task: str
 ) -> int:
     """Upsert every result under ``store`` into ``table``; the number of rows loaded."""
-    from airflow.sdk import BaseHook
+    from airflow_provider_flex.compat import BaseHook
 
     columns = schema_columns(response_schema)
     check_identifiers(task, table, [key_field, *columns])

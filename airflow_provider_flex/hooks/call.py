@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
@@ -196,7 +196,7 @@ class FlexCall:
         """
         self.contents = contents
         now = time.monotonic()
-        outcome = self.limiter.reserve(contents, now=now, wall=datetime.now(UTC))
+        outcome = self.limiter.reserve(contents, now=now, wall=datetime.now(timezone.utc))
         if isinstance(outcome, DayBlocked):
             raise self.quota_exhausted(outcome)
         self.reservation = outcome
@@ -226,7 +226,7 @@ class FlexCall:
                 failure.quotas,
                 failure.server_delay_s,
                 now=time.monotonic(),
-                wall=datetime.now(UTC),
+                wall=datetime.now(timezone.utc),
             )
             if isinstance(translated, DailyQuotaRefusal):
                 assert blocked is not None

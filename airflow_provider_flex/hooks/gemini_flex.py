@@ -20,10 +20,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseHook
-
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import TIERS, normalize_tier
+from airflow_provider_flex.compat import BaseHook, get_connection_async
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
@@ -152,7 +151,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
     async def aload_settings(self) -> ConnectionSettings:
         """Read the connection without blocking the event loop (for triggers)."""
         if self._settings is None:
-            self._settings = self._load_settings(await self.aget_connection(self.gemini_flex_conn_id))
+            self._settings = self._load_settings(await get_connection_async(self, self.gemini_flex_conn_id))
         return self._settings
 
     async def aprepare(self) -> None:

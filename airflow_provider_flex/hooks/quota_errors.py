@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -99,4 +99,4 @@ def next_daily_reset(now: datetime) -> datetime:
     """When the per-day quotas next reset: the coming midnight in America/Los_Angeles, as UTC."""
     local = now.astimezone(QUOTA_TIMEZONE)
     midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
-    return midnight.astimezone(UTC)
+    return midnight.astimezone(timezone.utc)

@@ -38,7 +38,7 @@ def live_tracer() -> Any | None:
 
 
 def content_wanted() -> bool:
-    from airflow.configuration import conf
+    from airflow_provider_flex.compat import conf
 
     return conf.getboolean("gemini_flex", "trace_content", fallback=False)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import (
@@ -22,6 +22,7 @@ from airflow_provider_flex.arguments import (
     check_enrichment_arguments,
     normalize_tier,
 )
+from airflow_provider_flex.compat import conf
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
@@ -284,13 +285,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         if self.route != "auto" or finish_by is None:
             return None
         ti = _task_instance(context)
-        started = getattr(ti, "start_date", None) or datetime.now(UTC)
+        started = getattr(ti, "start_date", None) or datetime.now(timezone.utc)
         return deadline_of(self.task_id, finish_by, started)
 
     def _wait_for_quota_reset(self, reset_at: datetime) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-        moment = min(reset_at + QUOTA_RESET_MARGIN, datetime.now(UTC) + self.daily_quota_recheck)
+        moment = min(reset_at + QUOTA_RESET_MARGIN, datetime.now(timezone.utc) + self.daily_quota_recheck)
         self.log.info("Waiting for the daily quota: deferring until %s (reset at %s).", moment, reset_at)
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_quota_reset")
 

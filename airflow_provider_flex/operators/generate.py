@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import normalize_tier
+from airflow_provider_flex.compat import TRIGGERER_RENDERS_START_ARGUMENTS, conf
 from airflow_provider_flex.exceptions import FlexError, error_from_payload
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
@@ -140,8 +141,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     :param deferrable: hand the call to the triggerer, which also ends the task (the result
         is its ``return_value`` XCom), so no worker resumes it. A task that is not mapped
         starts there too, with no worker at all (templated arguments are rendered in the
-        triggerer); a mapped one (Airflow 3.3 cannot start those in the triggerer) runs
-        briefly on a worker to defer. A triggerer restart re-runs the trigger, which
+        triggerer) on Airflow 3.3 and newer; a mapped one (Airflow 3.3 cannot start those in
+        the triggerer), and every one on Airflow 3.0 to 3.2, runs briefly on a worker to defer. A triggerer restart re-runs the trigger, which
         re-sends the request.
     """
 
@@ -153,9 +154,10 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.deferrable = deferrable
-        if deferrable:
+        if deferrable and TRIGGERER_RENDERS_START_ARGUMENTS:
             # Start in the triggerer (no worker at all); templated arguments are rendered there.
             # A mapped task cannot (Airflow 3.3, GH-52141): it defers from a worker in execute().
+            # Before Airflow 3.3 the triggerer renders no template: the task defers from a worker.
             self.start_from_trigger = True
             from airflow.triggers.base import StartTriggerArgs
 

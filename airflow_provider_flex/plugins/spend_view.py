@@ -35,10 +35,10 @@ _bearer = HTTPBearer(auto_error=False)
 async def current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> BaseUser:
-    """The signed-in Airflow user (Bearer token or the UI's cookie): 401/403 otherwise."""
-    from airflow.api_fastapi.core_api.security import get_user
+    """Return the signed-in Airflow user (Bearer token or the UI's cookie): 401/403 otherwise."""
+    from airflow_provider_flex.compat import signed_in_user
 
-    return await get_user(request, None, credentials)
+    return await signed_in_user(request, credentials.credentials if credentials else None)
 
 
 def readable_dag_ids(user: Annotated[Any, Depends(current_user)]) -> set[str]:

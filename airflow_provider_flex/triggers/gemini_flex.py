@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
+from airflow_provider_flex.compat import TRIGGER_WRITES_XCOMS
 from airflow_provider_flex.exceptions import FlexError, error_payload
 from airflow_provider_flex.media import media_locations
 
@@ -115,7 +116,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
             if freeze_startup_heap_once():  # after the SDK's one-time objects exist, so they are frozen too
                 self.log.info("Froze the triggerer's start-up objects ([gemini_flex] triggerer_freeze_gc)")
             config = task_request_config(
-                self.task_id or "flex call",
+                getattr(self.task_instance, "task_id", None) or "flex call",  # BaseTrigger.task_id: 3.3+
                 self.contents,
                 self.system_instruction,
                 self.generation_config,
@@ -138,8 +139,11 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         result = response.to_dict()
         if self._ends_the_task:
             log_result(self.log, result)
-            await self._push_return_value(result)
-            yield TaskSuccessEvent()
+            if TRIGGER_WRITES_XCOMS:
+                await self._push_return_value(result)
+                yield TaskSuccessEvent()
+            else:  # Airflow 3.0 to 3.2: the triggerer writes the XComs an ending event carries
+                yield TaskSuccessEvent(xcoms={"return_value": result})
         else:
             yield TriggerEvent({"status": "success", "result": result})
 
