@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test reliability lint install clean redis-server chromium postgresql
+.PHONY: demo test reliability lint install clean redis-server chromium postgresql dist matrix
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ endif
 
 install: $(INSTALLED)
 
+# The release a team pins: an sdist and a wheel, checked by twine. The compatibility matrix installs the wheel.
+dist: $(INSTALLED)
+	@rm -rf dist
+	$(BIN)/python -m build --outdir dist . > .build.log 2>&1 || { cat .build.log; exit 1; }
+	$(BIN)/twine check --strict dist/*
+
+# The smoke suite (tests/compat) in one environment per supported Airflow minor and one with the oldest
+# google-genai and tenacity (scripts/compat_matrix.py; environments kept in .matrix/ while their inputs stay).
+matrix: dist
+	$(BIN)/python scripts/compat_matrix.py dist/*.whl
+
 demo: $(INSTALLED)
 	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/python scripts/demo.py
 
@@ -49,19 +60,23 @@ lint: $(INSTALLED)
 # limit and the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat
 # (little CPU), so they run beside the rest instead of after it. Their output follows the main group's;
 # the target fails if either group fails.
+# The compatibility matrix runs beside them too (its output in .matrix.log, each leg's in .pytest-matrix-*.log).
 SIDE_TESTS := tests/reliability/test_load.py tests/integration/test_celery_deployment.py
-test: lint redis-server chromium postgresql
-	@rm -f .pytest-load.log .pytest-main.log
+test: lint redis-server chromium postgresql dist
+	@rm -f .pytest-load.log .pytest-main.log .pytest-matrix-*.log .matrix.log
 	@$(BIN)/python -m pytest -p no:cacheprovider $(SIDE_TESTS) > .pytest-load.log 2>&1 & load=$$!; \
+	$(BIN)/python scripts/compat_matrix.py dist/*.whl > .matrix.log 2>&1 & matrix=$$!; \
 	$(BIN)/python -m pytest $(addprefix --ignore=,$(SIDE_TESTS)) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \
-	wait $$load; loaded=$$?; \
+	wait $$load; loaded=$$?; wait $$matrix; matrixed=$$?; \
 	echo "---- side group ($(SIDE_TESTS)) ----"; cat .pytest-load.log; \
-	echo "---- both groups ----"; $(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log; \
-	test $$main -eq 0 -a $$loaded -eq 0
+	echo "---- compatibility matrix (each leg's log: .pytest-matrix-<leg>.log) ----"; cat .matrix.log; \
+	for log in .pytest-matrix-*.log; do grep -E "^(FAILED|ERROR) " $$log | sed "s|^|$$log: |"; done; \
+	echo "---- all groups ----"; $(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log .pytest-matrix-*.log; \
+	test $$main -eq 0 -a $$loaded -eq 0 -a $$matrixed -eq 0
 
 # The reliability suite alone (it is part of `make test` as well).
 reliability: $(INSTALLED) redis-server
 	$(BIN)/python -m pytest tests/reliability tests/integration
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow
+	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow .matrix dist

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow import __version__ as AIRFLOW_VERSION
 
@@ -24,6 +25,7 @@ def _minor(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+T = TypeVar("T")
 AIRFLOW_V_3_1_PLUS = _minor(AIRFLOW_VERSION) >= (3, 1)
 AIRFLOW_V_3_2_PLUS = _minor(AIRFLOW_VERSION) >= (3, 2)
 AIRFLOW_V_3_3_PLUS = _minor(AIRFLOW_VERSION) >= (3, 3)
@@ -58,24 +60,60 @@ except ImportError:  # Airflow 3.0
 #: starts on a worker, renders its arguments there and defers.
 TRIGGERER_RENDERS_START_ARGUMENTS = AIRFLOW_V_3_3_PLUS
 
-#: A trigger can write XComs itself (``XCom.aset``) from Airflow 3.3 on; before, it hands them to
-#: the triggerer in ``TaskSuccessEvent(xcoms=...)``.
-TRIGGER_WRITES_XCOMS = AIRFLOW_V_3_3_PLUS
 
 #: Plugins' ``external_views`` (a nav entry, a tab on each DAG run) appear in the UI from Airflow 3.1
 #: on; on 3.0 the spend view's pages are served, but the UI links to none of them.
 UI_SHOWS_EXTERNAL_VIEWS = AIRFLOW_V_3_1_PLUS
 
 
-async def get_connection_async(hook: Any, conn_id: str) -> Any:
-    """Return the connection ``conn_id`` without blocking the event loop (a trigger's read).
+async def run_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Run a blocking ``func(*args)`` in a thread, keeping the event loop free; return its result.
 
-    Airflow 3.1+ has ``BaseHook.aget_connection``; on 3.0 the blocking read runs in a thread, as
-    Airflow 3.0's own providers do it (``sync_to_async(get_connection)``).
+    Before Airflow 3.3, a request to the supervisor (a connection read, an XCom) from a plain thread of the
+    triggerer crashes the trigger runner ("Response read out of order": the sync request runs a second event
+    loop on the supervisor's socket). asgiref's ``sync_to_async`` (what Airflow 3.0's own providers use)
+    sends such a request through the triggerer's loop.
+    """
+    if AIRFLOW_V_3_3_PLUS:
+        return await asyncio.to_thread(func, *args)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(func, thread_sensitive=False)(*args)
+
+
+async def push_xcom_from_trigger(task_instance: Any, key: str, value: Any) -> None:
+    """Store an XCom of ``task_instance`` from a trigger, through the XCom backend as a task would.
+
+    Airflow 3.3 has ``XCom.aset``; before, the blocking ``XCom.set`` goes through :func:`run_blocking`.
+    (``TaskSuccessEvent(xcoms=...)`` is no way round it: Airflow 3.0 to 3.3 store those JSON-encoded twice,
+    so downstream tasks read a string.)
+    """
+    from airflow.sdk.execution_time.xcom import XCom
+
+    fields = {
+        "key": key,
+        "value": value,
+        "dag_id": task_instance.dag_id,
+        "task_id": task_instance.task_id,
+        "run_id": task_instance.run_id,
+        "map_index": task_instance.map_index if task_instance.map_index is not None else -1,
+    }
+    if AIRFLOW_V_3_3_PLUS:
+        await XCom.aset(**fields)
+    else:
+        await run_blocking(lambda: XCom.set(**fields))
+
+
+async def read_connection_async(hook: Any, conn_id: str, read: Callable[[Any], T]) -> T:
+    """Return ``read(connection)`` for the connection ``conn_id``, without blocking the event loop (a trigger).
+
+    Airflow 3.1+ has ``BaseHook.aget_connection``. On 3.0 the read and ``read`` itself run through
+    :func:`run_blocking`: 3.0's ``Connection.extra_dejson`` asks the supervisor to mask secrets with a sync
+    request, which fails on the event loop's thread.
     """
     if hasattr(hook, "aget_connection"):
-        return await hook.aget_connection(conn_id)
-    return await asyncio.to_thread(hook.get_connection, conn_id)
+        return read(await hook.aget_connection(conn_id))
+    return await run_blocking(lambda: read(hook.get_connection(conn_id)))
 
 
 async def signed_in_user(request: Any, bearer_token: str | None) -> Any:
@@ -113,14 +151,15 @@ __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "TRIGGERER_RENDERS_START_ARGUMENTS",
-    "TRIGGER_WRITES_XCOMS",
     "UI_SHOWS_EXTERNAL_VIEWS",
     "AirflowException",
     "BaseHook",
     "conf",
     "context_merge",
     "determine_kwargs",
-    "get_connection_async",
     "parse_datetime",
+    "push_xcom_from_trigger",
+    "read_connection_async",
+    "run_blocking",
     "signed_in_user",
 ]

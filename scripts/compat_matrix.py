@@ -63,6 +63,19 @@ LEGS = (
 )
 
 
+#: The smoke suite alone, with no conftest above it (the main suite's) and pyproject's addopts less its
+#: ``--ignore=tests/compat``.
+SUITE_ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "-o",
+    "addopts=-ra --strict-markers",
+    "--confcutdir",
+    "tests/compat",
+    "tests/compat",
+)
+
+
 def interpreter(version: str) -> tuple[str, str]:
     """Return the path of a Python ``version`` interpreter, and the version it really is."""
     for candidate in sorted(PYENV.glob(f"{version}.*"), reverse=True):
@@ -106,7 +119,18 @@ def prepare(leg: Leg, wheel: Path, log: Path) -> Path:
     if not (stamp.exists() and stamp.read_text() == key):
         shutil.rmtree(env, ignore_errors=True)
         run(UV, "venv", "--quiet", "--python", python, env, log=log)
-        run(UV, "pip", "install", "--python", env / "bin" / "python", f"{wheel}[examples]", *leg.pins, *leg.held_back, "pytest", log=log)
+        run(
+            UV,
+            "pip",
+            "install",
+            "--python",
+            env / "bin" / "python",
+            f"{wheel}[examples]",
+            *leg.pins,
+            *leg.held_back,
+            "pytest",
+            log=log,
+        )
         stamp.write_text(key)
     run(UV, "pip", "install", "--python", env / "bin" / "python", "--reinstall", "--no-deps", wheel, log=log)
     run(UV, "pip", "check", "--python", env / "bin" / "python", log=log)
@@ -129,7 +153,7 @@ def run_leg(leg: Leg, wheel: Path) -> bool:
     with log.open("a") as handle:
         result = subprocess.run(
             # the environment's pytest script, not ``python -m pytest``: that would put the source tree on sys.path
-            [str(python.parent / "pytest"), "-p", "no:cacheprovider", "--confcutdir", "tests/compat", "tests/compat"],
+            [str(python.parent / "pytest"), *SUITE_ARGS],
             cwd=ROOT,
             stdout=handle,
             stderr=subprocess.STDOUT,

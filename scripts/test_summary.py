@@ -1,4 +1,4 @@
-"""One closing line for `make test`'s two pytest groups: their counts added up ("N passed, N failed")."""
+"""One closing line for `make test`'s pytest groups (main, side, each matrix leg): their counts added up ("N passed, N failed")."""
 
 from __future__ import annotations
 

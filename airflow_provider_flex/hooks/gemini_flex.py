@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import TIERS, normalize_tier
-from airflow_provider_flex.compat import BaseHook, get_connection_async
+from airflow_provider_flex.compat import BaseHook, read_connection_async, run_blocking
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
 from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
@@ -151,7 +151,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
     async def aload_settings(self) -> ConnectionSettings:
         """Read the connection without blocking the event loop (for triggers)."""
         if self._settings is None:
-            self._settings = self._load_settings(await get_connection_async(self, self.gemini_flex_conn_id))
+            self._settings = await read_connection_async(self, self.gemini_flex_conn_id, self._load_settings)
         return self._settings
 
     async def aprepare(self) -> None:
@@ -408,7 +408,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
         """Take the model's limiter in a thread the first time: with a shared quota that reads the Redis
         connection and builds its client, which must not hold the event loop."""
         if (model or self.settings.default_model).removeprefix("models/") not in self._limiters:
-            await asyncio.to_thread(self.quota_limiter, model)
+            await run_blocking(self.quota_limiter, model)
 
     def forget_spent_day(self, model: str | None = None) -> None:
         """Let calls to ``model`` try again after a per-day 429 (a new run looks at the day's quota afresh)."""

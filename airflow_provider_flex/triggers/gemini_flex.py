@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_flex.compat import TRIGGER_WRITES_XCOMS
+from airflow_provider_flex.compat import push_xcom_from_trigger
 from airflow_provider_flex.exceptions import FlexError, error_payload
 from airflow_provider_flex.media import media_locations
 
@@ -139,31 +139,17 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         result = response.to_dict()
         if self._ends_the_task:
             log_result(self.log, result)
-            if TRIGGER_WRITES_XCOMS:
-                await self._push_return_value(result)
-                yield TaskSuccessEvent()
-            else:  # Airflow 3.0 to 3.2: the triggerer writes the XComs an ending event carries
-                yield TaskSuccessEvent(xcoms={"return_value": result})
+            await self._push_return_value(result)
+            yield TaskSuccessEvent()
         else:
             yield TriggerEvent({"status": "success", "result": result})
 
     async def _push_return_value(self, result: dict[str, Any]) -> None:
         """The result as the task's ``return_value``, through the XCom backend as a task would push it.
 
-        (``TaskSuccessEvent(xcoms=...)`` would store it JSON-encoded twice in Airflow 3.3,
-        so downstream tasks read a string.)
+        (``TaskSuccessEvent(xcoms=...)`` would store it JSON-encoded twice, so downstream tasks read a string.)
         """
-        from airflow.sdk.execution_time.xcom import XCom
-
-        ti = self.task_instance
-        await XCom.aset(
-            key="return_value",
-            value=result,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-        )
+        await push_xcom_from_trigger(self.task_instance, "return_value", result)
 
     @property
     def _ends_the_task(self) -> bool:

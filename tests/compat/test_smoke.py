@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_the_wheel_is_installed_not_the_source_tree():
     import airflow_provider_flex
 
     location = Path(airflow_provider_flex.__file__).resolve()
-    assert location.parent != REPO / "airflow_provider_flex", f"the provider was imported from the source tree"
+    assert location.parent != REPO / "airflow_provider_flex", "the provider was imported from the source tree"
     assert "site-packages" in location.parts, location
     dist = importlib.metadata.distribution("airflow-provider-flex")
     assert dist.version == airflow_provider_flex.__version__
@@ -133,3 +134,34 @@ def _task_states(dag_id: str) -> dict[str, str]:
     with sqlite3.connect(database) as db:
         rows = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall()
     return dict(rows)
+
+
+def test_the_google_genai_calls_the_provider_makes(monkeypatch):
+    """Counting tokens, a stream, and a batch job sent as a JSONL file (Files API up and down), on this leg's SDK."""
+    from airflow_provider_flex.emulator import FlexEmulator
+    from airflow_provider_flex.emulator.batch import BatchSettings
+    from airflow_provider_flex.hooks.batch import BatchRequest
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+    model = "gemini-2.5-flash-lite"
+    with FlexEmulator(api_key=API_KEY, slots=4, service_time=(0.01, 0.05), batch=BatchSettings(turnaround_s=0.5)) as em:
+        monkeypatch.setenv("AIRFLOW_CONN_GEMINI_FLEX_DEFAULT", em.connection_json(API_KEY, initial_delay=0.2))
+        hook = GeminiFlexHook()
+        assert hook.count_tokens(contents="How many tokens is this?", model=model) > 0
+        stream = hook.stream_content(contents="Stream a short answer", model=model)
+        text = "".join(stream)
+        assert text and stream.result.text == text and stream.result.service_tier == "flex"
+        requests = [BatchRequest(key=f"k{i}", contents=f"Answer number {i}") for i in range(3)]
+        job = hook.batches.submit(model, requests, config=None, display_name="compat-smoke", as_file=True)
+        assert job.input_file, "the job was not sent as a file"
+        for _ in range(200):
+            job = hook.batches.get(job.name)
+            if job.state not in ("pending", "running"):
+                break
+            time.sleep(0.1)
+        assert job.state == "succeeded", job
+        results = hook.batches.results(job.name, model=model, wants_json=False)
+        assert sorted(line.key for line in results.lines) == ["k0", "k1", "k2"]
+        assert all(line.response is not None and line.response.text for line in results.lines)
+        hook.batches.delete(job.name, job.input_file)
+        hook.close()
