@@ -131,14 +131,32 @@ class FlexRequestError(FlexError):
 
 
 class FlexResponseError(FlexError):
-    """The call succeeded but its answer is unusable: a blocked prompt, or JSON that fails the schema."""
+    """The call succeeded but its answer is unusable: a blocked prompt, or JSON that fails the schema.
 
-    payload_fields = ("reason", "message")
+    ``reason`` is ``blocked``, ``invalid_json``, ``max_tokens`` (cut at ``max_output_tokens``) or
+    ``off_schema``. The answer was paid for all the same: ``spend`` holds its model, served tier, usage,
+    ``cost_usd`` and ``standard_cost_usd`` (a result dict without the answer), so summaries and the spend
+    view count it; ``paid`` is the priced answer itself, where the hook had one.
+    """
 
-    def __init__(self, reason: str, message: str) -> None:
+    payload_fields = ("reason", "message", "spend")
+
+    def __init__(self, reason: str, message: str, spend: dict[str, Any] | None = None) -> None:
         self.reason = reason
         self.message = message
+        self.spend = spend
+        self.paid: Any = None
         super().__init__(f"Unusable answer ({reason}): {message}")
+
+    def with_spend(self, paid: Any) -> FlexResponseError:
+        """Return this error carrying the priced answer ``paid`` (a FlexResponse) and its spend."""
+        self.paid = paid
+        result = paid.to_dict()
+        self.spend = {
+            name: result[name]
+            for name in ("model", "service_tier", "requested_tier", "usage", "cost_usd", "standard_cost_usd")
+        } | {"finish_reason": result["finish_reason"], "attempts": result["attempts"], "text": None, "parsed": None}
+        return self
 
 
 class FlexStreamInterrupted(FlexError):

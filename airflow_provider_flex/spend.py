@@ -94,7 +94,7 @@ def _enrichment_spend(summary: Mapping[str, Any]) -> Spend:
     }
     rows = int(summary.get("succeeded") or 0)
     return Spend(
-        calls=rows,
+        calls=rows + int(summary.get("unusable_answers") or 0),
         rows=rows,
         cost_usd=float(summary.get("cost_usd") or 0.0),
         standard_cost_usd=float(summary.get("standard_cost_usd") or 0.0),
@@ -168,3 +168,10 @@ def spend_by_day(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry["standard_cost_usd"] += run["standard_cost_usd"]
         entry["runs"] += 1
     return [_rounded(days[day]) for day in sorted(days)]
+
+
+def record_failed_spend(context: Any, spend: Mapping[str, Any] | None) -> None:
+    """Push what a failing task spent under :data:`SPEND_XCOM_KEY`: it has no return value to read it from."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is not None and spend:
+        ti.xcom_push(key=SPEND_XCOM_KEY, value=dict(spend))

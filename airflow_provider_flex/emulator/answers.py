@@ -84,10 +84,14 @@ def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked:
         )
     if request.schema is not None:
         text = (
-            lm.json_answer(prompt, request.schema) if request.schema else json.dumps({"answer": lm.text_answer(prompt)})
+            lm.json_answer(prompt, request.schema, model=model)
+            if request.schema
+            else json.dumps({"answer": lm.text_answer(prompt, model=model)})
         )
     else:
-        text = lm.text_answer(prompt, min_tokens=config.answer_tokens[0], max_tokens=config.answer_tokens[1])
+        text = lm.text_answer(
+            prompt, min_tokens=config.answer_tokens[0], max_tokens=config.answer_tokens[1], model=model
+        )
     finish = "STOP"
     if request.max_output_tokens is not None and lm.count_tokens(text) > request.max_output_tokens:
         text = lm.truncate_to_tokens(text, request.max_output_tokens)

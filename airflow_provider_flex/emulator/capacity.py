@@ -98,7 +98,7 @@ class Capacity:
         timeout = queue_timeout_s if tier == "flex" else None
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
             if waiter.future.done() and not waiter.future.cancelled():
                 return  # the slot arrived as the timer fired: keep it
             self._abandon(tier, waiter)
@@ -138,3 +138,13 @@ def format_duration(seconds: float) -> str:
     if millis % 1000 == 0:
         return f"{millis // 1000}s"
     return f"{millis / 1000:.3f}s"
+
+
+async def flex_queue_wait(wait_s: float, server_timeout_s: float) -> None:
+    """Wait ``wait_s`` in the flex queue; past the call's server timeout, end it as the API does (504)."""
+    if wait_s > server_timeout_s:
+        await asyncio.sleep(server_timeout_s)
+        raise QueueDeadlineExceeded(
+            f"The flex queue did not reach the request within its deadline ({server_timeout_s:.0f}s)."
+        )
+    await asyncio.sleep(wait_s)

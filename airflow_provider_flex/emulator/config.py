@@ -31,6 +31,9 @@ class EmulatorConfig:
     port: int = 0
     slots: int = 8
     service_time: tuple[float, float] = (0.0, 0.0)
+    #: Seconds a flex call waits in the flex queue before it is served, uniform in (MIN, MAX), holding no
+    #: slot (the real tier: "1 to 15 minutes"); past the call's X-Server-Timeout it ends with 504.
+    queue_wait: tuple[float, float] = (0.0, 0.0)
     queue_depth: int = 64
     preempt_rate: float = 0.0
     rps: float = 0.0
@@ -66,6 +69,8 @@ class EmulatorConfig:
         low, high = self.service_time
         if low < 0 or high < low:
             problems.append(f"service time must be MIN[:MAX] with 0 <= MIN <= MAX, got {low}:{high}")
+        if self.queue_wait[0] < 0 or self.queue_wait[1] < self.queue_wait[0]:
+            problems.append(f"queue wait must be MIN[:MAX] with 0 <= MIN <= MAX, got {self.queue_wait}")
         if self.queue_depth < 0:
             problems.append(f"queue depth must be >= 0, got {self.queue_depth}")
         if not 0.0 <= self.preempt_rate <= 1.0:

@@ -139,9 +139,10 @@ def _rng_for(prompt: str, salt: str = "") -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def text_answer(prompt: str, *, min_tokens: int = 24, max_tokens: int = 96) -> str:
-    """A plain-text answer derived from the prompt alone."""
-    rng = _rng_for(prompt, "text")
+def text_answer(prompt: str, *, min_tokens: int = 24, max_tokens: int = 96, model: str = "") -> str:
+    """A plain-text answer derived from the prompt and the model: two models answer a prompt differently,
+    each always the same way (so an evaluation comparing models has something to compare)."""
+    rng = _rng_for(prompt, f"text:{model}")
     target = rng.randint(min_tokens, max(min_tokens, max_tokens))
     echo = " ".join(_TOKEN_RE.findall(prompt)[:8])
     sentences: list[str] = [f"Flex emulator answer to: {echo}." if echo else "Flex emulator answer."]
@@ -159,14 +160,14 @@ def thoughts_tokens(prompt: str, thinking_budget: int | None) -> int:
     return natural if thinking_budget is None or thinking_budget < 0 else min(natural, thinking_budget)
 
 
-def json_answer(prompt: str, schema: Mapping[str, Any]) -> str:
-    """A JSON document derived from the prompt that validates against ``schema``.
+def json_answer(prompt: str, schema: Mapping[str, Any], *, model: str = "") -> str:
+    """A JSON document derived from the prompt and the model that validates against ``schema``.
 
     Accepts the OpenAPI form the API calls ``responseSchema`` (upper-case types,
     ``nullable``) and JSON Schema (``responseJsonSchema``, with ``$defs`` and
     ``$ref``). ``pattern`` constraints are not honoured.
     """
-    rng = _rng_for(prompt, "json")
+    rng = _rng_for(prompt, f"json:{model}")
     instance = _instance(schema, rng, root=schema, depth=0, name="value")
     return json.dumps(instance, ensure_ascii=False)
 

@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds each call holds a slot, uniform in [MIN, MAX] (default 0)",
     )
     parser.add_argument(
+        "--queue-wait",
+        type=lambda t: _range(t, float),
+        default=defaults.queue_wait,
+        metavar="MIN[:MAX]",
+        help="seconds a flex call waits in the flex queue before it is served, holding no slot (default 0)",
+    )
+    parser.add_argument(
         "--queue-depth",
         type=int,
         default=defaults.queue_depth,
@@ -364,6 +371,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         port=args.port,
         slots=args.slots,
         service_time=args.service_time,
+        queue_wait=args.queue_wait,
         queue_depth=args.queue_depth,
         preempt_rate=args.preempt_rate,
         rps=args.rps,

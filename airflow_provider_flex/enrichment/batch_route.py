@@ -35,6 +35,7 @@ from airflow_provider_flex.enrichment.store import OutputStore, result_record
 from airflow_provider_flex.enrichment.summary import RouteFigures
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest, FlexBatches
+from airflow_provider_flex.hooks.schema import AnswerSchema
 
 if TYPE_CHECKING:
     from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
@@ -82,6 +83,8 @@ class BatchRouteStats:
     """What the batch route did in this run; the engine's summary adds it to flex's."""
 
     answered: RouteFigures = field(default_factory=RouteFigures)
+    #: Answers that came back unusable (off-schema, cut, blocked): paid for, so counted in the spend.
+    unusable: RouteFigures = field(default_factory=RouteFigures)
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -100,7 +103,6 @@ class BatchRoute:
         key_field: str,
         model: str,
         config: Any,
-        wants_json: bool,
         max_attempts: int,
         poll_interval: float,
         log: Any,
@@ -112,7 +114,7 @@ class BatchRoute:
         self.key_field = key_field
         self.model = model
         self.config = config
-        self.wants_json = wants_json
+        self.answer_schema = AnswerSchema.of_config(config)
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
         self.log = log
@@ -215,7 +217,7 @@ class BatchRoute:
             if (until_done and not self.checkpoints) or (not until_done and self._stopping):
                 return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
 
     async def step(self) -> None:
@@ -295,8 +297,9 @@ class BatchRoute:
                 self.batches.results,
                 checkpoint.job_name,
                 model=self.model,
-                wants_json=self.wants_json,
+                wants_json=self.answer_schema is not None,
                 attempts={key: tries + 1 for key, tries in checkpoint.attempts.items()},
+                schema=self.answer_schema,
             )
             records = []
             for line in results.lines:
@@ -308,6 +311,8 @@ class BatchRoute:
                     self.stats.answered.count(line.response)
                 else:
                     latest[line.key] = line.error or "the batch line failed"
+                    if line.paid is not None:
+                        self.stats.unusable.count(line.paid)
             if records:
                 await asyncio.to_thread(self.store.write_results, records)
             if results.unmatched:
@@ -396,7 +401,6 @@ def build_routing(
         key_field=key_field,
         model=model,
         config=config,
-        wants_json=config.response_schema is not None or config.response_json_schema is not None,
         max_attempts=hook.retry_policy.max_attempts,
         poll_interval=poll_interval,
         log=log,

@@ -26,7 +26,13 @@ from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
 from airflow_provider_flex.enrichment.summary import EnrichStats, EnrichSummary
-from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, error_payload
+from airflow_provider_flex.exceptions import (
+    FlexError,
+    FlexQuotaExhausted,
+    FlexRequestError,
+    FlexResponseError,
+    error_payload,
+)
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 
 CHECKPOINT_ROWS = 200
@@ -225,6 +231,10 @@ class Enrichment:
         except FlexRequestError as exc:
             if self.stats.run_refused is None and not self._refuses_the_run(exc, key, number):
                 self._record_failure(key, number, exc)
+        except FlexResponseError as exc:
+            if exc.paid is not None:  # an unusable answer was billed all the same
+                self.stats.unusable.count(exc.paid)
+            self._record_failure(key, number, exc)
         except Exception as exc:
             self._record_failure(key, number, exc)
         except asyncio.CancelledError:
@@ -281,9 +291,12 @@ class Enrichment:
             self.log.exception("Row %d (key %s) failed unexpectedly", number, key)
         payload = error_payload(exc)
         self.stats.failed += 1
-        self._failed.append(
-            {"key": key, "row": number, "error": payload["message"], "error_type": payload["error_type"]}
-        )
+        letter = {"key": key, "row": number, "error": payload["message"], "error_type": payload["error_type"]}
+        if isinstance(exc, FlexResponseError):  # what went wrong with the answer, and what it cost
+            letter["error_kind"] = exc.reason
+            if exc.spend is not None:
+                letter.update(model=exc.spend["model"], cost_usd=exc.spend["cost_usd"], usage=exc.spend["usage"])
+        self._failed.append(letter)
 
     def _checkpoint(self, *, force: bool = False) -> None:
         due = len(self._pending_results) >= CHECKPOINT_ROWS or (

@@ -25,6 +25,10 @@ FAILED_PREFIX = "failed"
 IMAGES_DIR = "images"
 #: ``batch-<id>.json``: a batch job's rows, written before the job is created (see enrichment.batch_route).
 BATCH_PREFIX = "batch-"
+#: What defines the answers in this output (see enrichment.fingerprint), and where a changed request's
+#: earlier output is set aside.
+REQUEST_FILE = "request.json"
+SUPERSEDED_DIR = "superseded"
 
 
 def result_record(key: str, response: Any, route: str, images: list[str] | None = None) -> dict[str, Any]:
@@ -127,6 +131,41 @@ class OutputStore:
             if name == f"{BATCH_PREFIX}{checkpoint_id}.json":
                 entry.unlink()
 
+    def read_request(self) -> dict[str, Any] | None:
+        """Return the request fingerprint recorded here (``request.json``), or None when there is none."""
+        for name, entry in self._entries():
+            if name == REQUEST_FILE:
+                return json.loads(entry.read_text())
+        return None
+
+    def write_request(self, fingerprint: dict[str, str]) -> None:
+        write_whole(f"{self.output_path}/{REQUEST_FILE}", json.dumps({"fingerprint": fingerprint}, sort_keys=True))
+
+    def has_output(self) -> bool:
+        """Return whether any run wrote results, dead letters or batch checkpoints here."""
+        return any(self._is_output(name) for name, _ in self._entries())
+
+    def set_aside(self) -> str:
+        """Move every result, dead letter, batch checkpoint and the request file into ``superseded/<run>/``
+        (kept, never deleted); return that folder. A rerun under a changed request then starts afresh."""
+        folder = f"{SUPERSEDED_DIR}/{self.run_id}"
+        for name, entry in list(self._entries()):
+            if self._is_output(name) or name == REQUEST_FILE:
+                target = f"{self.output_path}/{folder}/{name}"
+                if self._is_remote:
+                    entry.rename(object_path(target))
+                else:
+                    local_path(target).parent.mkdir(parents=True, exist_ok=True)
+                    entry.rename(local_path(target))
+        return f"{self.output_path}/{folder}"
+
+    @staticmethod
+    def _is_output(name: str) -> bool:
+        return not name.startswith(".") and (
+            (name.endswith(".jsonl") and name.startswith((RESULT_PREFIX, FAILED_PREFIX)))
+            or (name.startswith(BATCH_PREFIX) and name.endswith(".json"))
+        )
+
     def write_images(self, key: str, images: Any) -> list[str]:
         """Write a row's generated images under ``images/`` (one file each, named from the key); their locations."""
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)[:80]
@@ -144,3 +183,37 @@ class OutputStore:
 
     def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
         write_whole(f"{self.output_path}/{name}", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_results(output_path: str, *, include_failed: bool = False, as_dataframe: bool = False) -> Any:
+    """Return an enrichment's answers under ``output_path`` as a list of dicts, one per row, in file order.
+
+    Each dict is a result line (``key``, ``text``, ``parsed``, ``usage``, ``model``, ``service_tier``,
+    ``route``, ``cost_usd``, ...) with ``status: "ok"``. With ``include_failed`` the current dead letters
+    follow, with ``status: "failed"`` and their ``error`` (and ``error_kind``). With ``as_dataframe`` a
+    pandas DataFrame instead (pandas must be installed). Output set aside under ``superseded/`` is not read.
+    """
+    store = OutputStore.__new__(OutputStore)  # read only: no run id, no folder made
+    store.output_path, store._is_remote = output_path.rstrip("/"), is_remote(output_path)
+    if not store._is_remote and not store._local_dir().is_dir():
+        raise FileNotFoundError(f"read_results: no enrichment output at {output_path}")
+    rows = [
+        {**json.loads(line), "status": "ok"}
+        for entry in store.result_files()
+        for line in entry.read_text().splitlines()
+        if line.strip()
+    ]
+    if include_failed:
+        rows += [
+            {**json.loads(line), "status": "failed"}
+            for entry in store.failed_files()
+            for line in entry.read_text().splitlines()
+            if line.strip()
+        ]
+    if not as_dataframe:
+        return rows
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("read_results(as_dataframe=True) needs pandas: pip install pandas") from None
+    return pandas.DataFrame(rows)

@@ -61,6 +61,13 @@ class RouteFigures:
         self.standard_cost_usd += response.standard_cost_usd or 0.0
         self.tokens.add(response.usage)
 
+    def merge(self, other: RouteFigures) -> None:
+        """Add ``other``'s rows, spend and tokens to these."""
+        self.rows += other.rows
+        self.cost_usd += other.cost_usd
+        self.standard_cost_usd += other.standard_cost_usd
+        self.tokens.merge(other.tokens)
+
 
 @dataclass
 class OutputTotals:
@@ -93,7 +100,7 @@ class EnrichSummary:
     standard_cost_usd: float
     saved_usd: float
     tokens: TokenTotals
-    #: Rows and spend by route (``flex``, ``batch``).
+    #: Rows and spend by route (``flex``, ``batch``): answered rows only.
     rows_by_route: dict[str, int]
     cost_by_route: dict[str, float]
     #: Wall time of the run and rows answered per second.
@@ -108,6 +115,10 @@ class EnrichSummary:
     stopped_by_cost_cap: bool
     #: The per-day quota that ran out (model, quota, limit, reset time), or None.
     daily_quota_exhausted: dict[str, Any] | None
+    #: Answers paid for but unusable (off-schema, cut at ``max_output_tokens``, blocked) and what they cost;
+    #: counted in ``cost_usd`` and ``tokens`` too, since they were billed.
+    unusable_answers: int = 0
+    unusable_cost_usd: float = 0.0
     #: The most frequent dead-letter reasons (``{"reason", "rows"}``) and a sample of their keys.
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     failed_keys_sample: list[str] = field(default_factory=list)
@@ -176,6 +187,8 @@ class EnrichStats:
     #: What each route answered in this run (batch: filled in once, when flex is done).
     flex: RouteFigures = field(default_factory=RouteFigures)
     batch: RouteFigures = field(default_factory=RouteFigures)
+    #: Answers paid for but unusable (off-schema, cut at max_output_tokens, blocked): dead letters that cost.
+    unusable: RouteFigures = field(default_factory=RouteFigures)
     in_batch: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by_cost_cap: bool = False
@@ -188,6 +201,7 @@ class EnrichStats:
     def add_batch(self, batch: BatchRouteStats) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
         self.batch = batch.answered
+        self.unusable.merge(batch.unusable)
         self.failed += len(batch.dead_letters)
 
     @property
@@ -196,11 +210,12 @@ class EnrichStats:
 
     @property
     def cost_usd(self) -> float:
-        return self.flex.cost_usd + self.batch.cost_usd
+        """Return what the run paid: its answers and its unusable answers."""
+        return self.flex.cost_usd + self.batch.cost_usd + self.unusable.cost_usd
 
     @property
     def standard_cost_usd(self) -> float:
-        return self.flex.standard_cost_usd + self.batch.standard_cost_usd
+        return self.flex.standard_cost_usd + self.batch.standard_cost_usd + self.unusable.standard_cost_usd
 
     def rows_per_s(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -216,7 +231,7 @@ class EnrichStats:
         exhausted = self.quota_exhausted
         top_errors, failed_keys = error_digest(dead_letters)
         tokens = TokenTotals()
-        for route in (self.flex, self.batch):
+        for route in (self.flex, self.batch, self.unusable):
             tokens.merge(route.tokens)
         return EnrichSummary(
             total=self.total,
@@ -232,6 +247,8 @@ class EnrichStats:
             tokens=tokens,
             rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
             cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
+            unusable_answers=self.unusable.rows,
+            unusable_cost_usd=round(self.unusable.cost_usd, 6),
             elapsed_s=round(time.monotonic() - self.started, 3),
             rows_per_s=self.rows_per_s(),
             rate_limited_429=pacer.rate_limited_429,

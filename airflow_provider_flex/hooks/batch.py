@@ -23,8 +23,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError
-from airflow_provider_flex.hooks.results import FlexResponse, FlexUsage, check_usable, finish_reason_of
+from airflow_provider_flex.hooks.results import FlexResponse, FlexUsage, finish_reason_of, unusable_answer
 from airflow_provider_flex.hooks.retry import Failure, RetryableFailure, translate_error
+from airflow_provider_flex.hooks.schema import AnswerSchema
 from airflow_provider_flex.pricing import usage_cost
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class BatchLineResult:
     key: str
     response: FlexResponse | None
     error: str | None = None
+    #: An answer that came back unusable (off-schema, cut, blocked): paid for all the same.
+    paid: FlexResponse | None = None
 
 
 @dataclass(frozen=True)
@@ -130,20 +133,14 @@ def response_from_line(
     raw: types.GenerateContentResponse,
     *,
     model: str,
-    wants_json: bool,
+    schema: AnswerSchema | None,
     prices: Mapping[str, Any],
     attempts: int,
 ) -> FlexResponse:
-    """A batch line's answer as a FlexResponse priced at the batch tier (FlexResponseError if unusable)."""
-    parsed = None
-    if wants_json:
-        try:
-            parsed = json.loads(raw.text or "")
-        except ValueError:
-            parsed = None
-    check_usable(_WithParsed(raw, parsed), wants_json=wants_json)
+    """Return a batch line's answer priced at the batch tier; raise FlexResponseError (with its spend) if unusable."""
+    parsed, problem = unusable_answer(raw, schema)
     usage = FlexUsage.from_metadata(raw.usage_metadata)
-    return FlexResponse(
+    response = FlexResponse(
         text=raw.text,
         parsed=parsed,
         model=model,
@@ -156,15 +153,9 @@ def response_from_line(
         elapsed_s=0.0,
         standard_cost_usd=usage_cost(usage, model=model, tier="standard", prices=prices),
     )
-
-
-class _WithParsed:
-    """A response seen with the JSON this module parsed (batch answers carry no SDK ``parsed``)."""
-
-    def __init__(self, raw: Any, parsed: Any) -> None:
-        self.prompt_feedback = raw.prompt_feedback
-        self.candidates = raw.candidates
-        self.parsed = parsed
+    if problem is not None:
+        raise problem.with_spend(response)
+    return response
 
 
 class FlexBatches:
@@ -253,8 +244,13 @@ class FlexBatches:
         model: str,
         wants_json: bool,
         attempts: Mapping[str, int] | None = None,
+        schema: AnswerSchema | None = None,
     ) -> BatchResults:
-        """A succeeded job's lines by key; ``attempts`` (key -> tries so far) fills each response's ``attempts``."""
+        """A succeeded job's lines by key; ``attempts`` (key -> tries so far) fills each response's ``attempts``.
+
+        Each answer is checked against ``schema`` (:class:`~.schema.AnswerSchema`; with ``wants_json`` and no
+        schema, it must be JSON); an unusable one is a failed line that keeps what it cost (``paid``).
+        """
         job = self._call(lambda c: c.batches.get(name=name))
         dest = job.dest
         if dest is None:
@@ -271,10 +267,14 @@ class FlexBatches:
                 continue
             try:
                 response = response_from_line(
-                    raw, model=model, wants_json=wants_json, prices=self.prices, attempts=tries
+                    raw,
+                    model=model,
+                    schema=schema or (AnswerSchema() if wants_json else None),
+                    prices=self.prices,
+                    attempts=tries,
                 )
             except FlexResponseError as unusable:
-                lines.append(BatchLineResult(key, None, str(unusable)))
+                lines.append(BatchLineResult(key, None, str(unusable), paid=unusable.paid))
             else:
                 lines.append(BatchLineResult(key, response))
         return BatchResults(lines, unmatched)

@@ -14,17 +14,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
-from airflow_provider_flex.exceptions import FlexCapacityError, FlexQuotaExhausted, FlexStreamInterrupted
+from airflow_provider_flex.exceptions import (
+    FlexCapacityError,
+    FlexQuotaExhausted,
+    FlexResponseError,
+    FlexStreamInterrupted,
+)
 from airflow_provider_flex.hooks.quota import DayBlocked, QuotaLimiter, Reservation
 from airflow_provider_flex.hooks.results import (
     FlexResponse,
     FlexUsage,
     GeneratedImage,
     StreamAssembly,
-    check_usable,
     finish_reason_of,
     images_of,
     served_tier,
+    unusable_answer,
 )
 from airflow_provider_flex.hooks.retry import (
     DailyQuotaRefusal,
@@ -36,6 +41,7 @@ from airflow_provider_flex.hooks.retry import (
     plan_retry,
     translate_error,
 )
+from airflow_provider_flex.hooks.schema import AnswerSchema
 from airflow_provider_flex.hooks.tracing import (
     call_attributes,
     content_attributes,
@@ -347,17 +353,22 @@ class FlexCall:
         return error  # type: ignore[return-value]
 
     def finish(self, raw: Any, tier: str) -> FlexResponse:
+        """Return the call's priced answer; raise FlexResponseError, carrying what it cost, if it is unusable."""
         headers = raw.sdk_http_response.headers if raw.sdk_http_response else None
-        check_usable(raw, wants_json=self._wants_parsed)
+        parsed, problem = unusable_answer(raw, AnswerSchema.of_config(self.base_config))
         images = images_of(raw)
-        return self._response(
+        response = self._response(
             text=_text_of(raw) if images else raw.text,
-            parsed=raw.parsed if self._wants_parsed else None,
+            parsed=parsed,
             finish_reason=finish_reason_of(raw),
             usage=FlexUsage.from_metadata(raw.usage_metadata),
             tier=served_tier(headers, tier, getattr(raw.usage_metadata, "traffic_type", None)),
             images=images,
+            problem=problem,
         )
+        if problem is not None:
+            raise problem.with_spend(response)
+        return response
 
     def finish_stream(self, assembly: StreamAssembly, tier: str) -> FlexResponse:
         return self._response(
@@ -368,11 +379,6 @@ class FlexCall:
             tier=assembly.tier or tier,
         )
 
-    @property
-    def _wants_parsed(self) -> bool:
-        config = self.base_config
-        return config.response_schema is not None or config.response_json_schema is not None
-
     def _response(
         self,
         *,
@@ -382,6 +388,7 @@ class FlexCall:
         usage: FlexUsage,
         tier: str,
         images: tuple[GeneratedImage, ...] = (),
+        problem: FlexResponseError | None = None,
     ) -> FlexResponse:
         if self.reservation is not None:
             self.limiter.settle(self.reservation, usage.prompt_tokens)
@@ -405,7 +412,7 @@ class FlexCall:
             rate_limited_429=self.refused.get(429, 0),
             unavailable_503=self.refused.get(503, 0),
         )
-        self.traced(response)
+        self.traced(response, problem)
         if self.log.isEnabledFor(self.pacer.log_level):
             self.log.log(
                 self.pacer.log_level,

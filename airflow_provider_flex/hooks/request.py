@@ -12,25 +12,24 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_flex.hooks.schema import is_pydantic_type
+
 if TYPE_CHECKING:
     from google.genai import types
 
 
-def _is_pydantic_model(value: Any) -> bool:
-    return isinstance(value, type) and hasattr(value, "model_json_schema")
-
-
 def response_json_schema(schema: Any) -> dict[str, Any] | None:
-    """The JSON Schema for ``schema`` (a dict or a pydantic model class), or None."""
+    """Return the JSON Schema for ``schema`` (a dict, a pydantic model class or a ``TypeAdapter``), or None."""
     if schema is None:
         return None
-    if _is_pydantic_model(schema):
-        return schema.model_json_schema()
+    if is_pydantic_type(schema):
+        return schema.model_json_schema() if isinstance(schema, type) else schema.json_schema()
     if isinstance(schema, Mapping):
         _check_json_schema(schema)
         return dict(schema)
     raise TypeError(
-        f"response_schema must be a JSON Schema dict or a pydantic model class, got {type(schema).__name__}"
+        "response_schema must be a JSON Schema dict, a pydantic model class or a TypeAdapter, "
+        f"got {type(schema).__name__}"
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.exceptions import FlexResponseError
 from airflow_provider_flex.hooks.retry import Failure, RetryableFailure
+from airflow_provider_flex.hooks.schema import AnswerSchema
 
 SERVICE_TIER_HEADER = "x-gemini-service-tier"
 
@@ -138,16 +139,22 @@ def finish_reason_of(response: Any) -> str | None:
     return getattr(reason, "value", reason)
 
 
-def check_usable(response: Any, *, wants_json: bool) -> None:
-    """Raise FlexResponseError for a blocked prompt or JSON that fails the requested schema."""
+def unusable_answer(response: Any, schema: AnswerSchema | None) -> tuple[Any, FlexResponseError | None]:
+    """Return the answer's parsed JSON (None without a schema) and why it is unusable, if it is.
+
+    Unusable: a blocked prompt, or an answer that fails ``schema`` (:class:`~.schema.AnswerSchema`).
+    The error is returned, not raised, so the caller can price the answer first: it was paid for.
+    """
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         reason = getattr(feedback.block_reason, "value", feedback.block_reason)
-        raise FlexResponseError("blocked", f"the prompt was blocked (blockReason {reason})")
-    if wants_json and response.parsed is None:
-        finish = finish_reason_of(response)
-        hint = " (the answer was cut at maxOutputTokens)" if finish == "MAX_TOKENS" else ""
-        raise FlexResponseError("invalid_json", f"the answer does not match the response schema{hint}")
+        return None, FlexResponseError("blocked", f"the prompt was blocked (blockReason {reason})")
+    if schema is None:
+        return None, None
+    try:
+        return schema.parse(response.text, finish_reason_of(response)), None
+    except FlexResponseError as problem:
+        return None, problem
 
 
 @dataclass

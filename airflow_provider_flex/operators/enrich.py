@@ -23,10 +23,13 @@ from airflow_provider_flex.arguments import (
     normalize_tier,
 )
 from airflow_provider_flex.compat import conf
+from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+from airflow_provider_flex.operators.schema_field import fields_to_render
+from airflow_provider_flex.spend import record_failed_spend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -54,8 +57,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ``ObjectStoragePath`` URL); a rerun with the same path resumes. Templated.
     :param model: model id; default from the connection's ``default_model``. Templated.
     :param system_instruction: the system instruction of every call. Templated.
-    :param response_schema: a JSON Schema dict or a pydantic model class: each result's ``parsed``
-        holds the validated JSON (an answer failing it is a dead letter). Templated.
+    :param response_schema: a JSON Schema dict, a pydantic model class or a ``TypeAdapter``: each
+        result's ``parsed`` holds the JSON, validated on the client whatever the API enforced; an answer
+        failing it is a dead letter whose reason names the path and the rule (``error_kind``: ``invalid_json``,
+        ``max_tokens`` or ``off_schema``), its tokens and cost counted. Templated when a string or a dict.
     :param generation_config: extra ``GenerateContentConfig`` fields as a dict (temperature,
         ``max_output_tokens``, ``thinking_config``...). Templated.
     :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
@@ -73,6 +78,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
         generate call.
     :param estimated_output_tokens: output tokens per row (thinking included) the estimate assumes; default
         ``max_output_tokens`` from ``generation_config``, else 1,000.
+    :param on_changed_request: what a run does when ``output_path`` holds answers to a different request
+        (model, system instruction, prompt template, response schema, generation config, tier or route
+        changed; recorded in ``request.json`` beside the results): ``"fail"`` (default) refuses before any
+        call, naming what changed; ``"rerun"`` sets the earlier output aside under ``superseded/`` and
+        answers every row again.
     :param requests_per_minute: the model's requests-per-minute quota, when you know it;
         overrides the connection's ``quotas`` extra for this task. Starts are paced evenly
         to it. Unknown quotas are learned from the first 429 that names them.
@@ -182,9 +192,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         table: str | None = None,
         estimate_only: bool = False,
         estimated_output_tokens: int | None = None,
+        on_changed_request: str = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_on_changed_request(f"Task {self.task_id!r}", on_changed_request)
+        self.on_changed_request = on_changed_request
         check_enrichment_arguments(
             f"Task {self.task_id!r}",
             has_records=records is not None,
@@ -239,6 +252,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.daily_quota_recheck = recheck if isinstance(recheck, timedelta) else timedelta(seconds=float(recheck))
         check_schema_at_parse_time(self.task_id, response_schema)
 
+    def _do_render_template_fields(
+        self, parent: Any, template_fields: Any, context: Any, jinja_env: Any, seen_oids: set[int]
+    ) -> None:
+        """Render the template fields, leaving a pydantic ``response_schema`` as it is (see ``schema_field``)."""
+        fields = fields_to_render(self, parent, template_fields)
+        super()._do_render_template_fields(parent, fields, context, jinja_env, seen_oids)
+
     def _quotas(self) -> QuotaLimits:
         """The task's quota overrides (an empty or 0 value: not given)."""
         given = {
@@ -271,6 +291,38 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.log.info("%s", estimate.describe(tier))
         return estimate
 
+    def _check_request(self, store: Any, hook: Any) -> None:
+        """Record what defines this output's answers; refuse (or, with ``on_changed_request="rerun"``, set the
+        old output aside) when an earlier run here answered a different request."""
+        from airflow_provider_flex.enrichment.fingerprint import changed_parts, describe_change, request_fingerprint
+        from airflow_provider_flex.hooks.request import response_json_schema
+
+        fingerprint = request_fingerprint(
+            model=(self.model or hook.settings.default_model).removeprefix("models/"),
+            system_instruction=self.system_instruction,
+            prompt_template=self.prompt_template,
+            response_schema=response_json_schema(self.response_schema),
+            generation_config=self.generation_config,
+            service_tier=self.service_tier,
+            route=self.route,
+        )
+        recorded = store.read_request()
+        changed = changed_parts(recorded["fingerprint"], fingerprint) if recorded else []
+        if changed and self.on_changed_request == "fail":
+            raise FlexError(describe_change(f"Task {self.task_id!r}", self.output_path, changed))
+        if changed:
+            folder = store.set_aside()
+            self.log.warning(
+                "The request changed (%s): the earlier output is set aside in %s and every row is answered again.",
+                ", ".join(changed),
+                folder,
+            )
+        if changed or recorded is None:
+            if recorded is None and store.has_output():
+                self.log.info("Output %s has no request record (an older version wrote it): recording this one.",
+                              self.output_path)  # fmt: skip
+            store.write_request(fingerprint)
+
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
         return self.execute(context)
@@ -294,14 +346,6 @@ class GeminiFlexEnrichOperator(BaseOperator):
         moment = min(reset_at + QUOTA_RESET_MARGIN, datetime.now(timezone.utc) + self.daily_quota_recheck)
         self.log.info("Waiting for the daily quota: deferring until %s (reset at %s).", moment, reset_at)
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_quota_reset")
-
-    def _record_spend(self, context: Context, summary: Any) -> None:
-        """What this try spent, under ``gemini_flex_spend``: a failed task has no return value to read it from."""
-        from airflow_provider_flex.spend import SPEND_XCOM_KEY
-
-        ti = _task_instance(context)
-        if ti is not None:
-            ti.xcom_push(key=SPEND_XCOM_KEY, value=summary.to_dict())
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the input file, the output folder and table, and the ``geminiFlex`` run facet (model, tiers,
@@ -343,6 +387,16 @@ class GeminiFlexEnrichOperator(BaseOperator):
         template = PromptTemplate(self.prompt_template, dict(context))
         total = check_rows(rows(), self.key_field, template)
         store = OutputStore(self.output_path)
+        pacer = EnrichmentPacer(self.max_concurrency)
+        hook = GeminiFlexHook(
+            self.gemini_flex_conn_id,
+            retry_policy=self.retry_policy,
+            timeout=self.timeout,
+            quotas=self._quotas(),
+            pacer=pacer,
+            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id or None,
+        )
+        self._check_request(store, hook)  # before any call: a changed request never passes off old answers
         done, earlier = store.scan()
         ti = _task_instance(context)
         self.log.info(
@@ -353,15 +407,6 @@ class GeminiFlexEnrichOperator(BaseOperator):
             self.max_concurrency,
             getattr(ti, "hostname", None) or socket.gethostname(),
             os.getpid(),
-        )
-        pacer = EnrichmentPacer(self.max_concurrency)
-        hook = GeminiFlexHook(
-            self.gemini_flex_conn_id,
-            retry_policy=self.retry_policy,
-            timeout=self.timeout,
-            quotas=self._quotas(),
-            pacer=pacer,
-            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id or None,
         )
         config = as_generate_config(
             generate_config(self.system_instruction, self.generation_config, self.response_schema)
@@ -425,8 +470,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
         summary.output_path, summary.route = self.output_path, self.route
         # everything written before this run, and this run's answers (all of them are in the output now)
         summary.output_rows = earlier.rows + summary.succeeded
-        summary.output_cost_usd = round(earlier.cost_usd + engine.stats.cost_usd, 6)
-        summary.output_standard_cost_usd = round(earlier.standard_cost_usd + engine.stats.standard_cost_usd, 6)
+        answers = (engine.stats.flex, engine.stats.batch)  # what the output holds: answers, not unusable ones
+        summary.output_cost_usd = round(earlier.cost_usd + sum(route.cost_usd for route in answers), 6)
+        summary.output_standard_cost_usd = round(
+            earlier.standard_cost_usd + sum(route.standard_cost_usd for route in answers), 6
+        )
         self._flex_summary = summary
         if engine.stats.orphaned:  # no supervisor to push XComs to: say it in the log and stop
             raise FlexError(
@@ -476,7 +524,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             if failure is not None:
                 raise failure
         except FlexError:
-            self._record_spend(context, summary)  # the spend view counts what a failed run spent
+            record_failed_spend(context, summary.to_dict())  # the spend view counts what a failed run spent
             raise
         if self.sql_conn_id and self.table:
             from airflow_provider_flex.enrichment.sql import load_results

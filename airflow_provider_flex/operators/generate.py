@@ -15,9 +15,11 @@ from airflow.sdk import BaseOperator
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.compat import TRIGGERER_RENDERS_START_ARGUMENTS, conf
-from airflow_provider_flex.exceptions import FlexError, error_from_payload
+from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error_from_payload
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+from airflow_provider_flex.operators.schema_field import fields_to_render
+from airflow_provider_flex.spend import record_failed_spend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,8 +43,9 @@ class _GeminiFlexBaseOperator(BaseOperator):
     :param model: model id; default from the connection (``default_model``).
     :param system_instruction: optional system instruction. Templated.
     :param generation_config: extra ``GenerateContentConfig`` fields as a dict. Templated.
-    :param response_schema: a JSON Schema dict or a pydantic model class; the result's
-        ``parsed`` then holds the validated JSON. Templated.
+    :param response_schema: a JSON Schema dict, a pydantic model class or a ``TypeAdapter``; the result's
+        ``parsed`` then holds the JSON, validated on the client (``jsonschema`` for a dict, the model's JSON
+        Schema for a class). Templated when a string or a dict; a class is used as it is.
     :param service_tier: ``flex`` (default), ``standard`` or ``priority``.
     :param gemini_flex_conn_id: the ``gemini_flex`` connection (API key, optional base URL, retry and
         timeout extras, quotas); default ``gemini_flex_default``. Templated.
@@ -96,6 +99,13 @@ class _GeminiFlexBaseOperator(BaseOperator):
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
         check_schema_at_parse_time(self.task_id, response_schema)
+
+    def _do_render_template_fields(
+        self, parent: Any, template_fields: Any, context: Any, jinja_env: Any, seen_oids: set[int]
+    ) -> None:
+        """Render the template fields, leaving a pydantic ``response_schema`` as it is (see ``schema_field``)."""
+        fields = fields_to_render(self, parent, template_fields)
+        super()._do_render_template_fields(parent, fields, context, jinja_env, seen_oids)
 
     def get_hook(self) -> GeminiFlexHook:
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
@@ -204,13 +214,17 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         config = self._request_config()
         if not self.deferrable:
             hook = self.get_hook()
-            response = hook.generate_content(
-                contents=self.contents,
-                model=self.model,
-                config=config,
-                service_tier=self.service_tier,
-                media=media_locations(self.media),
-            )
+            try:
+                response = hook.generate_content(
+                    contents=self.contents,
+                    model=self.model,
+                    config=config,
+                    service_tier=self.service_tier,
+                    media=media_locations(self.media),
+                )
+            except FlexResponseError as unusable:
+                record_failed_spend(context, unusable.spend)  # the spend view counts a paid, unusable answer
+                raise
             return self._summarize(response.to_dict())
         self.defer(
             trigger=GeminiFlexGenerateContentTrigger(**self._trigger_kwargs()),
@@ -224,7 +238,10 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         if not isinstance(event, Mapping) or event.get("status") not in ("success", "error"):
             raise FlexError(f"Task {self.task_id!r}: the trigger sent an unexpected event: {event!r:.200}")
         if event["status"] == "error":
-            raise error_from_payload(dict(event))
+            error = error_from_payload(dict(event))
+            if isinstance(error, FlexResponseError):
+                record_failed_spend(context, error.spend)
+            raise error
         result = event.get("result")
         if not isinstance(result, Mapping) or "text" not in result:
             raise FlexError(f"Task {self.task_id!r}: the trigger's success event carries no result")

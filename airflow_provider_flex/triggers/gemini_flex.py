@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_flex.compat import push_xcom_from_trigger
-from airflow_provider_flex.exceptions import FlexError, error_payload
+from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error_payload
 from airflow_provider_flex.media import media_locations
+from airflow_provider_flex.spend import SPEND_XCOM_KEY
 
 if TYPE_CHECKING:
     import jinja2
@@ -132,6 +133,8 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         except (FlexError, ValueError, TypeError) as exc:
             if self._ends_the_task:
                 self.log.error("Flex call failed: %s", exc)
+                if isinstance(exc, FlexResponseError) and exc.spend:  # paid for: the spend view counts it
+                    await push_xcom_from_trigger(self.task_instance, SPEND_XCOM_KEY, exc.spend)
                 yield TaskFailedEvent()
             else:
                 yield TriggerEvent(error_payload(exc))

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,8 @@ def test_the_deferred_task_ends_in_the_triggerer_with_its_result(tmp_path):
             )
             triggerer_jobs = {row[0] for row in airflow.query("SELECT id FROM job WHERE job_type = 'TriggererJob'")}
             logs = airflow.home / "logs" / "dag_id=flex_compat_smoke" / f"run_id={run_id}" / "task_id=deferred_generate"
+            # the spend view is mounted on this Airflow's api-server, and asks who is asking
+            spend = httpx.get(f"{airflow.api_url}/flex/api/runs", timeout=30)
             files = [path for path in airflow.home.parent.rglob("*") if path.is_file()]
             leaks = [str(path) for path in files if API_KEY.encode() in path.read_bytes()]
     assert tries == [("success", 1)]
@@ -71,6 +74,7 @@ def test_the_deferred_task_ends_in_the_triggerer_with_its_result(tmp_path):
         text = worker_log.read_text()
         assert "Pausing task as DEFERRED" in text and "Flex result:" not in text
     assert leaks == []
+    assert spend.status_code == 401, spend.text[:300]
 
 
 def _why_it_failed(airflow, run_id: str) -> str:

@@ -144,3 +144,28 @@ def test_service_time_holds_slots(start_emulator, make_client):
 @pytest.mark.parametrize(("seconds", "text"), [(53, "53s"), (0.25, "0.250s"), (1.0001, "1.001s"), (2.0, "2s")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_a_flex_call_waits_in_the_flex_queue_and_a_standard_call_does_not(start_emulator, make_client):
+    emulator = start_emulator(queue_wait=(0.6, 0.6))
+    client = make_client(emulator)
+
+    async def one(tier: str) -> tuple[tuple[str, int | str], float]:
+        started = time.monotonic()
+        return await _call(client, tier, f"{tier} call"), time.monotonic() - started
+
+    (flex, flex_s), (standard, standard_s) = asyncio.run(one("flex")), asyncio.run(one("standard"))
+    assert flex == ("flex", "flex") and standard == ("standard", "standard")
+    assert flex_s >= 0.6 and standard_s < 0.6 <= flex_s
+    # holding no slot while it waits: the peak in service stayed at one call
+    assert emulator.admin.stats()["peak_in_service"] == 1
+
+
+def test_a_queue_wait_past_the_server_timeout_ends_with_504(start_emulator, make_client):
+    emulator = start_emulator(queue_wait=(5.0, 5.0))
+    client = make_client(emulator, timeout_ms=10_000, headers={"X-Server-Timeout": "1"})  # the server's patience: 1 s
+    with pytest.raises(errors.APIError) as ended:
+        client.models.generate_content(
+            model="gemini-2.5-flash", contents="x", config=types.GenerateContentConfig(service_tier="flex")
+        )
+    assert ended.value.code == 504

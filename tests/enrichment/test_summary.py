@@ -36,7 +36,12 @@ def test_the_summary_counts_tokens_and_prices_them_at_flex_and_standard(connecti
     records[3]["text"] += " [emulator:block]"
     summary = _operator(tmp_path, records, max_failed_fraction=0.5).execute(context={})
     results = [json.loads(line) for f in tmp_path.glob("results-*.jsonl") for line in f.read_text().splitlines()]
-    usage = [r["usage"] for r in results]
+    letters = [json.loads(line) for f in tmp_path.glob("failed-*.jsonl") for line in f.read_text().splitlines()]
+    # the blocked row's prompt was billed too: it counts, and its dead letter says what it cost
+    assert [letter["error_kind"] for letter in letters] == ["blocked"] and letters[0]["usage"]["prompt_tokens"] > 0
+    usage = [r["usage"] for r in results] + [letter["usage"] for letter in letters]
+    assert summary["unusable_answers"] == 1 and letters[0]["cost_usd"] > 0
+    assert summary["unusable_cost_usd"] == pytest.approx(letters[0]["cost_usd"], abs=1e-6)
     assert summary["model"] == MODEL
     assert summary["input_tokens"] == sum(u["prompt_tokens"] for u in usage) > 0
     assert summary["thinking_tokens"] == sum(u["thoughts_tokens"] for u in usage) > 0
@@ -50,9 +55,12 @@ def test_the_summary_counts_tokens_and_prices_them_at_flex_and_standard(connecti
     json.dumps(summary)  # plain JSON for XCom
 
     rerun = _operator(tmp_path, records, max_failed_fraction=0.5).execute(context={})
-    assert rerun["cost_usd"] == 0.0 and rerun["skipped"] == 11
-    assert rerun["output_rows"] == 11 and rerun["output_cost_usd"] == pytest.approx(summary["cost_usd"], rel=1e-6)
-    assert rerun["output_standard_cost_usd"] == pytest.approx(summary["standard_cost_usd"], rel=1e-6)
+    # only the dead letter is tried again (and paid again); the answers in the output are not
+    assert rerun["cost_usd"] == pytest.approx(summary["unusable_cost_usd"], abs=1e-6) and rerun["skipped"] == 11
+    answers_cost = summary["cost_usd"] - summary["unusable_cost_usd"]
+    assert rerun["output_rows"] == 11 and rerun["output_cost_usd"] == pytest.approx(answers_cost, abs=1e-6)
+    assert summary["output_cost_usd"] == pytest.approx(answers_cost, abs=1e-6)
+    assert rerun["output_standard_cost_usd"] == pytest.approx(summary["output_standard_cost_usd"], rel=1e-6)
 
 
 def test_every_summary_key_is_a_documented_field():

@@ -31,7 +31,7 @@ from airflow_provider_flex.emulator.answers import (
     sse,
 )
 from airflow_provider_flex.emulator.batch import BatchEndpoints
-from airflow_provider_flex.emulator.capacity import CapacityRefusal
+from airflow_provider_flex.emulator.capacity import CapacityRefusal, flex_queue_wait
 from airflow_provider_flex.emulator.config import (
     DEFAULT_SERVER_TIMEOUT_S,
 )
@@ -181,6 +181,10 @@ class GeminiApi:
         try:
             async with cancelled_on_disconnect(request) as watch:
                 try:
+                    if tier == "flex" and self.config.queue_wait[1] > 0:
+                        await flex_queue_wait(
+                            self.state.rng.uniform(*self.config.queue_wait), self.server_timeout(request)
+                        )
                     await resources.enter_async_context(
                         self.state.capacity.slot(tier, queue_timeout_s=self.server_timeout(request), preempt=preempt)
                     )

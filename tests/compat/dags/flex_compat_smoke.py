@@ -1,8 +1,8 @@
 """The compatibility matrix's DAG: what every supported Airflow release must run.
 
-A deferrable generate task (it ends in the triggerer), the same call on a worker, ``@task.gemini_flex``
-and a 40-row enrichment, then a task that checks each result's shape and writes what it saw to
-``$FLEX_SMOKE_REPORT`` for the test to read.
+A deferrable generate task (it ends in the triggerer), the same call on a worker with a JSON Schema,
+``@task.gemini_flex`` and a 40-row enrichment with a pydantic model class as their schema, then a task
+that checks each result's shape and writes what it saw to ``$FLEX_SMOKE_REPORT`` for the test to read.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 
 import pendulum
 from airflow.sdk import DAG, task
+from pydantic import BaseModel
 
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator, GeminiFlexGenerateContentOperator
 
@@ -22,6 +23,12 @@ SCHEMA = {
     "properties": {"colour": {"type": "string"}, "size": {"type": "integer"}},
     "required": ["colour", "size"],
 }
+
+
+class Described(BaseModel):
+    colour: str
+    size: int
+
 
 with DAG(
     dag_id="flex_compat_smoke",
@@ -44,7 +51,7 @@ with DAG(
         deferrable=False,
     )
 
-    @task.gemini_flex(model=MODEL)
+    @task.gemini_flex(model=MODEL, response_schema=Described)
     def decorated(subject: str) -> str:
         return f"Write one line about {subject}"
 
@@ -53,7 +60,7 @@ with DAG(
         records=ROWS,
         key_field="id",
         prompt_template="Describe {{ row.name }} with a colour and a size",
-        response_schema=SCHEMA,
+        response_schema=Described,
         model=MODEL,
         output_path=os.environ.get("FLEX_SMOKE_OUTPUT", "/tmp/flex-compat-smoke"),
     )
@@ -64,7 +71,8 @@ with DAG(
         for name, result in (("deferred_generate", deferred), ("worker_generate", worker), ("decorated", written)):
             assert isinstance(result, dict), f"{name}: {type(result).__name__} {result!r:.200}"
             assert result["text"] and result["service_tier"] == "flex", f"{name}: {result!r:.300}"
-        assert isinstance(worker["parsed"], dict) and set(worker["parsed"]) == {"colour", "size"}, worker
+        for result in (worker, written):
+            assert isinstance(result["parsed"], dict) and set(result["parsed"]) == {"colour", "size"}, result
         assert isinstance(summary, dict) and summary["succeeded"] == len(ROWS) and summary["failed"] == 0, summary
         report = {
             "deferred": deferred["text"],
