@@ -28,7 +28,7 @@ def response_json_schema(schema: Any) -> dict[str, Any] | None:
         _check_json_schema(schema)
         return dict(schema)
     raise TypeError(
-        "response_schema must be a JSON Schema dict, a pydantic model class or a TypeAdapter, "
+        f"response_schema must be a JSON Schema dict or a pydantic model class (or a TypeAdapter), "
         f"got {type(schema).__name__}"
     )
 
