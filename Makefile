@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples,redis,common-ai,openlineage]'
+	$(BIN)/python -m pip install --quiet -e '.[test,examples,report,redis,common-ai,openlineage]'
 	@touch $(INSTALLED)
 
 # The shared-quota tests run a real redis-server (Debian's package); installed here when missing.

@@ -34,6 +34,7 @@ from airflow_provider_flex.exceptions import (
     error_payload,
 )
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.results import json_safe
 
 CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
@@ -76,6 +77,7 @@ class Enrichment:
         media: RowMedia | None = None,
         routing: Routing | None = None,
         total: int = 0,
+        include_prompt: bool = False,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -91,6 +93,7 @@ class Enrichment:
         self.log = log
         self.media = media
         self.routing = routing
+        self.include_prompt = include_prompt
         self.stats = EnrichStats(total=total)
         self._next_position = 0
         self._reclaimed: list[str] = []
@@ -246,7 +249,10 @@ class Enrichment:
             self.stats.flex.count(response)
             if response.service_tier != "flex":
                 self.stats.standard_tier_calls += 1
-            self._pending_results.append(result_record(key, response, "flex", images))
+            record = result_record(key, response, "flex", images)
+            if self.include_prompt:
+                record["prompt"] = prompt if isinstance(prompt, str) else json_safe(prompt)
+            self._pending_results.append(record)
         finally:
             self._rows_in_progress -= 1
             self._row_slots.release()

@@ -83,6 +83,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         changed; recorded in ``request.json`` beside the results): ``"fail"`` (default) refuses before any
         call, naming what changed; ``"rerun"`` sets the earlier output aside under ``superseded/`` and
         answers every row again.
+    :param include_prompt: write each row's rendered prompt into its result line (``prompt``), so an
+        evaluation or an agent chain can be traced prompt by prompt (flex-route rows; off by default, since
+        prompts may hold data you keep out of files).
     :param requests_per_minute: the model's requests-per-minute quota, when you know it;
         overrides the connection's ``quotas`` extra for this task. Starts are paced evenly
         to it. Unknown quotas are learned from the first 429 that names them.
@@ -193,11 +196,13 @@ class GeminiFlexEnrichOperator(BaseOperator):
         estimate_only: bool = False,
         estimated_output_tokens: int | None = None,
         on_changed_request: str = "fail",
+        include_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_on_changed_request(f"Task {self.task_id!r}", on_changed_request)
         self.on_changed_request = on_changed_request
+        self.include_prompt = include_prompt
         check_enrichment_arguments(
             f"Task {self.task_id!r}",
             has_records=records is not None,
@@ -465,6 +470,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
             else None,
             routing=routing,
             total=total,
+            include_prompt=self.include_prompt,
         )
         summary = run_enrichment(engine, rows, done)
         summary.output_path, summary.route = self.output_path, self.route

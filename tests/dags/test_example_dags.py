@@ -198,3 +198,27 @@ def test_product_photos_loads_attributes_and_draws_a_thumbnail_per_product(tmp_p
         with Image.open(path) as image:
             image.load()
             assert image.format == "PNG"
+
+
+def test_model_comparison_judges_every_answer_and_writes_the_report(tmp_path):
+    with FlexEmulator(seed=6) as emulator:
+        env = _airflow_env(emulator, tmp_path)
+        output = _dags_test("flex_model_comparison", env)
+        stats = emulator.admin.stats()
+    assert "state=success" in output
+    questions = len((DAGS / "data" / "eval_candidates.jsonl").read_text().splitlines())
+    (run,) = list((tmp_path / "output" / "model_comparison").iterdir())
+    from airflow_provider_flex.enrichment.store import read_results
+
+    answers = {
+        model: {row["key"]: row["text"] for row in read_results(str(run / "answers" / model))}
+        for model in ("gemini-2.5-flash-lite", "gemini-2.5-flash")
+    }
+    assert all(len(texts) == questions for texts in answers.values())
+    assert answers["gemini-2.5-flash-lite"] != answers["gemini-2.5-flash"]  # two models, two sets of answers
+    lines = (run / "scores.csv").read_text().splitlines()
+    assert lines[0] == "model,question,score,status" and len(lines) == 1 + 2 * questions
+    assert {line.split(",")[0] for line in lines[1:]} == {"gemini-2.5-flash-lite", "gemini-2.5-flash"}
+    assert (run / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the report extra is installed here
+    assert re.search(r"gemini-2\.5-flash-lite: mean score [1-5](\.\d+)? over \d+ answers", output)
+    assert stats["calls"]["flex"]["ok"] >= 3 * questions

@@ -262,3 +262,13 @@ def test_read_results_gives_every_row_with_its_status(connection, tmp_path):
     assert [(row["key"], row["error_kind"]) for row in failed] == [("q2", "blocked")]
     with pytest.raises(FileNotFoundError, match="no enrichment output at"):
         read_results(str(tmp_path / "missing"))
+
+
+def test_include_prompt_writes_each_rows_prompt_beside_its_answer(connection, tmp_path):
+    from airflow_provider_flex.enrichment.store import read_results
+
+    _enrich(tmp_path / "with", include_prompt=True).execute(context={})
+    _enrich(tmp_path / "without").execute(context={})
+    with_prompts = read_results(str(tmp_path / "with"))
+    assert sorted(row["prompt"] for row in with_prompts) == [f"Judge question {i}" for i in range(6)]
+    assert all("prompt" not in row for row in read_results(str(tmp_path / "without")))
