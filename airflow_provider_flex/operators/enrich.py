@@ -312,6 +312,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
             route=self.route,
         )
         recorded = store.read_request()
+        if not store.has_output():  # nothing answered here yet (a run that stopped before any call, say)
+            store.write_request(fingerprint)
+            return
         changed = changed_parts(recorded["fingerprint"], fingerprint) if recorded else []
         if changed and self.on_changed_request == "fail":
             raise FlexError(describe_change(f"Task {self.task_id!r}", self.output_path, changed))
@@ -322,10 +325,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
                 ", ".join(changed),
                 folder,
             )
+        if recorded is None:
+            self.log.info("Output %s has no request record (an older version wrote it): recording this one.",
+                          self.output_path)  # fmt: skip
         if changed or recorded is None:
-            if recorded is None and store.has_output():
-                self.log.info("Output %s has no request record (an older version wrote it): recording this one.",
-                              self.output_path)  # fmt: skip
             store.write_request(fingerprint)
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
