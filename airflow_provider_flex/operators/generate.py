@@ -152,8 +152,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         is its ``return_value`` XCom), so no worker resumes it. A task that is not mapped
         starts there too, with no worker at all (templated arguments are rendered in the
         triggerer) on Airflow 3.3 and newer; a mapped one (Airflow 3.3 cannot start those in
-        the triggerer), and every one on Airflow 3.0 to 3.2, runs briefly on a worker to defer. A triggerer restart re-runs the trigger, which
-        re-sends the request.
+        the triggerer), and every one on Airflow 3.0 to 3.2, runs briefly on a worker to defer.
+        A triggerer restart re-runs the trigger, which re-sends the request.
     """
 
     def __init__(
