@@ -45,15 +45,25 @@ try:  # Airflow 3.2+
 except ImportError:  # Airflow 3.0 and 3.1
     from airflow.configuration import conf  # type: ignore[no-redef]
 
-try:  # Airflow 3.2+
-    from airflow.sdk.bases.decorator import determine_kwargs
-except ImportError:  # Airflow 3.0 and 3.1
-    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef,attr-defined]
+#: Names only ``@task.gemini_flex`` needs, imported when first asked for (the decorator module costs ~4 ms,
+#: which a DAG with operators alone should not pay at parse time): name -> where, newest first.
+_LAZY_NAMES = {
+    "determine_kwargs": ("airflow.sdk.bases.decorator", "airflow.utils.operator_helpers"),  # 3.2+, before
+    "context_merge": ("airflow.sdk.definitions.context", "airflow.utils.context"),  # 3.1+, 3.0
+}
 
-try:  # Airflow 3.1+
-    from airflow.sdk.definitions.context import context_merge
-except ImportError:  # Airflow 3.0
-    from airflow.utils.context import context_merge  # type: ignore[no-redef,attr-defined]
+
+def __getattr__(name: str) -> Any:
+    """Import a name of :data:`_LAZY_NAMES` from wherever the running Airflow has it."""
+    import importlib
+
+    for module in _LAZY_NAMES.get(name, ()):
+        found = getattr(importlib.import_module(module), name, None)
+        if found is not None:
+            globals()[name] = found
+            return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The triggerer renders an operator's templated ``start_trigger_args`` only from Airflow 3.3 on
 #: (the standard provider's ``DateTimeSensor`` makes the same choice); before, a deferrable task
@@ -155,8 +165,6 @@ __all__ = [
     "AirflowException",
     "BaseHook",
     "conf",
-    "context_merge",
-    "determine_kwargs",
     "parse_datetime",
     "push_xcom_from_trigger",
     "read_connection_async",

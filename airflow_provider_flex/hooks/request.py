@@ -12,10 +12,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_flex.hooks.schema import is_pydantic_type
-
 if TYPE_CHECKING:
     from google.genai import types
+
+
+def is_pydantic_type(schema: Any) -> bool:
+    """Return whether ``schema`` is a pydantic model class or a ``TypeAdapter``."""
+    return (isinstance(schema, type) and hasattr(schema, "model_json_schema")) or (
+        hasattr(schema, "validate_python") and hasattr(schema, "json_schema")
+    )
 
 
 def response_json_schema(schema: Any) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_flex.exceptions import FlexResponseError
+from airflow_provider_flex.hooks.request import is_pydantic_type
 
 #: The longest message an off-schema answer's error carries (a dead letter's reason, an XCom).
 MAX_PROBLEM_CHARS = 300
@@ -28,13 +29,6 @@ def json_path(parts: Any) -> str:
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
-
-
-def is_pydantic_type(schema: Any) -> bool:
-    """Whether ``schema`` is a pydantic model class or a ``TypeAdapter``."""
-    return (isinstance(schema, type) and hasattr(schema, "model_json_schema")) or (
-        hasattr(schema, "validate_python") and hasattr(schema, "json_schema")
-    )
 
 
 @functools.lru_cache(maxsize=64)

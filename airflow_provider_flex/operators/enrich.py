@@ -29,7 +29,6 @@ from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
-from airflow_provider_flex.spend import record_failed_spend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -533,6 +532,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
             if failure is not None:
                 raise failure
         except FlexError:
+            from airflow_provider_flex.spend import record_failed_spend
+
             record_failed_spend(context, summary.to_dict())  # the spend view counts what a failed run spent
             raise
         if self.sql_conn_id and self.table:

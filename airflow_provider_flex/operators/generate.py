@@ -19,7 +19,6 @@ from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
-from airflow_provider_flex.spend import record_failed_spend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -223,6 +222,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
                     media=media_locations(self.media),
                 )
             except FlexResponseError as unusable:
+                from airflow_provider_flex.spend import record_failed_spend
+
                 record_failed_spend(context, unusable.spend)  # the spend view counts a paid, unusable answer
                 raise
             return self._summarize(response.to_dict())
@@ -240,6 +241,8 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         if event["status"] == "error":
             error = error_from_payload(dict(event))
             if isinstance(error, FlexResponseError):
+                from airflow_provider_flex.spend import record_failed_spend
+
                 record_failed_spend(context, error.spend)
             raise error
         result = event.get("result")
