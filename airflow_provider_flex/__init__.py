@@ -77,7 +77,7 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+    """Return the provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
     return {
         "package-name": "airflow-provider-flex",
         "name": "Gemini Flex",

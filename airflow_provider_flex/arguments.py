@@ -18,7 +18,7 @@ MAX_MEDIA_BYTES = 2 * 1024**3
 
 
 def normalize_tier(tier: Any) -> str:
-    """``flex``/``standard``/``priority`` from any accepted spelling; ValueError otherwise."""
+    """Return ``flex``/``standard``/``priority`` from any accepted spelling; ValueError otherwise."""
     raw = getattr(tier, "value", tier)
     name = str(raw).strip().lower().removeprefix("service_tier_") if raw is not None else ""
     if name not in TIERS:
@@ -36,7 +36,7 @@ class QuotaLimits:
 
     @classmethod
     def from_value(cls, value: Any, *, source: str) -> QuotaLimits:
-        """From a connection's ``quotas`` entry (a JSON object); errors name ``source`` and the field."""
+        """Return the limits of a connection's ``quotas`` entry (a JSON object); errors name ``source`` and the field."""
         if value is None:
             return cls()
         if isinstance(value, QuotaLimits):
@@ -62,7 +62,7 @@ class QuotaLimits:
         return cls(**limits)
 
     def merged(self, override: QuotaLimits) -> QuotaLimits:
-        """These limits with ``override``'s configured values taking precedence."""
+        """Return these limits with ``override``'s configured values taking precedence."""
         return QuotaLimits(
             requests_per_minute=override.requests_per_minute or self.requests_per_minute,
             tokens_per_minute=override.tokens_per_minute or self.tokens_per_minute,

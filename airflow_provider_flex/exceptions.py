@@ -26,13 +26,13 @@ class FlexError(AirflowException):
         FlexError._by_name[cls.__name__] = cls
 
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-safe description of this error: its class, message and constructor arguments."""
+        """Return a JSON-safe description of this error: its class, message and constructor arguments."""
         fields = {name: _encode(getattr(self, name)) for name in self.payload_fields}
         return {"status": "error", "error_type": type(self).__name__, "message": str(self), "fields": fields}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> FlexError:
-        """The error :meth:`to_payload` described, as its own class (a plain FlexError if that cannot be)."""
+        """Return the error :meth:`to_payload` described, as its own class (a plain FlexError if that cannot be)."""
         kind = payload.get("error_type")
         error_class = FlexError._by_name.get(str(kind))
         if error_class is not None:
@@ -185,12 +185,12 @@ def _decode(value: Any) -> Any:
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    """A JSON-safe description of any error, to carry it across a trigger event (``FlexError.to_payload``)."""
+    """Return a JSON-safe description of any error, to carry it across a trigger event (``FlexError.to_payload``)."""
     if isinstance(exc, FlexError):
         return exc.to_payload()
     return {"status": "error", "error_type": type(exc).__name__, "message": str(exc), "fields": {}}
 
 
 def error_from_payload(payload: dict[str, Any]) -> FlexError:
-    """The error :func:`error_payload` described (``FlexError.from_payload``)."""
+    """Return the error :func:`error_payload` described (``FlexError.from_payload``)."""
     return FlexError.from_payload(payload)

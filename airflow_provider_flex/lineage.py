@@ -41,7 +41,7 @@ class GeminiFlexRunFacet(RunFacet):
 
 
 def dataset_of(location: str) -> tuple[str, str]:
-    """OpenLineage (namespace, name) of a file location: ``file`` and its path, or ``scheme://bucket`` and the key."""
+    """Return OpenLineage (namespace, name) of a file location: ``file`` and its path, or ``scheme://bucket`` and the key."""
     parts = urlsplit(location)
     if parts.scheme in ("", "file"):
         return "file", parts.path if parts.scheme else location
@@ -72,7 +72,7 @@ def operator_lineage(
     result: Mapping[str, Any] | None = None,
     model: str | None = None,
 ) -> OperatorLineage:
-    """Lineage of a task: its input and output locations (or ``(namespace, name)`` pairs) and its run facet."""
+    """Return lineage of a task: its input and output locations (or ``(namespace, name)`` pairs) and its run facet."""
 
     def pair(item: str | tuple[str, str]) -> tuple[str, str]:
         return item if isinstance(item, tuple) else dataset_of(item)
@@ -86,7 +86,7 @@ def operator_lineage(
 
 
 def table_dataset(sql_conn_id: str, table: str) -> tuple[str, str]:
-    """(namespace, name) of a table behind a common-sql connection: its type and host, and the table."""
+    """Return (namespace, name) of a table behind a common-sql connection: its type and host, and the table."""
     from airflow_provider_flex.compat import BaseHook
 
     conn = BaseHook.get_connection(sql_conn_id)

@@ -90,7 +90,7 @@ class UploadedFile:
 
 
 def sniff_mime_type(head: bytes, location: str) -> str | None:
-    """The type the content says it is; for formats without a signature, the name's type if the content agrees."""
+    """Return the type the content says it is; for formats without a signature, the name's type if the content agrees."""
     for offset, signature, mime in _SIGNATURES:
         if head[offset : offset + len(signature)] == signature:
             return mime
@@ -118,7 +118,7 @@ def sniff_mime_type(head: bytes, location: str) -> str | None:
 
 
 def media_locations(media: str | Iterable[Any] | None) -> list[str] | None:
-    """A task's rendered ``media`` as a list of locations (a single location is a list of one), or None."""
+    """Return a task's rendered ``media`` as a list of locations (a single location is a list of one), or None."""
     if not media:
         return None
     return [media] if isinstance(media, str) else [str(location) for location in media]
@@ -126,7 +126,7 @@ def media_locations(media: str | Iterable[Any] | None) -> list[str] | None:
 
 @contextmanager
 def open_media(location: str) -> Iterator[IO[bytes]]:
-    """A local path or an ``ObjectStoragePath`` URL (``s3://``, ``gs://``, ``file://``), opened for bytes."""
+    """Open a local path or an ``ObjectStoragePath`` URL (``s3://``, ``gs://``, ``file://``) for bytes."""
     if is_remote(location):
         with object_path(location).open("rb") as handle:
             yield handle
@@ -166,7 +166,7 @@ def probe_media(location: str, *, what: str = "media file", max_bytes: int = MAX
 
 
 def read_inline(media: MediaFile, *, what: str = "media file") -> InlineMedia:
-    """The file's bytes, to send inline."""
+    """Return the file's bytes, to send inline."""
     try:
         with open_media(media.location) as handle:
             return InlineMedia(media.mime_type, handle.read())

@@ -70,7 +70,7 @@ def token_cost(
     prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES,
     image_output_tokens: int = 0,
 ) -> float | None:
-    """USD for the tokens at ``tier``'s price, or None when the table has no price.
+    """Return USD for the tokens at ``tier``'s price, or None when the table has no price.
 
     ``output_tokens`` must already include thinking tokens, which are billed as
     output, and exclude ``image_output_tokens``, billed at the image output price.
@@ -85,7 +85,7 @@ def token_cost(
 def usage_cost(
     usage: Any, *, model: str, tier: str, prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES
 ) -> float | None:
-    """USD for a call's usage (a :class:`~airflow_provider_flex.hooks.results.FlexUsage`) at ``tier``'s price."""
+    """Return USD for a call's usage (a :class:`~airflow_provider_flex.hooks.results.FlexUsage`) at ``tier``'s price."""
     return token_cost(
         usage.prompt_tokens,
         usage.billed_output_tokens,

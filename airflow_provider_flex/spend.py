@@ -58,7 +58,7 @@ class Spend:
 
 
 def spend_of(value: Any) -> Spend | None:
-    """The spend in one XCom value of a provider task, or None when it holds none."""
+    """Return the spend in one XCom value of a provider task, or None when it holds none."""
     if not isinstance(value, Mapping):
         return None
     if isinstance(value.get("usage"), Mapping) and "service_tier" in value:
@@ -122,7 +122,7 @@ class TaskRecord:
 
 
 def runs_spend(records: Iterable[TaskRecord]) -> list[dict[str, Any]]:
-    """One entry per DAG run that spent through the provider, newest first.
+    """Return one entry per DAG run that spent through the provider, newest first.
 
     A task counts once: its ``return_value`` when it has one, else what it recorded when it failed.
     """
@@ -154,12 +154,12 @@ def runs_spend(records: Iterable[TaskRecord]) -> list[dict[str, Any]]:
 
 
 def _rounded(figures: dict[str, Any]) -> dict[str, Any]:
-    """Money to the micro-dollar, once, after summing (rounding each addition drifts)."""
+    """Return money to the micro-dollar, once, after summing (rounding each addition drifts)."""
     return {name: round(value, 6) if name.endswith("_usd") else value for name, value in figures.items()}
 
 
 def spend_by_day(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Cost and standard-equivalent cost per day (UTC, by run start), oldest first."""
+    """Return cost and standard-equivalent cost per day (UTC, by run start), oldest first."""
     days: dict[str, dict[str, Any]] = {}
     for run in runs:
         day = (run.get("start_date") or "")[:10] or "unknown"

@@ -10,17 +10,17 @@ if TYPE_CHECKING:
 
 
 def is_remote(location: str) -> bool:
-    """An object-storage URL (``s3://``, ``gs://``, ...), not a local path or ``file://`` URL."""
+    """Return an object-storage URL (``s3://``, ``gs://``, ...), not a local path or ``file://`` URL."""
     return "://" in location and not location.startswith("file://")
 
 
 def local_path(location: str) -> Path:
-    """A local path or ``file://`` URL as a path."""
+    """Return a local path or ``file://`` URL as a path."""
     return Path(location.removeprefix("file://"))
 
 
 def object_path(location: str) -> ObjectStoragePath:
-    """An object-storage URL as Airflow's ``ObjectStoragePath`` (imported only when one is used)."""
+    """Return an object-storage URL as Airflow's ``ObjectStoragePath`` (imported only when one is used)."""
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(location)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_flex.emulator.server import EmulatorAdmin
+from airflow_provider_flex.emulator.admin import EmulatorAdmin
 
 FLEX_EMULATOR = Path(sys.executable).parent / "flex-emulator"
 

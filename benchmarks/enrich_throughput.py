@@ -47,7 +47,7 @@ from google import genai
 from google.genai import types
 
 from airflow_provider_flex.emulator import FlexEmulator
-from airflow_provider_flex.enrichment.engine import quiet_http_client_logs
+from airflow_provider_flex.enrichment.run import quiet_http_client_logs
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.pricing import token_cost
 

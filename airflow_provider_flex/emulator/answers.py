@@ -40,7 +40,7 @@ def retry_info(delay_s: float) -> dict[str, Any]:
 
 
 def quota_error(exceeded: QuotaExceeded, details: str = "full") -> ApiError:
-    """The 429 for broken quotas. ``details``: ``full`` (QuotaFailure, Help, RetryInfo, as the Gemini API
+    """Return the 429 for broken quotas. ``details``: ``full`` (QuotaFailure, Help, RetryInfo, as the Gemini API
     documents), ``retry-only`` (RetryInfo alone) or ``none`` (no details and the terse message some 429s
     carry in the wild: "Resource has been exhausted (e.g. check quota)."; python-genai #1427 and others)."""
     if details == "none":
@@ -65,7 +65,7 @@ class Answer:
 
 
 def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool, model: str = "") -> Answer:
-    """What the model says: a pure function of the request (an image model asked for images draws one)."""
+    """Return what the model says: a pure function of the request (an image model asked for images draws one)."""
     prompt = request.prompt
     if blocked or "[emulator:block]" in prompt:
         return Answer("", "SAFETY", 0, 0, blocked=True)
@@ -154,7 +154,7 @@ def response_body(
     finish: str | None,
     vertex: bool = False,
 ) -> dict[str, Any]:
-    """One GenerateContentResponse: a whole answer, or one stream chunk (``answer`` None until the last)."""
+    """Return one GenerateContentResponse: a whole answer, or one stream chunk (``answer`` None until the last)."""
     body: dict[str, Any] = {}
     if answer is not None and answer.blocked:
         body["promptFeedback"] = {"blockReason": "SAFETY"}

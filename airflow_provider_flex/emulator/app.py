@@ -57,7 +57,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
-    """The emulator as an ASGI app; ``app.state.emulator`` holds its state."""
+    """Return the emulator as an ASGI app; ``app.state.emulator`` holds its state."""
     config = config or EmulatorConfig()
     state = EmulatorState(config)
     logging.getLogger("uvicorn.error").addFilter(DropFaultLogFilter())

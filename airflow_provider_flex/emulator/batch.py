@@ -23,13 +23,10 @@ import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from airflow_provider_flex.emulator.errors import ApiError
 from airflow_provider_flex.emulator.files import FileStore
@@ -93,7 +90,7 @@ class BatchJob:
         return 0 if self.state in TERMINAL_STATES else sum(line.tokens for line in self.lines)
 
     def resource(self) -> dict[str, Any]:
-        """The job as the API answers it: an operation whose metadata is the GenerateContentBatch."""
+        """Return the job as the API answers it: an operation whose metadata is the GenerateContentBatch."""
         done = self.state in TERMINAL_STATES
         pending = 0 if done else len(self.lines)
         metadata: dict[str, Any] = {
@@ -190,7 +187,7 @@ class BatchJobs:
         return job
 
     def list(self, api_key: str, page_size: int, page_token: str | None) -> dict[str, Any]:
-        """The project's jobs, newest first, a page at a time."""
+        """Return the project's jobs, newest first, a page at a time."""
         mine = sorted((j for j in self.jobs.values() if j.api_key == api_key), key=lambda j: -j.created)
         start = int(page_token or 0)
         page = mine[start : start + page_size]
@@ -355,75 +352,3 @@ class BatchJobs:
                 outcome = {**outcome, "metadata": line.metadata}
             responses.append(outcome)
         return {"inlinedResponses": {"inlinedResponses": responses}}
-
-
-class BatchEndpoints:
-    """The HTTP handlers of the Batch API and its admin controls, over one :class:`BatchJobs`.
-
-    ``authenticate`` answers the request's API key (or raises ApiError); ``read_json`` its body.
-    Handlers raise ApiError; the app's endpoint wrapper answers it in the API's error format.
-    """
-
-    def __init__(
-        self,
-        jobs: Callable[[], BatchJobs],
-        *,
-        authenticate: Callable[[Request], str],
-        read_json: Callable[[Request], Awaitable[Any]],
-    ) -> None:
-        self.jobs = jobs
-        self.authenticate = authenticate
-        self.read_json = read_json
-
-    async def create(self, request: Request, model: str) -> Response:
-        """``POST /{v}/models/{model}:batchGenerateContent`` (the caller checked the model takes batches)."""
-        key = self.authenticate(request)
-        job = self.jobs().create(key, model, await self.read_json(request))
-        return JSONResponse(job.resource())
-
-    async def batches(self, request: Request) -> Response:
-        """``GET /{v}/batches``: the project's jobs, newest first."""
-        key = self.authenticate(request)
-        try:
-            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
-            token = request.query_params.get("pageToken") or None
-            int(token or 0)
-        except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
-        return JSONResponse(self.jobs().list(key, size, token))
-
-    async def batch(self, request: Request) -> Response:
-        """``GET|DELETE /{v}/batches/{id}`` and ``POST /{v}/batches/{id}:cancel``."""
-        key = self.authenticate(request)
-        batch_id, _, action = request.path_params["rest"].partition(":")
-        name = f"batches/{batch_id}"
-        jobs = self.jobs()
-        if request.method == "DELETE" and not action:
-            jobs.delete(key, name)
-            return JSONResponse({})
-        if request.method == "POST" and action == "cancel":
-            jobs.cancel(key, name)
-            return JSONResponse({})
-        if request.method == "GET" and not action:
-            return JSONResponse(jobs.get(key, name).resource())
-        raise ApiError(404, "NOT_FOUND", f"Method not found: {request.method} {request.url.path}")
-
-    async def admin_batches(self, request: Request) -> Response:
-        """``GET /__emulator__/batches``: every job with its keys; ``POST`` with ``{"state", "count"}``:
-        the next ``count`` jobs end in ``state`` (FAILED, CANCELLED, EXPIRED) instead of succeeding."""
-        jobs = self.jobs()
-        if request.method == "POST":
-            body = await self.read_json(request) or {}
-            state = str(body.get("state", "")).upper()
-            if state not in FORCED_STATES:
-                raise ApiError(400, "INVALID_ARGUMENT", f"state must be one of {', '.join(FORCED_STATES)}")
-            jobs.next_fates.extend([FORCED_STATES[state]] * int(body.get("count", 1)))
-        return JSONResponse(jobs.snapshot())
-
-    async def admin_end_batch(self, request: Request) -> Response:
-        """``POST /__emulator__/batches/{id}/end`` with ``{"state"}``: end that job now."""
-        body = await self.read_json(request) or {}
-        state = str(body.get("state", "")).upper()
-        if state not in FORCED_STATES:
-            raise ApiError(400, "INVALID_ARGUMENT", f"state must be one of {', '.join(FORCED_STATES)}")
-        return JSONResponse(self.jobs().force(request.path_params["batch_id"], state).resource())

@@ -133,7 +133,7 @@ class Capacity:
 
 
 def format_duration(seconds: float) -> str:
-    """A protobuf Duration in its JSON form, e.g. ``"0.250s"`` or ``"53s"``."""
+    """Return a protobuf Duration in its JSON form, e.g. ``"0.250s"`` or ``"53s"``."""
     millis = math.ceil(seconds * 1000)
     if millis % 1000 == 0:
         return f"{millis // 1000}s"

@@ -98,5 +98,5 @@ class EmulatorConfig:
             raise ValueError("; ".join(problems))
 
     def model_quotas(self) -> tuple[ModelQuota, dict[str, ModelQuota]]:
-        """The quota every model has, and the models with their own."""
+        """Return the quota every model has, and the models with their own."""
         return ModelQuota(self.rpm, self.tpm, self.rpd), dict(self.quotas)

@@ -79,7 +79,7 @@ class FileStore:
         return stored
 
     def add_generated(self, data: bytes, mime_type: str, display_name: str) -> StoredFile:
-        """A file the API made (a batch job's responses), complete at once."""
+        """Return a file the API made (a batch job's responses), complete at once."""
         stored = StoredFile(secrets.token_hex(6), mime_type, display_name, len(data), bytearray(data))
         stored.complete = stored.generated = True
         self.files[stored.file_id] = stored

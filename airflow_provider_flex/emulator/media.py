@@ -25,7 +25,7 @@ GENERATED_SIDE = 64
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG, JPEG, GIF or WebP image, read from its header; None if not one of those."""
+    """Return (width, height) of a PNG, JPEG, GIF or WebP image, read from its header; None if not one of those."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
@@ -67,7 +67,7 @@ def image_tokens(width: int, height: int) -> int:
 
 
 def media_tokens(mime_type: str, data: bytes) -> int:
-    """Prompt tokens of one media part."""
+    """Return prompt tokens of one media part."""
     if mime_type.startswith("image/"):
         size = image_size(data)
         return image_tokens(*size) if size else TOKENS_PER_TILE
@@ -78,7 +78,7 @@ def media_tokens(mime_type: str, data: bytes) -> int:
 
 
 def decode_inline(part: dict[str, Any]) -> tuple[str, bytes] | None:
-    """(mime type, bytes) of an ``inlineData`` part, or None."""
+    """Return (mime type, bytes) of an ``inlineData`` part, or None."""
     inline = part.get("inlineData") or part.get("inline_data")
     if not isinstance(inline, dict):
         return None
@@ -91,7 +91,7 @@ def decode_inline(part: dict[str, Any]) -> tuple[str, bytes] | None:
 
 
 def png(width: int, height: int, seed: str) -> bytes:
-    """A valid RGB PNG: a gradient whose colours come from ``seed``."""
+    """Return a valid RGB PNG: a gradient whose colours come from ``seed``."""
     digest = hashlib.sha256(seed.encode()).digest()
     base = digest[:3]
     rows = bytearray()

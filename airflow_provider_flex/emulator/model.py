@@ -33,12 +33,12 @@ _MAX_SCHEMA_DEPTH = 8
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in ``text``: words and single punctuation marks."""
+    """Return tokens in ``text``: words and single punctuation marks."""
     return sum(1 for _ in _TOKEN_RE.finditer(text))
 
 
 def truncate_to_tokens(text: str, limit: int) -> str:
-    """The prefix of ``text`` holding exactly its first ``limit`` tokens."""
+    """Return the prefix of ``text`` holding exactly its first ``limit`` tokens."""
     if limit <= 0:
         return ""
     end = 0
@@ -60,7 +60,7 @@ def split_into_chunks(text: str, tokens_per_chunk: int) -> list[str]:
 
 
 def content_text(contents: Any) -> tuple[str, int]:
-    """Concatenated text of Gemini ``contents`` and the count of non-text parts."""
+    """Return concatenated text of Gemini ``contents`` and the count of non-text parts."""
     texts: list[str] = []
     other_parts = 0
     for content in _as_list(contents):
@@ -76,7 +76,7 @@ def content_text(contents: Any) -> tuple[str, int]:
 def prompt_tokens(
     contents: Any, system_instruction: Any = None, part_tokens: Callable[[Mapping[str, Any]], int] | None = None
 ) -> int:
-    """Prompt tokens as the emulator bills them: contents plus system instruction.
+    """Return prompt tokens as the emulator bills them: contents plus system instruction.
 
     ``part_tokens`` counts a non-text part (an image, a file); NON_TEXT_PART_TOKENS each by default.
     """
@@ -95,7 +95,7 @@ def prompt_tokens(
 
 
 def parts_summary(contents: Any) -> list[dict[str, Any]]:
-    """Each part of ``contents`` as the call log shows it: its kind, MIME type and size."""
+    """Return each part of ``contents`` as the call log shows it: its kind, MIME type and size."""
     summary: list[dict[str, Any]] = []
     for content in _as_list(contents):
         parts = content.get("parts", []) if isinstance(content, Mapping) else []
@@ -140,7 +140,7 @@ def _rng_for(prompt: str, salt: str = "") -> random.Random:
 
 
 def text_answer(prompt: str, *, min_tokens: int = 24, max_tokens: int = 96, model: str = "") -> str:
-    """A plain-text answer derived from the prompt and the model: two models answer a prompt differently,
+    """Return a plain-text answer derived from the prompt and the model: two models answer a prompt differently,
     each always the same way (so an evaluation comparing models has something to compare)."""
     rng = _rng_for(prompt, f"text:{model}")
     target = rng.randint(min_tokens, max(min_tokens, max_tokens))
@@ -153,7 +153,7 @@ def text_answer(prompt: str, *, min_tokens: int = 24, max_tokens: int = 96, mode
 
 
 def thoughts_tokens(prompt: str, thinking_budget: int | None) -> int:
-    """Thinking tokens billed for the answer: none when thinking is off (budget 0)."""
+    """Return thinking tokens billed for the answer: none when thinking is off (budget 0)."""
     if thinking_budget == 0:
         return 0
     natural = 16 + _rng_for(prompt, "thoughts").randint(0, 48)
@@ -161,7 +161,7 @@ def thoughts_tokens(prompt: str, thinking_budget: int | None) -> int:
 
 
 def json_answer(prompt: str, schema: Mapping[str, Any], *, model: str = "") -> str:
-    """A JSON document derived from the prompt and the model that validates against ``schema``.
+    """Return a JSON document derived from the prompt and the model that validates against ``schema``.
 
     Accepts the OpenAPI form the API calls ``responseSchema`` (upper-case types,
     ``nullable``) and JSON Schema (``responseJsonSchema``, with ``$defs`` and

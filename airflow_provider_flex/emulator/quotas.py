@@ -103,7 +103,7 @@ class QuotaExceeded(Exception):
 
     @property
     def retry_delay_s(self) -> float | None:
-        """RetryInfo's delay: only when every violation passes with time short of a new day."""
+        """Return RetryInfo's delay: only when every violation passes with time short of a new day."""
         delays = [v.retry_after_s for v in self.violations]
         if any(delay is None for delay in delays):
             return None
@@ -144,7 +144,7 @@ class QuotaExceeded(Exception):
 
 
 def retry_delay(seconds: float, whole: bool = True) -> str:
-    """RetryInfo's duration: whole seconds, as the API sends for its quotas (``"26s"``).
+    """Return RetryInfo's duration: whole seconds, as the API sends for its quotas (``"26s"``).
 
     The emulator's own per-second limit answers in milliseconds (``"0.250s"``), or a
     one-second wait would dwarf the window it enforces.
@@ -173,7 +173,7 @@ class _Window:
         return sum(units for _, units in events)
 
     def retry_after(self, key: Any, now: float, units: float, limit: float) -> float:
-        """Seconds until ``units`` more would fit."""
+        """Return seconds until ``units`` more would fit."""
         if not self.sliding:
             return self.length_s - (now % self.length_s)
         events = self._events.get(key) or deque()
@@ -228,7 +228,7 @@ class QuotaBook:
         return self.per_model.get(model, self.default)
 
     def day_id(self, now: float) -> str:
-        """The quota day: the date in America/Los_Angeles, moved on by each early end of day."""
+        """Return the quota day: the date in America/Los_Angeles, moved on by each early end of day."""
         date = datetime.fromtimestamp(now, DAY_TIMEZONE).date().isoformat()
         return f"{date}+{self._days_ended}"
 

@@ -17,7 +17,7 @@ _TIER_ALIASES = {"flex": "flex", "standard": "standard", "priority": "priority",
 
 
 def normalize_tier(value: Any) -> str:
-    """The tier named by any spelling the API accepts (``flex``, ``FLEX``, ``SERVICE_TIER_FLEX``)."""
+    """Return the tier named by any spelling the API accepts (``flex``, ``FLEX``, ``SERVICE_TIER_FLEX``)."""
     if value is None:
         return "standard"
     if not isinstance(value, str):
@@ -50,7 +50,7 @@ class GenerateRequest:
 
     @cached_property
     def prompt(self) -> str:
-        """The prompt's text, with a short digest standing for each media part (so answers differ by image)."""
+        """Return the prompt's text, with a short digest standing for each media part (so answers differ by image)."""
         system_text = lm.content_text(self.system_instruction)[0] if self.system_instruction else ""
         text = (
             f"{system_text}\n{lm.content_text(self.contents)[0]}" if system_text else lm.content_text(self.contents)[0]

@@ -84,7 +84,7 @@ class Stats:
 
 
 def media_part_tokens(files: FileStore, part: Mapping[str, Any]) -> int:
-    """Prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
+    """Return prompt tokens of a media part: an inline image by its size, an uploaded file by its content."""
     inline = decode_inline(dict(part))
     if inline is not None:
         return media_tokens(*inline)
@@ -116,11 +116,11 @@ class EmulatorState:
         return media_part_tokens(self.files, part)
 
     def batch_request_tokens(self, body: Mapping[str, Any]) -> int:
-        """Prompt tokens of one request inside a batch job (ApiError if it is not a valid request)."""
+        """Return prompt tokens of one request inside a batch job (ApiError if it is not a valid request)."""
         return parse_generate_request(body, self.part_tokens).prompt_tokens
 
     def batch_answer(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One batch line's GenerateContentResponse, as a generateContent call would answer it."""
+        """Return one batch line's GenerateContentResponse, as a generateContent call would answer it."""
         request = parse_generate_request(body, self.part_tokens)
         answer = compose_answer(request, self.config, blocked=False, model=model)
         response = response_body(

@@ -129,7 +129,7 @@ def _jwt_claims(assertion: str) -> dict[str, Any]:
 
 
 def vertex_tier(headers: Any, location: str, body: Any) -> str:
-    """The tier a Vertex request asks for, from its headers; the body must not name one."""
+    """Return the tier a Vertex request asks for, from its headers; the body must not name one."""
     if isinstance(body, dict):
         for name in ("serviceTier", "service_tier"):
             if name in body:

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
-from airflow_provider_flex.enrichment.routing import DeadlineRouter
+from airflow_provider_flex.enrichment.batch_checkpoint import BatchCheckpoint, display_name_for
+from airflow_provider_flex.enrichment.records import row_key
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
 from airflow_provider_flex.enrichment.summary import RouteFigures
 from airflow_provider_flex.exceptions import FlexError
@@ -38,44 +35,12 @@ from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest,
 from airflow_provider_flex.hooks.schema import AnswerSchema
 
 if TYPE_CHECKING:
-    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+    from airflow_provider_flex.enrichment.request import EnrichRequest
 
-#: Rows in one batch job at most (the handover of a large tail becomes several jobs).
+#: Rows in one batch job at most (a large tail sent to batch becomes several jobs).
 MAX_ROWS_PER_JOB = 20_000
 #: A job refused with 429 is split in halves down to this many rows; smaller ones wait and try again.
 MIN_SPLIT_ROWS = 50
-
-
-def display_name_for(output_path: str, checkpoint_id: str) -> str:
-    """A job's display name: the output location's fingerprint and the checkpoint, so a rerun knows its own."""
-    fingerprint = hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:12]
-    return f"flex-enrich-{fingerprint}-{checkpoint_id}"
-
-
-@dataclass
-class BatchCheckpoint:
-    """One batch job's rows, written before the job is created and kept until its answers are written."""
-
-    id: str
-    display_name: str
-    model: str
-    attempts: dict[str, int]
-    job_name: str | None = None
-    input_file: str | None = None
-    state: str = "unsubmitted"
-    created: float = field(default_factory=time.time)
-    reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def keys(self) -> list[str]:
-        return list(self.attempts)
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BatchCheckpoint:
-        return cls(**data)
 
 
 @dataclass
@@ -94,29 +59,14 @@ class BatchRoute:
     """Hands rows to batch jobs and brings their answers back into the output store."""
 
     def __init__(
-        self,
-        *,
-        batches: FlexBatches,
-        store: OutputStore,
-        rows: Callable[[], Iterator[tuple[int, dict[str, Any]]]],
-        template: PromptTemplate,
-        key_field: str,
-        model: str,
-        config: Any,
-        max_attempts: int,
-        poll_interval: float,
-        log: Any,
+        self, request: EnrichRequest, *, batches: FlexBatches, store: OutputStore, max_attempts: int, log: Any
     ) -> None:
+        self.request = request
         self.batches = batches
         self.store = store
-        self.rows = rows
-        self.template = template
-        self.key_field = key_field
-        self.model = model
-        self.config = config
-        self.answer_schema = AnswerSchema.of_config(config)
+        self.model = request.model_id.removeprefix("models/")
+        self.answer_schema = AnswerSchema.of_config(request.config)
         self.max_attempts = max_attempts
-        self.poll_interval = poll_interval
         self.log = log
         self.checkpoints: dict[str, BatchCheckpoint] = {}
         self.stats = BatchRouteStats()
@@ -133,7 +83,7 @@ class BatchRoute:
     # ---- what the engine asks
 
     def keys(self) -> set[str]:
-        """Every row that is in a batch job (or about to be): flex must not take these."""
+        """Return every row that is in a batch job (or about to be): flex must not take these."""
         return {key for checkpoint in self.checkpoints.values() for key in checkpoint.attempts}
 
     @property
@@ -144,7 +94,7 @@ class BatchRoute:
         return [c.job_name for c in self.checkpoints.values() if c.job_name]
 
     def progress_note(self) -> str:
-        """Where the rows waiting in batch jobs are, for the progress line."""
+        """Return where the rows waiting in batch jobs are, for the progress line."""
         if not self.checkpoints:
             return ""
         parts = [
@@ -152,7 +102,7 @@ class BatchRoute:
         ]
         return "; batch: " + ", ".join(parts)
 
-    # ---- hand-over and resume
+    # ---- taking rows, and resuming
 
     def resume(self, done: set[str]) -> None:
         """Take up the checkpoints an earlier run (or try) left under the output path.
@@ -180,7 +130,7 @@ class BatchRoute:
                 self.pending_rows,
             )
 
-    def hand_over(self, keys: Iterable[str], attempts: dict[str, int] | None = None) -> None:
+    def take(self, keys: Iterable[str], attempts: dict[str, int] | None = None) -> None:
         """Checkpoint ``keys`` as new jobs (before any is created) and wake the submitter."""
         keys = list(keys)
         for start in range(0, len(keys), MAX_ROWS_PER_JOB):
@@ -218,10 +168,10 @@ class BatchRoute:
                 return
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.request.batch_poll_interval)
 
     async def step(self) -> None:
-        """One pass: create the jobs not yet created, look at the others, collect those that ended."""
+        """Make one pass: create the jobs not yet created, look at the others, collect those that ended."""
         for checkpoint in list(self.checkpoints.values()):
             if not checkpoint.attempts:  # every row answered before a crash: only the bookkeeping is left
                 self._drop(checkpoint)
@@ -245,7 +195,7 @@ class BatchRoute:
                 self.batches.submit,
                 self.model,
                 requests,
-                config=self.config,
+                config=self.request.config,
                 display_name=checkpoint.display_name,
                 as_file=self._as_file,
             )
@@ -344,74 +294,11 @@ class BatchRoute:
         await asyncio.to_thread(self.batches.delete, checkpoint.job_name, checkpoint.input_file)
 
     def _requests(self, keys: set[str]) -> list[BatchRequest]:
-        """The prompts of ``keys``, rendered from a fresh pass over the input (in input order)."""
+        """Return the prompts of ``keys``, rendered from a fresh pass over the input (in input order)."""
         requests = []
-        for number, row in self.rows():
-            key = row_key(row, self.key_field, number)
+        template = self.request.template
+        for number, row in self.request.rows():
+            key = row_key(row, self.request.key_field, number)
             if key in keys:
-                requests.append(BatchRequest(key, self.template.render(row, number=number, key=key)))
+                requests.append(BatchRequest(key, template.render(row, number=number, key=key)))
         return requests
-
-
-@dataclass
-class Routing:
-    """The batch side of a run (``route`` ``"batch"`` or ``"auto"``): which rows flex keeps, and the jobs.
-
-    ``wait_for_batches``: poll in this process until every job has ended (``deferrable=False``);
-    otherwise the run returns once flex is done and its jobs are created, for the task to defer.
-    """
-
-    router: DeadlineRouter
-    batch: BatchRoute
-    wait_for_batches: bool
-
-
-def build_routing(
-    *,
-    hook: GeminiFlexHook,
-    store: OutputStore,
-    rows: Callable[[], Iterator[tuple[int, dict[str, Any]]]],
-    template: PromptTemplate,
-    key_field: str,
-    model: str,
-    config: Any,
-    route: str,
-    deadline: datetime | None,
-    done: set[str],
-    poll_interval: float,
-    wait_for_batches: bool,
-    log: Any,
-    task: str,
-) -> Routing:
-    """Check the model takes batch jobs, take up an earlier run's jobs, and split the rows still to do.
-
-    Raises FlexError before any call or job when the model has no batch support.
-    """
-    model = model.removeprefix("models/")
-    if not hook.batches.supports_batch(model):
-        raise FlexError(
-            f"{task}: model {model!r} does not take batch jobs (batchGenerateContent is not among its supported "
-            f"actions); use route='flex' or a model with batch support"
-        )
-    batch = BatchRoute(
-        batches=hook.batches,
-        store=store,
-        rows=rows,
-        template=template,
-        key_field=key_field,
-        model=model,
-        config=config,
-        max_attempts=hook.retry_policy.max_attempts,
-        poll_interval=poll_interval,
-        log=log,
-    )
-    batch.resume(done)
-    in_batch = batch.keys()
-    positions: list[int] = []
-    keys: list[str] = []
-    for position, (number, row) in enumerate(rows()):
-        key = row_key(row, key_field, number)
-        if key not in done and key not in in_batch:
-            positions.append(position)
-            keys.append(key)
-    return Routing(DeadlineRouter(positions, keys, route=route, deadline=deadline), batch, wait_for_batches)

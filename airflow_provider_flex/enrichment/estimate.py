@@ -9,13 +9,16 @@ files of a row are not counted (258 tokens per image up to 384 px, more for larg
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_flex.enrichment.records import PromptTemplate, row_key
+from airflow_provider_flex.enrichment.records import row_key
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.pricing import TokenPrice, token_cost
+from airflow_provider_flex.pricing import token_cost
+
+if TYPE_CHECKING:
+    from airflow_provider_flex.enrichment.request import EnrichRequest
 
 #: Rows whose prompts are counted with countTokens (spread over the rows still to do).
 SAMPLE_ROWS = 20
@@ -35,21 +38,22 @@ class CostEstimate:
     standard_cost_usd: float | None
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the estimate as JSON (what ``estimate_only`` returns under ``estimate``)."""
         return asdict(self)
 
     def describe(self, tier: str) -> str:
-        """The estimate as the task log says it."""
+        """Return the estimate as the task log says it."""
         return (
             f"Cost estimate for {self.rows} rows: {_usd(self.cost_usd)} on {tier} ({_usd(self.standard_cost_usd)} at "
             f"standard price); {self.input_tokens_per_row:.1f} prompt tokens per row counted on {self.sampled_rows} "
             f"rows, {self.output_tokens_per_row} output tokens per row assumed."
         )
 
-    def check_cap(self, task_id: str, max_cost_usd: float) -> None:
+    def check_cap(self, task: str, max_cost_usd: float) -> None:
         """Refuse a run whose estimate exceeds ``max_cost_usd``, before any generate call."""
         if self.cost_usd is not None and self.cost_usd > max_cost_usd:
             raise FlexError(
-                f"Task {task_id!r}: the estimated cost ${self.cost_usd:.4f} of {self.rows} rows exceeds "
+                f"{task}: the estimated cost ${self.cost_usd:.4f} of {self.rows} rows exceeds "
                 f"max_cost_usd=${max_cost_usd} (prompts counted on {self.sampled_rows} rows, "
                 f"{self.output_tokens_per_row} output tokens assumed per row: set estimated_output_tokens "
                 "to what your answers take); no call was made."
@@ -61,7 +65,7 @@ def _usd(value: float | None) -> str:
 
 
 def output_tokens_per_row(estimated: int | None, generation_config: Mapping[str, Any] | None) -> int:
-    """The output assumption: given, else the configured cap, else the default."""
+    """Return the output assumption: given, else the configured cap, else the default."""
     if estimated is not None:
         return estimated
     config = generation_config or {}
@@ -70,42 +74,32 @@ def output_tokens_per_row(estimated: int | None, generation_config: Mapping[str,
 
 
 def sample_positions(rows: int, sample: int = SAMPLE_ROWS) -> set[int]:
-    """Up to ``sample`` positions spread evenly over ``rows`` (the first and last included)."""
+    """Return up to ``sample`` positions spread evenly over ``rows`` (the first and last included)."""
     if rows <= sample:
         return set(range(rows))
     return {round(i * (rows - 1) / (sample - 1)) for i in range(sample)}
 
 
-def estimate_cost(
-    *,
-    hook: Any,
-    rows: Iterator[tuple[int, dict[str, Any]]],
-    template: PromptTemplate,
-    key_field: str,
-    done: set[str],
-    todo: int,
-    model: str,
-    tier: str,
-    system_instruction: str | None,
-    output_tokens: int,
-    prices: Mapping[str, Mapping[str, TokenPrice]],
-) -> CostEstimate:
-    """Count the prompts of a sample of the ``todo`` rows not in ``done`` and price all of them."""
+def estimate_cost(request: EnrichRequest, *, hook: Any, done: set[str], todo: int) -> CostEstimate:
+    """Return the cost of the ``todo`` rows not in ``done``, their prompts counted on a sample of them."""
     wanted = sample_positions(todo)
     counts = []
     position = 0
-    for number, row in rows:
-        key = row_key(row, key_field, number)
+    model, system_instruction = request.model_id, request.system_instruction
+    for number, row in request.rows():
+        key = row_key(row, request.key_field, number)
         if key in done:
             continue
         if position in wanted:
-            prompt = template.render(row, number=number, key=key)
+            prompt = request.template.render(row, number=number, key=key)
             contents = f"{system_instruction}\n{prompt}" if system_instruction else prompt
             counts.append(hook.count_tokens(contents=contents, model=model))
         position += 1
     per_row = sum(counts) / len(counts) if counts else 0.0
+    output_tokens = output_tokens_per_row(request.estimated_output_tokens, request.generation_config)
     input_total = round(per_row * todo)
     output_total = output_tokens * todo
+    prices, tier = hook.price_table, request.price_tier
     return CostEstimate(
         rows=todo,
         sampled_rows=len(counts),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 #: The parts of a request that define its answers, in the order a change is named.
@@ -64,3 +65,41 @@ def describe_change(task: str, output_path: str, changed: list[str]) -> str:
         "they are not this request's answers. Nothing was called. Write to a new output_path, or set "
         "on_changed_request='rerun' to answer every row again (the old output is kept under superseded/)."
     )
+
+
+@dataclass(frozen=True)
+class OutputDecision:
+    """What a run does with the output it finds, before any call (see :func:`decide_on_output`).
+
+    ``action``: ``"keep"`` (same request: resume), ``"record"`` (write this request's fingerprint and
+    resume), ``"set_aside"`` (move the earlier output away and start afresh) or ``"refuse"`` (``error``).
+    """
+
+    action: str
+    changed: tuple[str, ...] = ()
+    error: str | None = None
+    unrecorded: bool = False
+
+
+def decide_on_output(
+    recorded: Mapping[str, Any] | None,
+    fingerprint: Mapping[str, str],
+    *,
+    has_output: bool,
+    on_changed_request: str,
+    task: str,
+    output_path: str,
+) -> OutputDecision:
+    """Return what to do with an output given the fingerprint recorded there and this run's.
+
+    An output with no answer yet (a run that stopped before any call) binds nothing: this request is
+    recorded. A changed request is refused with ``on_changed_request="fail"``, else set aside.
+    """
+    if not has_output:
+        return OutputDecision("record")
+    changed = tuple(changed_parts(recorded["fingerprint"], fingerprint)) if recorded else ()
+    if changed and on_changed_request == "fail":
+        return OutputDecision("refuse", changed, describe_change(task, output_path, list(changed)))
+    if changed:
+        return OutputDecision("set_aside", changed)
+    return OutputDecision("record" if recorded is None else "keep", unrecorded=recorded is None)

@@ -46,7 +46,7 @@ class RowMedia:
         self._uploads: dict[str, asyncio.Task[UploadedFile]] = {}
 
     def location(self, value: Any) -> Any:
-        """A field's value as a location: relative paths are under ``media_root``."""
+        """Return a field's value as a location: relative paths are under ``media_root``."""
         if not isinstance(value, str) or not value.strip() or self.media_root is None:
             return value
         if "://" in value or value.startswith("/"):

@@ -22,7 +22,7 @@ class EnrichInputError(ValueError):
 
 @contextmanager
 def open_text(path: str, mode: str = "r") -> Iterator[TextIO]:
-    """A local path or an ``ObjectStoragePath`` URL, opened as text."""
+    """Open a local path or an ``ObjectStoragePath`` URL as text."""
     if is_remote(path):
         with object_path(path).open(mode) as handle:
             yield handle if isinstance(handle, io.TextIOBase) else io.TextIOWrapper(handle, encoding="utf-8")
@@ -79,22 +79,6 @@ def row_key(row: Mapping[str, Any], key_field: str, number: int) -> str:
     return str(value)
 
 
-def check_rows(rows: Iterator[tuple[int, dict[str, Any]]], key_field: str, template: PromptTemplate) -> int:
-    """Count the rows, failing on a missing or duplicate key or a prompt that cannot render.
-
-    One pass before any call, holding only the keys in memory, so bad input costs
-    nothing and leaves nothing half-written.
-    """
-    first_seen: dict[str, int] = {}
-    for number, row in rows:
-        key = row_key(row, key_field, number)
-        if key in first_seen:
-            raise EnrichInputError(f"duplicate key {key!r} in rows {first_seen[key]} and {number}")
-        first_seen[key] = number
-        template.render(row, number=number, key=key)
-    return len(first_seen)
-
-
 class PromptTemplate:
     """A Jinja template rendered per row with the row as ``row``; a missing field is an error."""
 
@@ -104,10 +88,11 @@ class PromptTemplate:
             self._template = environment.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise EnrichInputError(f"prompt_template is not a valid template: {exc}") from None
+        self.source = source
         self._context = dict(extra_context or {})
 
     def render(self, row: Mapping[str, Any], *, number: int, key: str) -> str:
-        """The row's prompt; an undefined field or an empty prompt is an error naming the row."""
+        """Return the row's prompt; an undefined field or an empty prompt is an error naming the row."""
         try:
             prompt = self._template.render(**self._context, row=row)
         except jinja2.TemplateError as exc:

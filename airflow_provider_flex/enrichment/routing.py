@@ -27,12 +27,12 @@ MEASURE_ROWS = 20
 
 
 def is_template(value: object) -> bool:
-    """A value still to be rendered by Airflow (checked once rendered, not when the DAG is parsed)."""
+    """Return a value still to be rendered by Airflow (checked once rendered, not when the DAG is parsed)."""
     return isinstance(value, str) and "{{" in value
 
 
 def as_finish_by(task_id: str, value: object) -> timedelta | datetime | None:
-    """``finish_by`` as given or rendered: a timedelta, an aware datetime, or seconds (a number or its text)."""
+    """Return ``finish_by`` as given or rendered: a timedelta, an aware datetime, or seconds (a number or its text)."""
     if value is None or value == "" or isinstance(value, timedelta | datetime):
         return value or None  # type: ignore[return-value]
     try:
@@ -65,7 +65,7 @@ def check_route(task_id: str, route: str, finish_by: timedelta | datetime | None
 
 
 def deadline_of(task_id: str, finish_by: timedelta | datetime, started: datetime) -> datetime:
-    """The absolute deadline; one already past is an error naming it."""
+    """Return the absolute deadline; one already past is an error naming it."""
     deadline = started + finish_by if isinstance(finish_by, timedelta) else finish_by.astimezone(timezone.utc)
     if deadline <= datetime.now(timezone.utc):
         raise ValueError(f"Task {task_id!r}: finish_by {deadline.isoformat()} is in the past")
@@ -73,7 +73,7 @@ def deadline_of(task_id: str, finish_by: timedelta | datetime, started: datetime
 
 
 def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: float | None) -> float | None:
-    """Rows per second the known per-minute quotas allow (requests, and input tokens per row), or None."""
+    """Return rows per second the known per-minute quotas allow (requests, and input tokens per row), or None."""
     rates = []
     if "requests_per_minute" in limits:
         rates.append(limits["requests_per_minute"][0] / 60.0)
@@ -83,14 +83,14 @@ def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: flo
 
 
 def measured_rate(rows_done: int, seconds: float) -> float | None:
-    """Rows per second flex has served so far, once enough is seen to trust it."""
+    """Return rows per second flex has served so far, once enough is seen to trust it."""
     if seconds < MEASURE_SECONDS and rows_done < MEASURE_ROWS:
         return None
     return rows_done / seconds if seconds > 0 else None
 
 
 def flex_reach(seconds_left: float, rows_per_s: float) -> int:
-    """How many rows flex can still finish in ``seconds_left`` at ``rows_per_s`` (less a safety margin)."""
+    """Return how many rows flex can still finish in ``seconds_left`` at ``rows_per_s`` (less a safety margin)."""
     return max(0, math.floor(seconds_left * rows_per_s * RATE_SAFETY))
 
 
@@ -100,7 +100,7 @@ class DeadlineRouter:
     ``todo`` holds the input positions (0-based, in order) of rows that need an answer, ``keys``
     their keys; rows
     at positions at or past :attr:`boundary` belong to batch. The boundary only moves down.
-    ``route="batch"`` hands everything over at once (``hand_over_from(0)``).
+    ``route="batch"`` sends everything to batch at once (``rows_from(0)``).
     """
 
     def __init__(self, todo: Sequence[int], keys: Sequence[str], *, route: str, deadline: datetime | None) -> None:
@@ -111,12 +111,13 @@ class DeadlineRouter:
         self.boundary = todo[-1] + 1 if todo else 0
 
     def flex_may_take(self, position: int) -> bool:
+        """Return whether the row at ``position`` is still flex's."""
         return position < self.boundary
 
     def move(
         self, next_position: int, rows_per_s: float | None, *, in_progress: int = 0, now: datetime | None = None
     ) -> list[str]:
-        """Lower the boundary to what flex can reach by the deadline; the keys of the rows handed to batch.
+        """Lower the boundary to what flex can reach by the deadline; return the keys of the rows now batch's.
 
         ``in_progress`` rows flex has started (calling, or waiting for their quota turn) count against its reach.
         """
@@ -129,10 +130,10 @@ class DeadlineRouter:
         if end - start <= keep:
             return []
         cut = start + keep
-        return self.hand_over_from(self.todo[cut])
+        return self.rows_from(self.todo[cut])
 
-    def hand_over_from(self, position: int) -> list[str]:
-        """Every row from ``position`` to the boundary goes to batch (all the rest, e.g. a spent day): their keys."""
+    def rows_from(self, position: int) -> list[str]:
+        """Move the boundary to ``position``: return the keys of every row from there on, now batch's."""
         low = bisect.bisect_left(self.todo, position)
         high = bisect.bisect_left(self.todo, self.boundary)
         self.boundary = min(self.boundary, position)

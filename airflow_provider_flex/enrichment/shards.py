@@ -67,7 +67,7 @@ def split_into_shards(input_path: str, shard_root: str, rows_per_shard: int) -> 
 
 
 def merge_summaries(summaries: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
-    """The run in one line: every shard's counts added up, cost summed, each shard's output listed."""
+    """Return the run in one line: every shard's counts added up, cost summed, each shard's output listed."""
     merged: dict[str, Any] = {field: 0 for field in SUMMED}
     merged.update(cost_usd=0.0, shards=0, outputs=[], daily_quota_exhausted=None)
     for summary in summaries:

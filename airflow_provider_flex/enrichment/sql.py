@@ -21,7 +21,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 def schema_columns(response_schema: Any) -> list[str]:
-    """The table's answer columns: the schema's top-level properties, or ``text`` without a schema."""
+    """Return the table's answer columns: the schema's top-level properties, or ``text`` without a schema."""
     if isinstance(response_schema, Mapping):
         properties = response_schema.get("properties")
         if isinstance(properties, Mapping) and properties:
@@ -40,7 +40,7 @@ def check_identifiers(task: str, table: str, columns: list[str]) -> None:
 
 
 def table_rows(store: OutputStore, key_field: str, columns: list[str]) -> Iterator[tuple[Any, ...]]:
-    """One row per result: key, answer columns, then the META_COLUMNS."""
+    """Yield one row per result: key, answer columns, then the META_COLUMNS."""
     for entry in store.result_files():
         for line in entry.read_text().splitlines():
             if not line.strip():

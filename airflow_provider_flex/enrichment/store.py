@@ -13,10 +13,10 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_flex.enrichment.summary import OutputTotals
 from airflow_provider_flex.hooks.results import json_safe
 from airflow_provider_flex.storage import is_remote, local_path, object_path, write_whole
 
@@ -31,8 +31,17 @@ REQUEST_FILE = "request.json"
 SUPERSEDED_DIR = "superseded"
 
 
+@dataclass
+class OutputTotals:
+    """Everything every run so far wrote to one ``output_path`` (a rerun's own figures cover only itself)."""
+
+    rows: int = 0
+    cost_usd: float = 0.0
+    standard_cost_usd: float = 0.0
+
+
 def result_record(key: str, response: Any, route: str, images: list[str] | None = None) -> dict[str, Any]:
-    """One line of a results file: the row's answer, usage, cost, served tier and the route that answered it."""
+    """Return one line of a results file: the row's answer, usage, cost, served tier and the route that answered it."""
     return {
         "key": key,
         "text": response.text,
@@ -83,7 +92,7 @@ class OutputStore:
         return [e for name, e in self._entries() if name.startswith(FAILED_PREFIX) and name.endswith(".jsonl")]
 
     def scan(self) -> tuple[set[str], OutputTotals]:
-        """Keys that already have a result (these rows are skipped, not paid for again), and what every
+        """Return keys that already have a result (these rows are skipped, not paid for again), and what every
         result written here so far counted and cost, in one read of the result files."""
         keys: set[str] = set()
         totals = OutputTotals()
@@ -115,7 +124,7 @@ class OutputStore:
         return name if rows else None
 
     def batch_checkpoints(self) -> list[dict[str, Any]]:
-        """The batch jobs this output has rows in (written by :meth:`write_batch_checkpoint`), oldest first."""
+        """Return the batch jobs this output has rows in (written by :meth:`write_batch_checkpoint`), oldest first."""
         found = [
             json.loads(entry.read_text())
             for name, entry in self._entries()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError
 
 if TYPE_CHECKING:
-    from airflow_provider_flex.enrichment.batch_route import BatchRouteStats
-    from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
+    from airflow_provider_flex.enrichment.request import EnrichRequest
+    from airflow_provider_flex.enrichment.store import OutputTotals
 
 #: Dead-letter reasons listed in a summary, most frequent first.
 TOP_REASONS = 5
@@ -55,7 +55,7 @@ class RouteFigures:
     tokens: TokenTotals = field(default_factory=TokenTotals)
 
     def count(self, response: Any) -> None:
-        """One answered row (a :class:`~airflow_provider_flex.hooks.results.FlexResponse`)."""
+        """Count one answered row (a :class:`~airflow_provider_flex.hooks.results.FlexResponse`)."""
         self.rows += 1
         self.cost_usd += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0
@@ -67,15 +67,6 @@ class RouteFigures:
         self.cost_usd += other.cost_usd
         self.standard_cost_usd += other.standard_cost_usd
         self.tokens.merge(other.tokens)
-
-
-@dataclass
-class OutputTotals:
-    """Everything every run so far wrote to one ``output_path`` (a rerun's own figures cover only itself)."""
-
-    rows: int = 0
-    cost_usd: float = 0.0
-    standard_cost_usd: float = 0.0
 
 
 @dataclass
@@ -134,9 +125,16 @@ class EnrichSummary:
     #: With ``sql_conn_id``: the table loaded and the rows upserted into it.
     table: str | None = None
     loaded_rows: int | None = None
+    #: Why the run stopped before its rows were done, for the task to act on (not in XCom): the API refused
+    #: the run, the day's quota was spent (also in ``daily_quota_exhausted``), or the task's supervisor went away.
+    run_refused: FlexRequestError | None = field(default=None, repr=False)
+    quota_exhausted: FlexQuotaExhausted | None = field(default=None, repr=False)
+    supervisor_gone: bool = field(default=False, repr=False)
+    #: The batch jobs still running when the run returned (the task defers on them).
+    waiting_jobs: list[str] = field(default_factory=list, repr=False)
 
     def failure(self, max_failed_fraction: float, max_cost_usd: float | None) -> FlexError | None:
-        """Why the task fails after writing everything: it stopped at the cost cap, or too many rows failed."""
+        """Return why the task fails after writing everything: it stopped at the cost cap, or too many rows failed."""
         if self.stopped_by_cost_cap:
             return FlexError(
                 f"Stopped at the cost cap: spent ${self.cost_usd:.4f} of max_cost_usd=${max_cost_usd}; "
@@ -152,7 +150,7 @@ class EnrichSummary:
         return None
 
     def describe(self) -> str:
-        """The run's closing log line."""
+        """Return the run's closing log line."""
         return (
             f"Enrichment summary: {self.succeeded} rows answered ({self.rows_by_route['flex']} flex, "
             f"{self.rows_by_route['batch']} batch), {self.failed} failed; {self.tokens.input_tokens} input and "
@@ -162,14 +160,31 @@ class EnrichSummary:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The XCom form: plain JSON; token totals appear at the top level as well as under ``tokens``."""
-        data = asdict(self)
+        """Return the XCom form: plain JSON; token totals appear at the top level as well as under ``tokens``."""
+        data = {
+            f.name: asdict(self.tokens) if f.name == "tokens" else _plain(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in NOT_IN_XCOM
+        }
         data.update(data["tokens"])
         return data
 
 
+#: Summary fields the task acts on that are not data: left out of the XCom.
+NOT_IN_XCOM = frozenset({"run_refused", "quota_exhausted", "supervisor_gone", "waiting_jobs"})
+
+
+def _plain(value: Any) -> Any:
+    """Return a copy of a JSON-like value (lists and dicts copied, so the XCom does not share them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def error_digest(dead_letters: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The most frequent dead-letter reasons and a sample of the keys that failed."""
+    """Return the most frequent dead-letter reasons and a sample of the keys that failed."""
     letters = list(dead_letters)
     reasons = Counter(str(letter.get("error", ""))[:300] for letter in letters)
     top = [{"reason": reason, "rows": rows} for reason, rows in reasons.most_common(TOP_REASONS)]
@@ -198,11 +213,11 @@ class EnrichStats:
     #: The process that started this one (Airflow's task supervisor) went away mid-run: the run stopped.
     orphaned: bool = False
 
-    def add_batch(self, batch: BatchRouteStats) -> None:
+    def add_batch(self, answered: RouteFigures, unusable: RouteFigures, dead_letters: int) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
-        self.batch = batch.answered
-        self.unusable.merge(batch.unusable)
-        self.failed += len(batch.dead_letters)
+        self.batch = answered
+        self.unusable.merge(unusable)
+        self.failed += dead_letters
 
     @property
     def succeeded(self) -> int:
@@ -226,13 +241,22 @@ class EnrichStats:
         return self.succeeded + self.failed
 
     def summary(
-        self, pacer: EnrichmentPacer, *, model: str | None, dead_letters: list[dict[str, Any]]
+        self,
+        request: EnrichRequest,
+        calls: CallCounts,
+        *,
+        dead_letters: list[dict[str, Any]],
+        earlier: OutputTotals,
+        batch_jobs: list[dict[str, str]] | None = None,
+        waiting_jobs: list[str] | None = None,
     ) -> EnrichSummary:
-        exhausted = self.quota_exhausted
+        """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
+        and this run's answers, all of them in the output now)."""
         top_errors, failed_keys = error_digest(dead_letters)
         tokens = TokenTotals()
         for route in (self.flex, self.batch, self.unusable):
             tokens.merge(route.tokens)
+        answers = (self.flex, self.batch)  # what the output holds: answers, not unusable ones
         return EnrichSummary(
             total=self.total,
             succeeded=self.succeeded,
@@ -240,7 +264,7 @@ class EnrichStats:
             skipped=self.skipped,
             not_started=self.total - self.skipped - self.done - self.in_batch,
             in_batch=self.in_batch,
-            model=model,
+            model=request.model,
             cost_usd=round(self.cost_usd, 6),
             standard_cost_usd=round(self.standard_cost_usd, 6),
             saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
@@ -251,21 +275,48 @@ class EnrichStats:
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
             elapsed_s=round(time.monotonic() - self.started, 3),
             rows_per_s=self.rows_per_s(),
-            rate_limited_429=pacer.rate_limited_429,
-            unavailable_503=pacer.unavailable_503,
+            rate_limited_429=calls.rate_limited_429,
+            unavailable_503=calls.unavailable_503,
             standard_tier_calls=self.standard_tier_calls,
-            peak_concurrency=pacer.peak_in_flight,
+            peak_concurrency=calls.peak_in_flight,
             stopped_by_cost_cap=self.stopped_by_cost_cap,
-            daily_quota_exhausted=None
-            if exhausted is None
-            else {
-                "model": exhausted.model,
-                "quota": exhausted.quota,
-                "quota_id": exhausted.quota_id,
-                "limit": exhausted.limit,
-                "reset_at": exhausted.reset_at.isoformat(),
-                "message": str(exhausted),
-            },
+            daily_quota_exhausted=_exhausted_dict(self.quota_exhausted),
             top_errors=top_errors,
             failed_keys_sample=failed_keys,
+            output_path=request.output_path,
+            output_rows=earlier.rows + self.succeeded,
+            output_cost_usd=round(earlier.cost_usd + sum(route.cost_usd for route in answers), 6),
+            output_standard_cost_usd=round(
+                earlier.standard_cost_usd + sum(route.standard_cost_usd for route in answers), 6
+            ),
+            route=request.route,
+            finish_by=request.deadline.isoformat() if request.deadline and request.route != "flex" else None,
+            batch_jobs=batch_jobs or [],
+            run_refused=self.run_refused,
+            quota_exhausted=self.quota_exhausted,
+            supervisor_gone=self.orphaned,
+            waiting_jobs=waiting_jobs or [],
         )
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    """What the pacer counted over a run's calls: 429s and 503s refused (and retried), the most in flight."""
+
+    rate_limited_429: int = 0
+    unavailable_503: int = 0
+    peak_in_flight: int = 0
+
+
+def _exhausted_dict(exhausted: FlexQuotaExhausted | None) -> dict[str, Any] | None:
+    """Return the spent per-day quota as JSON (model, quota, limit, reset time), or None."""
+    if exhausted is None:
+        return None
+    return {
+        "model": exhausted.model,
+        "quota": exhausted.quota,
+        "quota_id": exhausted.quota_id,
+        "limit": exhausted.limit,
+        "reset_at": exhausted.reset_at.isoformat(),
+        "message": str(exhausted),
+    }

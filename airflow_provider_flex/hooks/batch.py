@@ -100,7 +100,7 @@ class BatchResults:
 
 
 def job_state(job: Any) -> BatchJobState:
-    """A google-genai ``BatchJob`` in this provider's words."""
+    """Return a google-genai ``BatchJob`` in this provider's words."""
     raw = getattr(job.state, "value", job.state)
     stats = getattr(job, "batch_stats", None)
     counts = {}
@@ -123,7 +123,7 @@ def job_state(job: Any) -> BatchJobState:
 
 
 def batch_line_config(config: types.GenerateContentConfig | None) -> types.GenerateContentConfig | None:
-    """The per-request config of a batch line: the caller's, without a tier or HTTP options (a job has neither)."""
+    """Return the per-request config of a batch line: the caller's, without a tier or HTTP options (a job has neither)."""
     if config is None:
         return None
     return config.model_copy(update={"service_tier": None, "http_options": None})
@@ -166,7 +166,7 @@ class FlexBatches:
         self.prices = prices
 
     def supports_batch(self, model: str) -> bool:
-        """Whether ``model`` takes batch jobs (``batchGenerateContent`` among its supported actions)."""
+        """Return whether ``model`` takes batch jobs (``batchGenerateContent`` among its supported actions)."""
         found = self._call(lambda c: c.models.get(model=model))
         return "batchGenerateContent" in (found.supported_actions or [])
 
@@ -219,7 +219,7 @@ class FlexBatches:
         return job_state(self._call(lambda c: c.batches.get(name=name)))
 
     def find(self, display_name: str) -> BatchJobState | None:
-        """The newest job of this project named ``display_name`` (how a rerun finds the job a crash hid)."""
+        """Return the newest job of this project named ``display_name`` (how a rerun finds the job a crash hid)."""
         for job in self._call(lambda c: list(c.batches.list(config={"page_size": 100}))):
             if job.display_name == display_name:
                 return job_state(job)
@@ -246,7 +246,7 @@ class FlexBatches:
         attempts: Mapping[str, int] | None = None,
         schema: AnswerSchema | None = None,
     ) -> BatchResults:
-        """A succeeded job's lines by key; ``attempts`` (key -> tries so far) fills each response's ``attempts``.
+        """Return a succeeded job's lines by key; ``attempts`` (key -> tries so far) fills each response's ``attempts``.
 
         Each answer is checked against ``schema`` (:class:`~.schema.AnswerSchema`; with ``wants_json`` and no
         schema, it must be JSON); an unusable one is a failed line that keeps what it cost (``paid``).
@@ -304,7 +304,7 @@ class FlexBatches:
                 yield key, None, _line_error(answer.error)
 
     def _wire_lines(self, inlined: list[types.InlinedRequest]) -> list[str]:
-        """Each request as the API receives it (the SDK's own serializer), to size the job and write the file."""
+        """Return each request as the API receives it (the SDK's own serializer), to size the job and write the file."""
         from google.genai import batches
 
         api_client = self._client()._api_client

@@ -21,11 +21,13 @@ from airflow_provider_flex.exceptions import (
     FlexStreamInterrupted,
 )
 from airflow_provider_flex.hooks.quota import DayBlocked, QuotaLimiter, Reservation
+from airflow_provider_flex.hooks.request import RequestConfigs
 from airflow_provider_flex.hooks.results import (
     FlexResponse,
     FlexUsage,
     GeneratedImage,
     StreamAssembly,
+    answer_text,
     finish_reason_of,
     images_of,
     served_tier,
@@ -49,8 +51,6 @@ from airflow_provider_flex.hooks.tracing import (
     live_tracer,
     record_call_span,
 )
-from airflow_provider_flex.hooks.vertex import tier_headers
-from airflow_provider_flex.media import InlineMedia, UploadedFile
 from airflow_provider_flex.pricing import TokenPrice, usage_cost
 from airflow_provider_flex.process_state import PROCESS
 
@@ -63,7 +63,7 @@ class CallPacer:
 
     - :meth:`attempt` is entered around every async API attempt, not the waits
       between attempts (the enrichment engine caps calls in flight with it);
-    - :meth:`sending` is called when an attempt's request goes, after its quota and start waits;
+    - :meth:`request_sent` is called when an attempt's request goes, after its quota and start waits;
     - :meth:`on_failure` hears every retryable failure (429, 5xx, timeout, drop);
     - :meth:`backoff_step` maps a call's attempt number to its backoff exponent's
       step (never more than the attempt);
@@ -75,7 +75,7 @@ class CallPacer:
     def attempt(self) -> AbstractAsyncContextManager[Any]:
         return nullcontext()
 
-    def sending(self) -> None:
+    def request_sent(self) -> None:
         return None
 
     def on_failure(self, failure: Failure) -> None:
@@ -85,65 +85,9 @@ class CallPacer:
         return attempt
 
 
-class RequestConfigs:
-    """Request configs already built per (caller's config, tier, timeout), for the whole process.
-
-    A bulk caller sends one config for every row, a triggerer's judges share one: building
-    the request config (three pydantic copies) once instead of per call is a measurable
-    share of the CPU, and of the objects a thousand waiting calls hold.
-    """
-
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-
-    @property
-    def _built(self) -> dict[tuple[int, str, int, str | None], tuple[Any, Any]]:
-        return PROCESS.request_configs
-
-    def get(
-        self, base: types.GenerateContentConfig, tier: str, timeout_ms: int, vertex_flex_mode: str | None = None
-    ) -> types.GenerateContentConfig:
-        key = (id(base), tier, timeout_ms, vertex_flex_mode)
-        cached = self._built.get(key)
-        if cached is not None and cached[0] is base:  # the same object, not a new one at a reused id
-            return cached[1]
-        config = request_config(base, tier, timeout_ms, vertex_flex_mode)
-        if len(self._built) >= self.size:
-            self._built.clear()
-        self._built[key] = (base, config)
-        return config
-
-
-REQUEST_CONFIGS = RequestConfigs()
 #: Jitter draws for every call of the process (seeding a generator per hook costs ~0.2 ms and 2.5 KB).
 JITTER = random.Random()
 _E = TypeVar("_E", bound=BaseException)
-
-
-def request_config(
-    base: types.GenerateContentConfig, tier: str, timeout_ms: int, vertex_flex_mode: str | None = None
-) -> types.GenerateContentConfig:
-    """``base`` with the tier, the attempt's timeout, the SDK's own retries off and one API call per SDK call.
-
-    On Vertex AI (``vertex_flex_mode`` given) the tier goes in the headers, never the body.
-    """
-    from google.genai import types
-
-    base_http = base.http_options
-    http_update: dict[str, Any] = {"timeout": timeout_ms, "retry_options": None}
-    if vertex_flex_mode is not None:
-        http_update["headers"] = {
-            **((base_http.headers or {}) if base_http else {}),
-            **tier_headers(tier, vertex_flex_mode),
-        }
-    http_options = (base_http.model_copy() if base_http else types.HttpOptions()).model_copy(update=http_update)
-    update: dict[str, Any] = {"http_options": http_options}
-    if vertex_flex_mode is None:
-        update["service_tier"] = tier
-    if base.automatic_function_calling is None:
-        # One SDK call must stay one API call, so retries, usage and cost stay exact.
-        update["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
-    return base.model_copy(update=update)
 
 
 @dataclass
@@ -173,8 +117,8 @@ class FlexCall:
     attempt_started: float | None = None
     contents: Any = field(default=None, repr=False)
 
-    def legs(self) -> Iterator[tuple[str, FlexRetryPolicy]]:
-        """The tiers to try in order, each with its own attempt budget."""
+    def tiers_to_try(self) -> Iterator[tuple[str, FlexRetryPolicy]]:
+        """Yield the tiers to try in order, each with its own attempt budget."""
         policy = self.policy
         fallback = policy.fallback_to_standard and self.requested_tier == "flex"
         if not fallback:
@@ -213,7 +157,7 @@ class FlexCall:
         return wait
 
     def config_for(self, tier: str) -> types.GenerateContentConfig:
-        """The request config: the caller's, with the tier, this attempt's timeout and no SDK retries."""
+        """Return the request config: the caller's, with the tier, this attempt's timeout and no SDK retries."""
         self.attempts += 1
         self.attempt_started = time.monotonic()
         remaining = self.policy.deadline - self.elapsed
@@ -221,7 +165,7 @@ class FlexCall:
         return self.configs.get(self.base_config, tier, timeout_ms, self.vertex_flex_mode)
 
     def attempt_failed(self, exc: Exception, assembly: StreamAssembly | None = None) -> Exception:
-        """What an attempt's error becomes; a quota 429 also teaches the model's limiter."""
+        """Return what an attempt's error becomes; a quota 429 also teaches the model's limiter."""
         translated = translate_error(exc)
         failure = getattr(translated, "failure", None)
         if isinstance(failure, Failure) and failure.status_code in (429, 503):
@@ -299,13 +243,13 @@ class FlexCall:
         }
 
     def each_attempt(self) -> Iterator[tuple[str, Any]]:
-        """Every attempt of this call, on each tier in turn: ``for tier, attempt in call.each_attempt(): with attempt:``.
+        """Yield every attempt of this call, on each tier in turn: ``for tier, attempt in call.each_attempt(): with attempt:``.
 
         The one attempt loop of the sync paths (generate and stream): tenacity decides from the policy
         whether to try again and how long to wait; a tier whose attempts ran out hands over to the next;
         when none is left, FlexCapacityError. The caller's block is the I/O alone.
         """
-        for tier, policy in self.legs():
+        for tier, policy in self.tiers_to_try():
             try:
                 for attempt in tenacity.Retrying(**self.retry_kwargs(policy, JITTER)):
                     yield tier, attempt
@@ -315,7 +259,7 @@ class FlexCall:
 
     async def aeach_attempt(self) -> AsyncIterator[tuple[str, Any]]:
         """:meth:`each_attempt` for the async paths (same decisions; tenacity waits with ``asyncio.sleep``)."""
-        for tier, policy in self.legs():
+        for tier, policy in self.tiers_to_try():
             try:
                 async for attempt in tenacity.AsyncRetrying(**self.retry_kwargs(policy, JITTER)):
                     yield tier, attempt
@@ -358,7 +302,7 @@ class FlexCall:
         parsed, problem = unusable_answer(raw, AnswerSchema.of_config(self.base_config))
         images = images_of(raw)
         response = self._response(
-            text=_text_of(raw) if images else raw.text,
+            text=answer_text(raw) if images else raw.text,
             parsed=parsed,
             finish_reason=finish_reason_of(raw),
             usage=FlexUsage.from_metadata(raw.usage_metadata),
@@ -391,7 +335,7 @@ class FlexCall:
         problem: FlexResponseError | None = None,
     ) -> FlexResponse:
         if self.reservation is not None:
-            self.limiter.settle(self.reservation, usage.prompt_tokens)
+            self.limiter.correct_tokens(self.reservation, usage.prompt_tokens)
         cost = usage_cost(usage, model=self.model, tier=tier, prices=self.prices)
         if cost is None and (self.model, tier) not in PROCESS.warned_unpriced:
             PROCESS.warned_unpriced.add((self.model, tier))
@@ -438,27 +382,3 @@ def price_note(model: str, prices: Mapping[str, Mapping[str, TokenPrice]]) -> st
         f"standard ${standard.input:g}/${standard.output:g} vs flex ${flex.input:g}/${flex.output:g} "
         "per 1M input/output tokens"
     )
-
-
-def _text_of(response: Any) -> str | None:
-    """The text parts of an answer that also carries images (``response.text`` warns on those)."""
-    candidates = response.candidates or []
-    parts = candidates[0].content.parts if candidates and candidates[0].content else []
-    texts = [part.text for part in parts or [] if isinstance(part.text, str) and not part.thought]
-    return "".join(texts) if texts else None
-
-
-def contents_with_media(contents: Any, media: list[InlineMedia | UploadedFile]) -> Any:
-    """The prompt with its media as further parts: inline bytes, or an uploaded file by URI."""
-    if not media:
-        return contents
-    from google.genai import types
-
-    parts = [
-        types.Part.from_bytes(data=item.data, mime_type=item.mime_type)
-        if isinstance(item, InlineMedia)
-        else types.Part.from_uri(file_uri=item.uri, mime_type=item.mime_type)
-        for item in media
-    ]
-    head = list(contents) if isinstance(contents, list | tuple) else [contents]
-    return [*head, *parts]

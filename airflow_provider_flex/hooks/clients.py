@@ -6,15 +6,13 @@ hundreds of kilobytes per waiting call; one client per (project key, base URL,
 API version) serves them all (the SDK keeps one connection pool per event loop
 inside it). Starting a call is a few milliseconds of synchronous SDK work
 (request building); fifty triggers starting in one pass of the loop would stall
-every other trigger for all of it, so :func:`start_turn` hands out one start per
+every other trigger for all of it, so :func:`wait_for_loop_pass` hands out one start per
 loop pass.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.process_state import PROCESS
@@ -30,7 +28,7 @@ def _client_key(settings: ConnectionSettings) -> tuple[str, str | None]:
 
 
 def shared_client(settings: ConnectionSettings) -> genai.Client:
-    """The process's client for these settings' key (or Vertex AI account) and endpoint, built on first use."""
+    """Return the process's client for these settings' key (or Vertex AI account) and endpoint, built on first use."""
     key = _client_key(settings)
     with PROCESS.lock:
         client = PROCESS.clients.get(key)
@@ -59,7 +57,7 @@ def _new_client(settings: ConnectionSettings) -> genai.Client:
 
 
 def _sample_answer() -> dict[str, Any]:
-    """An answer with every part the API sends (built afresh: the parser mutates it)."""
+    """Return an answer with every part the API sends (built afresh: the parser mutates it)."""
     details = [{"modality": "TEXT", "tokenCount": 1}]
     return {
         "candidates": [
@@ -101,7 +99,7 @@ def warm_sdk(settings: ConnectionSettings) -> None:
     import anyio
     from google.genai import models, types
 
-    from airflow_provider_flex.hooks.call import request_config
+    from airflow_provider_flex.hooks.request import request_config
 
     anyio.run(anyio.sleep, 0)  # loads anyio's asyncio backend, which httpx imports on its first connection
     # Request and response types build their schemas lazily, each nested type the first time a call holds
@@ -126,47 +124,3 @@ def warm_sdk(settings: ConnectionSettings) -> None:
 
 def sdk_is_warm(settings: ConnectionSettings) -> bool:
     return PROCESS.sdk_warm and _client_key(settings) in PROCESS.clients
-
-
-class StartGate:
-    """One call start per pass of an event loop; the others wait their turn, in order."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._pass_taken = False
-
-    async def turn(self) -> None:
-        if not self._pass_taken and not self._waiting:
-            self._take_pass()
-            return
-        turn = self._loop.create_future()
-        self._waiting.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(turn)
-            raise
-
-    def _take_pass(self) -> None:
-        self._pass_taken = True
-        self._loop.call_soon(self._next)
-
-    def _next(self) -> None:
-        while self._waiting:
-            turn = self._waiting.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                self._loop.call_soon(self._next)
-                return
-        self._pass_taken = False
-
-
-async def start_turn() -> None:
-    """Wait for this call's turn to start on the running loop (at most one start per loop pass)."""
-    loop = asyncio.get_running_loop()
-    gate = PROCESS.start_gates.get(loop)
-    if gate is None:
-        gate = PROCESS.start_gates[loop] = StartGate(loop)
-    await gate.turn()

@@ -36,7 +36,7 @@ class ConnectionSettings:
 
     @property
     def project(self) -> str:
-        """The project this connection's calls count against, irreversibly named (quotas, shared clients)."""
+        """Return the project this connection's calls count against, irreversibly named (quotas, shared clients)."""
         if self.vertex is not None:
             return self.vertex.identity()
         return project_fingerprint(self.api_key, self.base_url)
@@ -90,7 +90,7 @@ class ConnectionSettings:
 
 
 def _quotas(raw: Any, source: str) -> dict[str, QuotaLimits]:
-    """The ``quotas`` extra: a JSON object of model id -> {requests_per_minute, tokens_per_minute, requests_per_day}."""
+    """Return the ``quotas`` extra: a JSON object of model id -> {requests_per_minute, tokens_per_minute, requests_per_day}."""
     if raw in (None, "", {}):
         return {}
     if isinstance(raw, str):

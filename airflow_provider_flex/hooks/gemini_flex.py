@@ -16,68 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex import DEFAULT_CONN_ID
-from airflow_provider_flex.arguments import TIERS, normalize_tier
+from airflow_provider_flex.arguments import QuotaLimits, normalize_tier
 from airflow_provider_flex.compat import BaseHook, read_connection_async, run_blocking
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
-from airflow_provider_flex.hooks.call import REQUEST_CONFIGS, CallPacer, FlexCall
-from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, start_turn, warm_sdk
-from airflow_provider_flex.hooks.connection import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, ConnectionSettings, mask, redact
+from airflow_provider_flex.hooks.call import CallPacer, FlexCall
+from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, warm_sdk
+from airflow_provider_flex.hooks.connection import ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.media_uploads import MediaUploads
-from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, quota_limiter
-from airflow_provider_flex.hooks.request import as_generate_config
-from airflow_provider_flex.hooks.results import (
-    SERVICE_TIER_HEADER,
-    FlexAsyncStream,
-    FlexResponse,
-    FlexStream,
-    FlexUsage,
-    StreamAssembly,
-    served_tier,
-)
-from airflow_provider_flex.hooks.retry import (
-    RETRYABLE_STATUS_CODES,
-    Failure,
-    FlexRetryPolicy,
-    classify_error,
-    parse_retry_delay,
-    plan_retry,
-    single_call_error,
-)
+from airflow_provider_flex.hooks.pacing import wait_for_loop_pass
+from airflow_provider_flex.hooks.quota import QuotaLimiter, quota_limiter
+from airflow_provider_flex.hooks.request import REQUEST_CONFIGS, FlexRequest
+from airflow_provider_flex.hooks.results import FlexAsyncStream, FlexResponse, FlexStream, StreamAssembly
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy, single_call_error
 from airflow_provider_flex.hooks.vertex import check_vertex_request
 from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPrice
 
 if TYPE_CHECKING:
     from google import genai
-
-
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_TIMEOUT_S",
-    "RETRYABLE_STATUS_CODES",
-    "SERVICE_TIER_HEADER",
-    "TIERS",
-    "CallPacer",
-    "Failure",
-    "FlexAsyncStream",
-    "FlexResponse",
-    "FlexRetryPolicy",
-    "FlexStream",
-    "FlexUsage",
-    "GeminiFlexHook",
-    "QuotaLimits",
-    "as_generate_config",
-    "classify_error",
-    "normalize_tier",
-    "parse_retry_delay",
-    "plan_retry",
-    "served_tier",
-]
 
 
 class GeminiFlexHook(MediaUploads, BaseHook):
@@ -171,7 +132,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
 
     @cached_property
     def client(self) -> genai.Client:
-        """The process's google-genai client for this connection's key and endpoint (sync and ``.aio``).
+        """Return the process's google-genai client for this connection's key and endpoint (sync and ``.aio``).
 
         Shared by every hook and trigger of the same key, base URL and API version in the
         process (see :mod:`~airflow_provider_flex.hooks.clients`); do not close it.
@@ -180,7 +141,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
 
     @property
     def price_table(self) -> Mapping[str, Mapping[str, TokenPrice]]:
-        """The prices this hook's calls are costed at: its own table, else the endpoint's defaults."""
+        """Return the prices this hook's calls are costed at: its own table, else the endpoint's defaults."""
         if self.prices is not None:
             return self.prices
         return VERTEX_PRICES if self.settings.vertex is not None else DEFAULT_PRICES
@@ -190,7 +151,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
 
     @cached_property
     def batches(self) -> FlexBatches:
-        """The Gemini Batch API (same 50% price as flex, its own quota, answers within 24 hours):
+        """Return the Gemini Batch API (same 50% price as flex, its own quota, answers within 24 hours):
         submit, follow, cancel and delete jobs, and read their results by key. Gemini API only."""
         if self.settings.vertex is not None:
             raise FlexError(
@@ -199,154 +160,109 @@ class GeminiFlexHook(MediaUploads, BaseHook):
             )
         return FlexBatches(lambda: self.client, self.price_table)
 
-    # ---- generate
+    # ---- generate and stream: each takes a FlexRequest, or its fields as keywords
 
-    def generate_content(
-        self,
-        *,
-        contents: Any,
-        model: str | None = None,
-        config: Any = None,
-        service_tier: str = "flex",
-        media: Sequence[Any] | None = None,
-    ) -> FlexResponse:
-        """One flex call with retries; raises FlexCapacityError, FlexRequestError or FlexResponseError.
+    def generate_content(self, request: FlexRequest | None = None, **arguments: Any) -> FlexResponse:
+        """Return one flex call's answer, with retries; raise FlexCapacityError, FlexRequestError or FlexResponseError.
 
-        ``media``: files (locations, :class:`~airflow_provider_flex.media.MediaFile`) added to the prompt,
-        inline or through the Files API (uploads made here are deleted after the call).
+        ``request`` is a :class:`~airflow_provider_flex.hooks.request.FlexRequest`, or give its fields as
+        keywords: ``contents``, ``model`` (default: the connection's), ``config`` (a dict or a
+        ``GenerateContentConfig``), ``service_tier`` (default ``flex``) and ``media`` (files added to the
+        prompt, inline or through the Files API; uploads made here are deleted after the call).
         """
-        with self._prompt_with_media(contents, media) as prompt:
-            return self._generate(prompt, model, config, service_tier)
-
-    def _generate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
-        call = self._prepare(model, config, service_tier, contents)
-        for tier, attempt in call.each_attempt():
-            with attempt:
-                try:
-                    time.sleep(call.reserve(contents))
-                    raw = self.client.models.generate_content(
-                        model=call.model, contents=contents, config=call.config_for(tier)
-                    )
-                except Exception as exc:
-                    raise call.attempt_failed(exc) from exc
-                return call.finish(raw, tier)
+        request = FlexRequest.of_call(request, arguments)
+        with self._prompt_with_media(request.contents, request.media) as prompt:
+            call = self._prepare(request, prompt)
+            for tier, attempt in call.each_attempt():
+                with attempt:
+                    try:
+                        time.sleep(call.reserve(prompt))
+                        raw = self.client.models.generate_content(
+                            model=call.model, contents=prompt, config=call.config_for(tier)
+                        )
+                    except Exception as exc:
+                        raise call.attempt_failed(exc) from exc
+                    return call.finish(raw, tier)
         raise AssertionError("each_attempt() ends by raising")  # pragma: no cover
 
-    async def agenerate_content(
-        self,
-        *,
-        contents: Any,
-        model: str | None = None,
-        config: Any = None,
-        service_tier: str = "flex",
-        media: Sequence[Any] | None = None,
-    ) -> FlexResponse:
-        """Async twin of :meth:`generate_content`, for triggers and the enrichment engine (media files are
-        read and uploaded in a thread, off the event loop)."""
+    async def agenerate_content(self, request: FlexRequest | None = None, **arguments: Any) -> FlexResponse:
+        """Return :meth:`generate_content`'s answer without blocking the event loop (triggers, the enrichment
+        engine); media files are read and uploaded in a thread."""
+        request = FlexRequest.of_call(request, arguments)
         await self.aprepare()
-        await self._alimiter(model)
-        async with self._aprompt_with_media(contents, media) as prompt:
-            return await self._agenerate(prompt, model, config, service_tier)
-
-    async def _agenerate(self, contents: Any, model: str | None, config: Any, service_tier: str) -> FlexResponse:
-        call = self._prepare(model, config, service_tier, contents)
-        async for tier, attempt in call.aeach_attempt():
-            with attempt:
-                try:
-                    async with self._started(call, contents):
-                        raw = await self.client.aio.models.generate_content(
-                            model=call.model, contents=contents, config=call.config_for(tier)
-                        )
-                except Exception as exc:
-                    raise call.attempt_failed(exc) from exc
-                return call.finish(raw, tier)
+        await self._alimiter(request.model)
+        async with self._aprompt_with_media(request.contents, request.media) as prompt:
+            call = self._prepare(request, prompt)
+            async for tier, attempt in call.aeach_attempt():
+                with attempt:
+                    try:
+                        async with self._started(call, prompt):
+                            raw = await self.client.aio.models.generate_content(
+                                model=call.model, contents=prompt, config=call.config_for(tier)
+                            )
+                    except Exception as exc:
+                        raise call.attempt_failed(exc) from exc
+                    return call.finish(raw, tier)
         raise AssertionError("aeach_attempt() ends by raising")  # pragma: no cover
 
-    # ---- stream
+    def stream_content(self, request: FlexRequest | None = None, **arguments: Any) -> FlexStream:
+        """Return a stream of the answer's text as it arrives; ``.result`` holds the FlexResponse once it ends.
 
-    def stream_content(
-        self,
-        *,
-        contents: Any,
-        model: str | None = None,
-        config: Any = None,
-        service_tier: str = "flex",
-        media: Sequence[Any] | None = None,
-    ) -> FlexStream:
-        """Yield the answer's text as it arrives; ``.result`` holds the FlexResponse once it ends.
-
-        A failure before any text arrived is retried; after that it raises
-        FlexStreamInterrupted, so partial text is never passed off as an answer. Media files are
+        Takes what :meth:`generate_content` takes. A failure before any text arrived is retried; after that
+        it raises FlexStreamInterrupted, so partial text is never passed off as an answer. Media files are
         uploaded when the stream is first read (a stream never read uploads nothing).
         """
-        return FlexStream(self._stream(model, config, service_tier, contents, media))
+        return FlexStream(self._stream(FlexRequest.of_call(request, arguments)))
 
-    def _stream(
-        self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
-    ) -> Iterator[str | FlexResponse]:
-        with self._prompt_with_media(contents, media) as prompt:
-            yield from self._stream_attempts(self._prepare(model, config, service_tier, prompt), prompt)
-
-    def _stream_attempts(self, call: FlexCall, contents: Any) -> Iterator[str | FlexResponse]:
-        for tier, attempt in call.each_attempt():
-            with attempt:
-                assembly = StreamAssembly(call.requested_tier)
-                try:
-                    time.sleep(call.reserve(contents))
-                    chunks = self.client.models.generate_content_stream(
-                        model=call.model, contents=contents, config=call.config_for(tier)
-                    )
-                    for chunk in chunks:
-                        if piece := assembly.add(chunk):
-                            yield piece
-                    assembly.ensure_complete()
-                except Exception as exc:
-                    raise call.attempt_failed(exc, assembly) from exc
-                yield call.finish_stream(assembly, tier)
-                return
-
-    def astream_content(
-        self,
-        *,
-        contents: Any,
-        model: str | None = None,
-        config: Any = None,
-        service_tier: str = "flex",
-        media: Sequence[Any] | None = None,
-    ) -> FlexAsyncStream:
-        """Async twin of :meth:`stream_content`."""
-        return FlexAsyncStream(self._astream(model, config, service_tier, contents, media))
-
-    async def _astream(
-        self, model: Any, config: Any, service_tier: str, contents: Any, media: Sequence[Any] | None
-    ) -> AsyncIterator[str | FlexResponse]:
-        await self.aprepare()
-        await self._alimiter(model)
-        async with self._aprompt_with_media(contents, media) as prompt:
-            async for item in self._astream_attempts(self._prepare(model, config, service_tier, prompt), prompt):
-                yield item
-
-    async def _astream_attempts(self, call: FlexCall, contents: Any) -> AsyncIterator[str | FlexResponse]:
-        async for tier, attempt in call.aeach_attempt():
-            with attempt:
-                assembly = StreamAssembly(call.requested_tier)
-                try:
-                    async with self._started(call, contents):
-                        chunks = await self.client.aio.models.generate_content_stream(
-                            model=call.model, contents=contents, config=call.config_for(tier)
+    def _stream(self, request: FlexRequest) -> Iterator[str | FlexResponse]:
+        with self._prompt_with_media(request.contents, request.media) as prompt:
+            call = self._prepare(request, prompt)
+            for tier, attempt in call.each_attempt():
+                with attempt:
+                    assembly = StreamAssembly(call.requested_tier)
+                    try:
+                        time.sleep(call.reserve(prompt))
+                        chunks = self.client.models.generate_content_stream(
+                            model=call.model, contents=prompt, config=call.config_for(tier)
                         )
-                        async for chunk in chunks:
+                        for chunk in chunks:
                             if piece := assembly.add(chunk):
                                 yield piece
-                    assembly.ensure_complete()
-                except Exception as exc:
-                    raise call.attempt_failed(exc, assembly) from exc
-                yield call.finish_stream(assembly, tier)
-                return
+                        assembly.ensure_complete()
+                    except Exception as exc:
+                        raise call.attempt_failed(exc, assembly) from exc
+                    yield call.finish_stream(assembly, tier)
+                    return
+
+    def astream_content(self, request: FlexRequest | None = None, **arguments: Any) -> FlexAsyncStream:
+        """Return :meth:`stream_content`'s stream for ``async for`` (an async task, a trigger of your own)."""
+        return FlexAsyncStream(self._astream(FlexRequest.of_call(request, arguments)))
+
+    async def _astream(self, request: FlexRequest) -> AsyncIterator[str | FlexResponse]:
+        await self.aprepare()
+        await self._alimiter(request.model)
+        async with self._aprompt_with_media(request.contents, request.media) as prompt:
+            call = self._prepare(request, prompt)
+            async for tier, attempt in call.aeach_attempt():
+                with attempt:
+                    assembly = StreamAssembly(call.requested_tier)
+                    try:
+                        async with self._started(call, prompt):
+                            chunks = await self.client.aio.models.generate_content_stream(
+                                model=call.model, contents=prompt, config=call.config_for(tier)
+                            )
+                            async for chunk in chunks:
+                                if piece := assembly.add(chunk):
+                                    yield piece
+                        assembly.ensure_complete()
+                    except Exception as exc:
+                        raise call.attempt_failed(exc, assembly) from exc
+                    yield call.finish_stream(assembly, tier)
+                    return
 
     @contextlib.asynccontextmanager
     async def _started(self, call: FlexCall, contents: Any) -> AsyncIterator[None]:
-        """An async attempt's start: a slot of the caller's pacer, its turn in the quotas, its turn on the loop."""
+        """Hold an async attempt's start: a slot of the caller's pacer, its turn in the quotas, its turn on the loop."""
         async with self.pacer.attempt():
             if call.limiter.shared is not None:  # a Redis round trip (or a stalled Redis's timeout): off the loop
                 wait = await asyncio.to_thread(call.reserve, contents)
@@ -354,14 +270,14 @@ class GeminiFlexHook(MediaUploads, BaseHook):
                 wait = call.reserve(contents)
             if wait:
                 await asyncio.sleep(wait)
-            await start_turn()
-            self.pacer.sending()
+            await wait_for_loop_pass()
+            self.pacer.request_sent()
             yield
 
     # ---- misc
 
     def count_tokens(self, *, contents: Any, model: str | None = None) -> int:
-        """Prompt tokens as the API counts them (no retries: it is a cheap, standard call)."""
+        """Return prompt tokens as the API counts them (no retries: it is a cheap, standard call)."""
         try:
             result = self.client.models.count_tokens(model=model or self.settings.default_model, contents=contents)
         except Exception as exc:
@@ -382,7 +298,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
         self.__dict__.pop("client", None)
 
     def quota_limiter(self, model: str | None = None) -> QuotaLimiter:
-        """This process's limiter for (this connection, ``model``), configured by this hook's first use of it.
+        """Return this process's limiter for (this connection, ``model``), configured by this hook's first use of it.
 
         The connection's and this hook's quotas apply when the hook first takes the limiter, not again on
         every call. With a ``rate_limit_redis_conn_id`` it paces through Redis, with every process of the project.
@@ -414,15 +330,16 @@ class GeminiFlexHook(MediaUploads, BaseHook):
         """Let calls to ``model`` try again after a per-day 429 (a new run looks at the day's quota afresh)."""
         self.quota_limiter(model).clear_day_block()
 
-    def _prepare(self, model: str | None, config: Any, service_tier: str, contents: Any) -> FlexCall:
+    def _prepare(self, request: FlexRequest, contents: Any) -> FlexCall:
+        """Return the decisions of one call of ``request`` (``contents``: its prompt with any media)."""
         settings = self.settings
-        model = model or settings.default_model
-        tier = normalize_tier(service_tier)
+        model = request.model or settings.default_model
+        tier = normalize_tier(request.service_tier)
         if settings.vertex is not None:
             check_vertex_request(settings.vertex, tier, contents, f"connection {self.gemini_flex_conn_id!r}")
         return FlexCall(
             model=model,
-            base_config=as_generate_config(config),
+            base_config=request.config(),
             requested_tier=tier,
             policy=settings.retry_policy,
             timeout_s=settings.timeout,

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.arguments import INLINE_LIMIT_BYTES
-from airflow_provider_flex.hooks.call import contents_with_media
 from airflow_provider_flex.hooks.retry import single_call_error
 from airflow_provider_flex.media import (
     InlineMedia,
@@ -42,7 +41,7 @@ class MediaUploads:
 
     @contextlib.contextmanager
     def _prompt_with_media(self, contents: Any, media: Sequence[Any] | None) -> Iterator[Any]:
-        """The prompt with its media as parts for the block; files uploaded for it are deleted after."""
+        """Yield the prompt with its media as parts for the block; files uploaded for it are deleted after."""
         items, uploads = self.prepare_media(media)
         try:
             yield contents_with_media(contents, items)
@@ -60,7 +59,7 @@ class MediaUploads:
                 await asyncio.to_thread(self.delete_files, uploads)
 
     def prepare_media(self, media: Sequence[Any] | None) -> tuple[list[InlineMedia | UploadedFile], list[str]]:
-        """Media ready for a prompt, and the names of the files uploaded for it (to delete after the call).
+        """Return media ready for a prompt, and the names of the files uploaded for it (to delete after the call).
 
         Locations are found and typed first (MediaError names a missing, unreadable, oversize or
         unsupported file); a file up to INLINE_LIMIT_BYTES travels inline, a larger one is uploaded
@@ -102,3 +101,19 @@ class MediaUploads:
                 self.client.files.delete(name=name)
             except Exception as exc:
                 self.log.warning("Could not delete uploaded file %s: %s", name, single_call_error(exc))
+
+
+def contents_with_media(contents: Any, media: list[InlineMedia | UploadedFile]) -> Any:
+    """Return the prompt with its media as further parts: inline bytes, or an uploaded file by URI."""
+    if not media:
+        return contents
+    from google.genai import types
+
+    parts = [
+        types.Part.from_bytes(data=item.data, mime_type=item.mime_type)
+        if isinstance(item, InlineMedia)
+        else types.Part.from_uri(file_uri=item.uri, mime_type=item.mime_type)
+        for item in media
+    ]
+    head = list(contents) if isinstance(contents, list | tuple) else [contents]
+    return [*head, *parts]

@@ -22,10 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
+from airflow_provider_flex.hooks.pacing import ServerPause
 from airflow_provider_flex.hooks.quota_errors import (
     QuotaViolation,
     next_daily_reset,
 )
+from airflow_provider_flex.hooks.request import estimate_prompt_chars
 from airflow_provider_flex.hooks.shared_quota import (
     SharedDayBlocked,
     SharedPace,
@@ -49,33 +51,6 @@ SHARED_WINDOW_SLACK = 0.015
 INITIAL_TOKENS_PER_CHAR = 0.3
 #: Tokens a non-text part (an image, a file) is estimated at before the answer says.
 NON_TEXT_PART_TOKENS = 258
-
-
-def estimate_prompt_chars(contents: Any) -> tuple[int, int]:
-    """(characters of text, non-text parts) in a prompt, whatever shape the SDK accepts."""
-    if contents is None:
-        return 0, 0
-    if isinstance(contents, str):
-        return len(contents), 0
-    if isinstance(contents, Mapping):
-        if "text" in contents:
-            return len(str(contents.get("text") or "")), 0
-        if "parts" in contents:
-            return estimate_prompt_chars(contents["parts"])
-        return 0, 1
-    if isinstance(contents, list | tuple):
-        chars = parts = 0
-        for item in contents:
-            more_chars, more_parts = estimate_prompt_chars(item)
-            chars, parts = chars + more_chars, parts + more_parts
-        return chars, parts
-    text = getattr(contents, "text", None)
-    if isinstance(text, str):
-        return len(text), 0
-    inner = getattr(contents, "parts", None)
-    if inner is not None:
-        return estimate_prompt_chars(list(inner))
-    return 0, 1
 
 
 # --------------------------------------------------------------------------- pacing
@@ -120,7 +95,7 @@ class WindowPace:
             self.total -= entry.units
 
     def earliest(self, now: float, units: float) -> float:
-        """The first moment at or after ``now`` when ``units`` more may start."""
+        """Return the first moment at or after ``now`` when ``units`` more may start."""
         limit = self.limit
         if limit is None:
             return now
@@ -190,7 +165,8 @@ class QuotaLimiter:
             "requests_per_minute": WindowPace(WINDOW_SECONDS["minute"]),
             "tokens_per_minute": WindowPace(WINDOW_SECONDS["minute"]),
         }
-        self.paused_until = 0.0
+        #: The server's pause for this model's calls (RetryInfo of a 429 that names its quota).
+        self.pause = ServerPause()
         self.day_blocked: DayBlocked | None = None
         self.day_blocked_until = 0.0  # monotonic: when to look again
         self.requests_per_day: int | None = None
@@ -199,6 +175,11 @@ class QuotaLimiter:
         self.tokens_per_char = INITIAL_TOKENS_PER_CHAR
         self.shared: SharedQuotaLink | None = None
         self.configure(limits or QuotaLimits())
+
+    @property
+    def paused_until(self) -> float:
+        """Return when the server's pause ends (monotonic seconds; in the past: no pause)."""
+        return self.pause.until
 
     def share_with(self, link: SharedQuotaLink) -> None:
         """Pace through a state every process shares (Redis), falling back to this one when it is down."""
@@ -214,7 +195,7 @@ class QuotaLimiter:
             self.requests_per_day = limits.requests_per_day
 
     def known_limits(self) -> dict[str, tuple[int, str]]:
-        """Each paced quota's limit and where it came from (``configured`` or ``learned``)."""
+        """Return each paced quota's limit and where it came from (``configured`` or ``learned``)."""
         known = {}
         for name, pace in self.paces.items():
             if pace.limit is not None:
@@ -225,7 +206,7 @@ class QuotaLimiter:
     # ---- reservations
 
     def estimate_tokens(self, contents: Any) -> tuple[int, int]:
-        """(estimated prompt tokens, characters) of ``contents``, from what earlier answers counted."""
+        """Return (estimated prompt tokens, characters) of ``contents``, from what earlier answers counted."""
         chars, other_parts = estimate_prompt_chars(contents)
         return max(1, round(chars * self.tokens_per_char) + other_parts * NON_TEXT_PART_TOKENS), chars
 
@@ -244,7 +225,7 @@ class QuotaLimiter:
             if blocked is not None:
                 return blocked
             share = self.shared.processes if self.shared is not None else 1
-            start = max(now, self.paused_until)
+            start = now + self.pause.wait_before_start(now)
             for name, pace in self.paces.items():
                 pace.share = share
                 pace.prune(now)
@@ -253,7 +234,7 @@ class QuotaLimiter:
             entries = {name: pace.take(start, units[name]) for name, pace in self.paces.items()}
             return Reservation(start=start, tokens=tokens, chars=chars, entries=entries)
 
-    def settle(self, reservation: Reservation, prompt_tokens: int | None) -> None:
+    def correct_tokens(self, reservation: Reservation, prompt_tokens: int | None) -> None:
         """Correct a finished call's token estimate with what the API counted, and learn the ratio."""
         if not prompt_tokens:
             return
@@ -277,7 +258,7 @@ class QuotaLimiter:
     ) -> DayBlocked | None:
         """Learn from a quota 429: the limits it names, its pause, or a spent day (returned)."""
         if self.shared is not None:
-            self._teach_shared(reservation, violations, server_delay_s, wall)
+            self._tell_shared(reservation, violations, server_delay_s, wall)
         with self._lock:
             if reservation is not None:  # the server did not count a refused call
                 self.day_count = max(0, self.day_count - 1)
@@ -292,7 +273,7 @@ class QuotaLimiter:
                 if pace is not None and violation.limit:
                     pace.learned = violation.limit
             if server_delay_s and violations:
-                self.paused_until = max(self.paused_until, now + server_delay_s)
+                self.pause.extend(now, server_delay_s)
             return None
 
     def _shared_pace(self, name: str, units: float = 0.0) -> SharedPace:
@@ -316,7 +297,7 @@ class QuotaLimiter:
             return DayBlocked(quota, reset_at)
         return outcome
 
-    def _teach_shared(
+    def _tell_shared(
         self,
         reservation: Reservation | None,
         violations: tuple[QuotaViolation, ...],
@@ -382,12 +363,12 @@ class QuotaLimiter:
 
 
 def project_fingerprint(api_key: str, base_url: str | None) -> str:
-    """A stable, irreversible name for the project a key calls (never the key itself)."""
+    """Return a stable, irreversible name for the project a key calls (never the key itself)."""
     return hashlib.sha256(f"{base_url or ''}|{api_key}".encode()).hexdigest()[:16]
 
 
 def quota_limiter(conn_id: str, project: str, model: str, limits: QuotaLimits | None = None) -> QuotaLimiter:
-    """The one limiter of this process for (connection, project, model); ``limits`` (re)configures it.
+    """Return the one limiter of this process for (connection, project, model); ``limits`` (re)configures it.
 
     ``project`` is :func:`project_fingerprint` of the connection's key and base URL, so
     a connection edited to another key or endpoint does not inherit what the old one learned.

@@ -38,7 +38,7 @@ class QuotaViolation:
 
     @property
     def name(self) -> str:
-        """Human words for the quota, e.g. ``input tokens per minute``."""
+        """Return human words for the quota, e.g. ``input tokens per minute``."""
         unit = "input tokens" if self.unit == "tokens" else "requests"
         return f"{unit} per {self.window}" if self.window else unit
 
@@ -55,7 +55,7 @@ class QuotaViolation:
 
 
 def read_quota_violations(error_body: Any) -> tuple[QuotaViolation, ...]:
-    """The quotas a Gemini error body's ``google.rpc.QuotaFailure`` details name (empty when none).
+    """Return the quotas a Gemini error body's ``google.rpc.QuotaFailure`` details name (empty when none).
 
     quotaIds such as ``GenerateRequestsPerMinutePerProjectPerModel`` or
     ``GenerateContentInputTokensPerModelPerMinute-FreeTier`` give the window (second,
@@ -96,7 +96,7 @@ def _violation(raw: Mapping[str, Any]) -> QuotaViolation:
 
 
 def next_daily_reset(now: datetime) -> datetime:
-    """When the per-day quotas next reset: the coming midnight in America/Los_Angeles, as UTC."""
+    """Return when the per-day quotas next reset: the coming midnight in America/Los_Angeles, as UTC."""
     local = now.astimezone(QUOTA_TIMEZONE)
     midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=QUOTA_TIMEZONE)
     return midnight.astimezone(timezone.utc)

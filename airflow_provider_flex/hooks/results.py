@@ -49,7 +49,7 @@ class FlexUsage:
 
     @property
     def billed_output_tokens(self) -> int:
-        """Output tokens billed at the text output price (thinking included, images not)."""
+        """Return output tokens billed at the text output price (thinking included, images not)."""
         return self.output_tokens - self.image_output_tokens + self.thoughts_tokens
 
 
@@ -93,7 +93,7 @@ class GeneratedImage:
 
 
 def images_of(response: Any) -> tuple[GeneratedImage, ...]:
-    """The images in an answer's parts (inline data of an image type)."""
+    """Return the images in an answer's parts (inline data of an image type)."""
     candidates = getattr(response, "candidates", None) or []
     content = candidates[0].content if candidates else None
     images = []
@@ -119,7 +119,7 @@ def json_safe(value: Any) -> Any:
 
 
 def served_tier(headers: Mapping[str, str] | None, requested: str, traffic_type: Any = None) -> str:
-    """The tier that served a call: Vertex AI's ``usageMetadata.trafficType``, else the Gemini API's
+    """Return the tier that served a call: Vertex AI's ``usageMetadata.trafficType``, else the Gemini API's
     ``x-gemini-service-tier`` header, else the one requested."""
     from airflow_provider_flex.hooks.vertex import served_by_traffic_type
 
@@ -228,7 +228,7 @@ class FlexAsyncStream(AsyncIterator[str]):
 
 
 def log_result(log: Any, result: Mapping[str, Any]) -> None:
-    """The one summary line of a finished call, from its :meth:`FlexResponse.to_dict`."""
+    """Log the one summary line of a finished call, from its :meth:`FlexResponse.to_dict`."""
     usage = result.get("usage") or {}
     cost = result.get("cost_usd")
     log.info(
@@ -242,3 +242,11 @@ def log_result(log: Any, result: Mapping[str, Any]) -> None:
         result.get("attempts"),
         result.get("elapsed_s"),
     )
+
+
+def answer_text(response: Any) -> str | None:
+    """Return the text parts of an answer that also carries images (``response.text`` warns on those)."""
+    candidates = response.candidates or []
+    parts = candidates[0].content.parts if candidates and candidates[0].content else []
+    texts = [part.text for part in parts or [] if isinstance(part.text, str) and not part.thought]
+    return "".join(texts) if texts else None

@@ -71,7 +71,7 @@ class FlexRetryPolicy:
 
 
 def coerce_fields(cls: type, values: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """Values typed as the dataclass declares, with errors naming ``source`` and the field."""
+    """Return values typed as the dataclass declares, with errors naming ``source`` and the field."""
     declared = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(declared)
     if unknown:
@@ -112,7 +112,7 @@ def plan_retry(
     jitter_draw: float,
     backoff_step: int | None = None,
 ) -> float | None:
-    """Seconds to wait before the next attempt after ``attempt`` failed, or None to give up.
+    """Return seconds to wait before the next attempt after ``attempt`` failed, or None to give up.
 
     ``jitter_draw`` is a number in [0, 1). A server-given delay (``retryDelay``,
     ``Retry-After``) replaces the exponential backoff, so the wait is never shorter
@@ -134,7 +134,7 @@ def plan_retry(
 
 
 def parse_retry_delay(error_body: Any, headers: Mapping[str, str] | None = None) -> float | None:
-    """The server's requested wait: ``google.rpc.RetryInfo.retryDelay``, else ``Retry-After``."""
+    """Return the server's requested wait: ``google.rpc.RetryInfo.retryDelay``, else ``Retry-After``."""
     details = []
     if isinstance(error_body, Mapping):
         error = error_body.get("error", error_body)
@@ -173,7 +173,7 @@ class Failure:
 
     @property
     def daily_quota(self) -> QuotaViolation | None:
-        """The per-day quota this failure names: no attempt can succeed before it resets."""
+        """Return the per-day quota this failure names: no attempt can succeed before it resets."""
         return next((quota for quota in self.quotas if quota.daily), None)
 
 
@@ -221,7 +221,7 @@ class DailyQuotaRefusal(Exception):
 
 
 def translate_error(exc: Exception) -> Exception:
-    """The exception the retry layer sees in place of ``exc``."""
+    """Return the exception the retry layer sees in place of ``exc``."""
     if isinstance(exc, FlexError | RetryableFailure | DailyQuotaRefusal):
         return exc
     failure = classify_error(exc)
@@ -254,7 +254,7 @@ def capacity_error(
 
 
 def single_call_error(exc: Exception) -> Exception:
-    """The error a single, unretried call (count_tokens, test_connection, a file's deletion) raises."""
+    """Return the error a single, unretried call (count_tokens, test_connection, a file's deletion) raises."""
     translated = translate_error(exc)
     if isinstance(translated, RetryableFailure | DailyQuotaRefusal):
         return capacity_error(translated.failure, attempts=1, waited_s=0.0)

@@ -33,7 +33,7 @@ def json_path(parts: Any) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _json_schema_validator(text: str) -> Any:
-    """One validator per distinct JSON Schema in the process (a thousand rows share one)."""
+    """Return one validator per distinct JSON Schema in the process (a thousand rows share one)."""
     import jsonschema
 
     schema = json.loads(text)

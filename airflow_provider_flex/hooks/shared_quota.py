@@ -273,7 +273,7 @@ def _on_event_loop() -> bool:
 
 
 def redis_client(redis_conn_id: str) -> Any:
-    """A Redis client from an Airflow ``redis`` connection, with short timeouts and no retries of its own.
+    """Return a Redis client from an Airflow ``redis`` connection, with short timeouts and no retries of its own.
 
     A down Redis must not hold calls (or a triggerer's loop) for redis-py's seconds of retries.
     """
@@ -298,7 +298,7 @@ def redis_client(redis_conn_id: str) -> Any:
 
 
 def shared_quota_link(redis_conn_id: str, project: str, model: str) -> SharedQuotaLink:
-    """The process's link to the shared state of (project, model) through ``redis_conn_id``."""
+    """Return the process's link to the shared state of (project, model) through ``redis_conn_id``."""
     key = (redis_conn_id, project, model)
     with PROCESS.lock:
         link = PROCESS.shared_links.get(key)

@@ -26,7 +26,7 @@ TRACER_NAME = "airflow_provider_flex"
 
 
 def live_tracer() -> Any | None:
-    """The tracer of the process's configured SDK provider, or None when tracing is off."""
+    """Return the tracer of the process's configured SDK provider, or None when tracing is off."""
     api = sys.modules.get("opentelemetry.trace")
     sdk = sys.modules.get("opentelemetry.sdk.trace")
     if api is None or sdk is None:
@@ -54,7 +54,7 @@ def call_attributes(
     result: Mapping[str, Any] | None,
     error: BaseException | None,
 ) -> dict[str, Any]:
-    """A call's span attributes (pure: the tests read them without a tracer)."""
+    """Return a call's span attributes (pure: the tests read them without a tracer)."""
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": OPERATION,
         "gen_ai.provider.name": provider_name,
@@ -90,7 +90,7 @@ def call_attributes(
 
 
 def content_attributes(contents: Any, text: str | None) -> dict[str, str]:
-    """The prompt and the answer as GenAI message attributes (only with ``trace_content``)."""
+    """Return the prompt and the answer as GenAI message attributes (only with ``trace_content``)."""
     prompt = contents if isinstance(contents, str) else repr(contents)[:10_000]
     attributes = {
         "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": prompt}]}])

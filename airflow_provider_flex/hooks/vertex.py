@@ -83,7 +83,7 @@ class VertexSettings:
         return json.loads(self.key_json).get("private_key") if self.key_json else None
 
     def identity(self) -> str:
-        """Who calls, irreversibly: for the client and quota registries, never the key itself."""
+        """Return who calls, irreversibly: for the client and quota registries, never the key itself."""
         material = self.key_json or self.key_path or (f"gcp:{self.gcp_conn_id}" if self.gcp_conn_id else "adc")
         return hashlib.sha256(f"{material}|{self.project}|{self.location}".encode()).hexdigest()[:16]
 
@@ -93,7 +93,7 @@ def _truthy(value: Any) -> bool:
 
 
 def credentials(vertex: VertexSettings) -> tuple[Any, str | None]:
-    """(google-auth credentials, project) from, in order: ``key_json``, ``key_path``, ``gcp_conn_id``, ADC."""
+    """Return (google-auth credentials, project) from, in order: ``key_json``, ``key_path``, ``gcp_conn_id``, ADC."""
     if vertex.key_json:
         from google.oauth2 import service_account
 
@@ -122,7 +122,7 @@ def credentials(vertex: VertexSettings) -> tuple[Any, str | None]:
 
 
 def tier_headers(tier: str, flex_mode: str) -> dict[str, str]:
-    """The headers that select ``tier`` on Vertex AI (standard: none, the project's default routing)."""
+    """Return the headers that select ``tier`` on Vertex AI (standard: none, the project's default routing)."""
     if tier == "standard":
         return {}
     headers = {SHARED_REQUEST_TYPE_HEADER: tier}
@@ -137,7 +137,7 @@ def served_by_traffic_type(traffic_type: Any) -> str | None:
 
 
 def vertex_timeout(timeout_s: float | None, source: str, log: Any = None) -> float:
-    """Vertex's flex timeout: 20 minutes unless given, never above its 30-minute ceiling."""
+    """Return Vertex's flex timeout: 20 minutes unless given, never above its 30-minute ceiling."""
     if timeout_s is None:
         return VERTEX_DEFAULT_TIMEOUT_S
     if timeout_s > VERTEX_MAX_TIMEOUT_S:
@@ -148,7 +148,7 @@ def vertex_timeout(timeout_s: float | None, source: str, log: Any = None) -> flo
 
 
 def inline_payload_bytes(contents: Any) -> int:
-    """Bytes a request carries inline: text, and inline data as base64 (what the 20 MB limit counts)."""
+    """Return bytes a request carries inline: text, and inline data as base64 (what the 20 MB limit counts)."""
     if contents is None:
         return 0
     if isinstance(contents, str):

@@ -51,7 +51,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 
 def display_name(idempotency_key: str, input_fingerprint: str) -> str:
-    """The job's display name: which task instance and which exact input it was made for."""
+    """Return the job's display name: which task instance and which exact input it was made for."""
     return f"{idempotency_key}-{input_fingerprint[:16]}"
 
 
@@ -62,7 +62,7 @@ def request_configs(
     directive: dict[str, Any],
     params: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """Each request's GenerateContentConfig fields: the caller's params (batch, then the request's own),
+    """Return each request's GenerateContentConfig fields: the caller's params (batch, then the request's own),
     then what the adapter manages (the token cap, structured output, the system instruction)."""
     configs = []
     for request in requests:
@@ -96,7 +96,7 @@ class GeminiFlexBatchAdapter(BatchAdapter):
 
     @property
     def batches(self) -> FlexBatches:
-        """The provider's batch calls for these credentials (built at first use: google-genai loads then)."""
+        """Return the provider's batch calls for these credentials (built at first use: google-genai loads then)."""
         if self._batches is None:
             from airflow.sdk import Connection
 
@@ -115,7 +115,7 @@ class GeminiFlexBatchAdapter(BatchAdapter):
         return self._batches
 
     def close(self) -> None:
-        """The client is shared with the process's hooks: nothing to close."""
+        """Do nothing: the client is shared with the process's hooks."""
 
     # ---- the contract
 
@@ -171,7 +171,7 @@ class GeminiFlexBatchAdapter(BatchAdapter):
         **kwargs: Any,
     ) -> SubmitResult:
         from airflow_provider_flex.hooks.batch import BatchRequest as FlexBatchRequest
-        from airflow_provider_flex.hooks.gemini_flex import as_generate_config
+        from airflow_provider_flex.hooks.request import as_generate_config
 
         configs = request_configs(
             requests, system_prompt, max_tokens, self.build_output_directive(output_spec), request_params
@@ -242,7 +242,7 @@ class GeminiFlexBatchAdapter(BatchAdapter):
         return ExtractedOutput(kind="json_text" if spec.is_structured else "text", text=raw.raw)
 
     def find_orphaned_batch(self, idempotency_key: str, input_fingerprint: str, not_before: str) -> str | None:
-        """The newest job named for this task instance and input, created at or after ``not_before``."""
+        """Return the newest job named for this task instance and input, created at or after ``not_before``."""
         job = self.batches.find(display_name(idempotency_key, input_fingerprint))
         if job is None:
             return None

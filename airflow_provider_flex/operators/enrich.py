@@ -6,7 +6,6 @@ and are imported when the task runs, not when a DAG file is parsed.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -25,13 +24,14 @@ from airflow_provider_flex.arguments import (
 from airflow_provider_flex.compat import conf
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
-from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.request import check_schema_at_parse_time, generate_config
+from airflow_provider_flex.hooks.request import check_schema_at_parse_time
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_flex.enrichment.request import EnrichRequest
 
 #: How long after the quota day's reset a waiting enrichment looks again.
 QUOTA_RESET_MARGIN = timedelta(seconds=30)
@@ -264,7 +264,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         super()._do_render_template_fields(parent, fields, context, jinja_env, seen_oids)
 
     def _quotas(self) -> QuotaLimits:
-        """The task's quota overrides (an empty or 0 value: not given)."""
+        """Return the task's quota overrides (an empty or 0 value: not given)."""
         given = {
             "requests_per_minute": self.requests_per_minute,
             "tokens_per_minute": self.tokens_per_minute,
@@ -273,62 +273,6 @@ class GeminiFlexEnrichOperator(BaseOperator):
             {name: None if value in (None, "", 0, "0") else value for name, value in given.items()},
             source=f"Task {self.task_id!r}",
         )
-
-    def _estimate(self, hook: Any, rows: Any, template: Any, done: set[str], todo: int) -> Any:
-        """Count a sample of the prompts with countTokens and project the cost of the rows still to do."""
-        from airflow_provider_flex.enrichment.estimate import estimate_cost, output_tokens_per_row
-
-        tier = "batch" if self.route == "batch" else self.service_tier
-        estimate = estimate_cost(
-            hook=hook,
-            rows=rows(),
-            template=template,
-            key_field=self.key_field,
-            done=done,
-            todo=todo,
-            model=self.model or hook.settings.default_model,
-            tier=tier,
-            system_instruction=self.system_instruction,
-            output_tokens=output_tokens_per_row(self.estimated_output_tokens, self.generation_config),
-            prices=hook.price_table,
-        )
-        self.log.info("%s", estimate.describe(tier))
-        return estimate
-
-    def _check_request(self, store: Any, hook: Any) -> None:
-        """Record what defines this output's answers; refuse (or, with ``on_changed_request="rerun"``, set the
-        old output aside) when an earlier run here answered a different request."""
-        from airflow_provider_flex.enrichment.fingerprint import changed_parts, describe_change, request_fingerprint
-        from airflow_provider_flex.hooks.request import response_json_schema
-
-        fingerprint = request_fingerprint(
-            model=(self.model or hook.settings.default_model).removeprefix("models/"),
-            system_instruction=self.system_instruction,
-            prompt_template=self.prompt_template,
-            response_schema=response_json_schema(self.response_schema),
-            generation_config=self.generation_config,
-            service_tier=self.service_tier,
-            route=self.route,
-        )
-        recorded = store.read_request()
-        if not store.has_output():  # nothing answered here yet (a run that stopped before any call, say)
-            store.write_request(fingerprint)
-            return
-        changed = changed_parts(recorded["fingerprint"], fingerprint) if recorded else []
-        if changed and self.on_changed_request == "fail":
-            raise FlexError(describe_change(f"Task {self.task_id!r}", self.output_path, changed))
-        if changed:
-            folder = store.set_aside()
-            self.log.warning(
-                "The request changed (%s): the earlier output is set aside in %s and every row is answered again.",
-                ", ".join(changed),
-                folder,
-            )
-        if recorded is None:
-            self.log.info("Output %s has no request record (an older version wrote it): recording this one.",
-                          self.output_path)  # fmt: skip
-        if changed or recorded is None:
-            store.write_request(fingerprint)
 
     def execute_after_quota_reset(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resume after waiting for the daily quota's reset and carry on from the checkpoint."""
@@ -339,6 +283,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         return self._run(context, datetime.fromisoformat(deadline) if deadline else None)
 
     def _deadline(self, context: Context) -> datetime | None:
+        """Return the absolute ``finish_by`` of a ``route="auto"`` run (checked once rendered), else None."""
         finish_by = as_finish_by(self.task_id, self.finish_by)
         check_route(self.task_id, self.route, finish_by)
         if self.route != "auto" or finish_by is None:
@@ -346,6 +291,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ti = _task_instance(context)
         started = getattr(ti, "start_date", None) or datetime.now(timezone.utc)
         return deadline_of(self.task_id, finish_by, started)
+
+    def _enrich_request(self, context: Context, deadline: datetime | None) -> EnrichRequest:
+        """Return the task's rendered arguments as one request, checked before any call."""
+        from airflow_provider_flex.enrichment.request import request_of_task
+
+        return request_of_task(self, context, deadline or self._deadline(context), self._quotas())
 
     def _wait_for_quota_reset(self, reset_at: datetime) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -374,190 +325,59 @@ class GeminiFlexEnrichOperator(BaseOperator):
         return self._run(context, None)
 
     def _run(self, context: Context, deadline: datetime | None) -> dict[str, Any]:
-        from airflow_provider_flex.enrichment.batch_route import build_routing
-        from airflow_provider_flex.enrichment.engine import Enrichment, reset_time, run_enrichment
-        from airflow_provider_flex.enrichment.media import RowMedia
-        from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
-        from airflow_provider_flex.enrichment.records import PromptTemplate, check_rows, iter_rows, row_key
-        from airflow_provider_flex.enrichment.store import OutputStore
-        from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook, as_generate_config
+        from airflow_provider_flex.enrichment.outcome import DEFER_FOR_BATCHES, FAIL, WAIT_FOR_QUOTA_RESET, next_step
+        from airflow_provider_flex.enrichment.run import prepare_run
 
-        def rows():
-            return iter_rows(self.records, self.input_path)
+        host = getattr(_task_instance(context), "hostname", None) or socket.gethostname()
+        run = prepare_run(self._enrich_request(context, deadline), log=self.log, host=host)
+        if self.estimate_only:
+            return run.estimate_only()
+        summary = self._flex_summary = run.run()
+        step = next_step(summary, run.request)
+        for level, line in step.log_lines:
+            self.log.log(level, "%s", line)
+        if step.action == DEFER_FOR_BATCHES:
+            self._defer_for_batches(summary.waiting_jobs, run.request.deadline)
+        if step.action == WAIT_FOR_QUOTA_RESET:
+            self._wait_for_quota_reset(step.reset_at)
+        if step.action == FAIL:
+            if step.record_spend:
+                from airflow_provider_flex.spend import record_failed_spend
 
-        if self.sql_conn_id and self.table:  # bad names fail before any call
-            from airflow_provider_flex.enrichment.sql import check_identifiers, schema_columns
-
-            check_identifiers(
-                f"Task {self.task_id!r}", self.table, [self.key_field, *schema_columns(self.response_schema)]
-            )
-        template = PromptTemplate(self.prompt_template, dict(context))
-        total = check_rows(rows(), self.key_field, template)
-        store = OutputStore(self.output_path)
-        pacer = EnrichmentPacer(self.max_concurrency)
-        hook = GeminiFlexHook(
-            self.gemini_flex_conn_id,
-            retry_policy=self.retry_policy,
-            timeout=self.timeout,
-            quotas=self._quotas(),
-            pacer=pacer,
-            rate_limit_redis_conn_id=self.rate_limit_redis_conn_id or None,
-        )
-        self._check_request(store, hook)  # before any call: a changed request never passes off old answers
-        done, earlier = store.scan()
-        ti = _task_instance(context)
-        self.log.info(
-            "Enriching %d rows (%d already have a result in %s), max concurrency %d, on %s (pid %d)",
-            total,
-            len(done),
-            self.output_path,
-            self.max_concurrency,
-            getattr(ti, "hostname", None) or socket.gethostname(),
-            os.getpid(),
-        )
-        config = as_generate_config(
-            generate_config(self.system_instruction, self.generation_config, self.response_schema)
-        )
-        todo = 0
-        if self.estimate_only or self.max_cost_usd is not None:  # the rows still to do, for the estimate
-            todo = sum(1 for number, row in rows() if row_key(row, self.key_field, number) not in done)
-        if self.estimate_only or todo:
-            estimate = self._estimate(hook, rows, template, done, todo)
-            if self.estimate_only:
-                return {
-                    "estimate": estimate.to_dict(),
-                    "total": total,
-                    "skipped": len(done),
-                    "output_path": self.output_path,
-                }
-            estimate.check_cap(self.task_id, self.max_cost_usd)
-        routing = None
-        deadline = deadline or self._deadline(context)
-        if self.route != "flex":
-            routing = build_routing(
-                hook=hook,
-                store=store,
-                rows=rows,
-                template=template,
-                key_field=self.key_field,
-                model=self.model or hook.settings.default_model,
-                config=config,
-                route=self.route,
-                deadline=deadline,
-                done=done,
-                poll_interval=self.batch_poll_interval,
-                wait_for_batches=not self.deferrable,
-                log=self.log,
-                task=f"Task {self.task_id!r}",
-            )
-        engine = Enrichment(
-            hook=hook,
-            pacer=pacer,
-            store=store,
-            template=template,
-            key_field=self.key_field,
-            model=self.model,
-            config=config,
-            service_tier=self.service_tier,
-            max_cost_usd=self.max_cost_usd,
-            log=self.log,
-            media=RowMedia(
-                hook,
-                self.media_fields,
-                media_root=self.media_root or None,
-                inline_limit=self.inline_media_bytes,
-                max_bytes=self.max_media_bytes,
-            )
-            if self.media_fields
-            else None,
-            routing=routing,
-            total=total,
-            include_prompt=self.include_prompt,
-        )
-        summary = run_enrichment(engine, rows, done)
-        summary.output_path, summary.route = self.output_path, self.route
-        # everything written before this run, and this run's answers (all of them are in the output now)
-        summary.output_rows = earlier.rows + summary.succeeded
-        answers = (engine.stats.flex, engine.stats.batch)  # what the output holds: answers, not unusable ones
-        summary.output_cost_usd = round(earlier.cost_usd + sum(route.cost_usd for route in answers), 6)
-        summary.output_standard_cost_usd = round(
-            earlier.standard_cost_usd + sum(route.standard_cost_usd for route in answers), 6
-        )
-        self._flex_summary = summary
-        if engine.stats.orphaned:  # no supervisor to push XComs to: say it in the log and stop
-            raise FlexError(
-                f"Task {self.task_id!r}: its supervisor went away mid-run; {summary.succeeded} rows answered are "
-                f"checkpointed in {self.output_path}, and Airflow's retry resumes from there."
-            )
-        try:
-            if engine.stats.run_refused is not None:
-                self.log.error(
-                    "The API refused the run: %s. Results so far are in %s; fix the cause and rerun: every row not "
-                    "answered is done then.",
-                    engine.stats.run_refused,
-                    self.output_path,
-                )
-                raise engine.stats.run_refused
-            if routing is not None:
-                summary.finish_by = deadline.isoformat() if deadline else None
-                summary.batch_jobs = [
-                    {"name": name, "state": state} for name, state in routing.batch.stats.jobs.items()
-                ]
-                if summary.in_batch:
-                    self.log.info(
-                        "Waiting for %d rows in batch jobs %s.", summary.in_batch, ", ".join(routing.batch.job_names())
-                    )
-                    from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
-
-                    self.defer(
-                        trigger=GeminiFlexBatchTrigger(
-                            routing.batch.job_names(), self.gemini_flex_conn_id, self.batch_poll_interval
-                        ),
-                        method_name="execute_after_batches",
-                        kwargs={"deadline": deadline.isoformat() if deadline else None},
-                    )
-            self.log.info("%s", summary.describe())
-            exhausted = engine.stats.quota_exhausted
-            if exhausted is not None and self.route == "flex":
-                self.log.warning(
-                    "Daily quota spent: %d rows done this run, %d left for after the reset; results are in %s.",
-                    summary.succeeded + summary.failed,
-                    summary.not_started,
-                    self.output_path,
-                )
-                if self.on_daily_quota == "wait":
-                    self._wait_for_quota_reset(reset_time(summary) or exhausted.reset_at)
-                raise exhausted
-            failure = summary.failure(self.max_failed_fraction, self.max_cost_usd)
-            if failure is not None:
-                raise failure
-        except FlexError:
-            from airflow_provider_flex.spend import record_failed_spend
-
-            record_failed_spend(context, summary.to_dict())  # the spend view counts what a failed run spent
-            raise
-        if self.sql_conn_id and self.table:
-            from airflow_provider_flex.enrichment.sql import load_results
-
+                record_failed_spend(context, summary.to_dict())  # the spend view counts what a failed run spent
+            raise step.error
+        if run.request.loads_table:
             summary.table = self.table
-            summary.loaded_rows = load_results(
-                store=store,
-                sql_conn_id=self.sql_conn_id,
-                table=self.table,
-                key_field=self.key_field,
-                response_schema=self.response_schema,
-                task=f"Task {self.task_id!r}",
-            )
-            self.log.info(
-                "Loaded %d rows into %s (%s), upserted by %s.",
-                summary.loaded_rows,
-                self.table,
-                self.sql_conn_id,
-                self.key_field,
-            )
+            summary.loaded_rows = self._load_table(run.store)
         return summary.to_dict()
+
+    def _defer_for_batches(self, job_names: list[str], deadline: datetime | None) -> None:
+        """Defer until a batch job ends (no worker slot meanwhile); resume in :meth:`execute_after_batches`."""
+        from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
+
+        self.defer(
+            trigger=GeminiFlexBatchTrigger(job_names, self.gemini_flex_conn_id, self.batch_poll_interval),
+            method_name="execute_after_batches",
+            kwargs={"deadline": deadline.isoformat() if deadline else None},
+        )
+
+    def _load_table(self, store: Any) -> int:
+        """Upsert every result into ``table`` through ``sql_conn_id``; return the rows loaded."""
+        from airflow_provider_flex.enrichment.sql import load_results
+
+        loaded = load_results(
+            store=store,
+            sql_conn_id=self.sql_conn_id,
+            table=self.table,
+            key_field=self.key_field,
+            response_schema=self.response_schema,
+            task=f"Task {self.task_id!r}",
+        )
+        self.log.info("Loaded %d rows into %s (%s), upserted by %s.", loaded, self.table, self.sql_conn_id,
+                      self.key_field)  # fmt: skip
+        return loaded
 
 
 def _task_instance(context: Any) -> Any:
-    """The running task instance, or None (a test may call ``execute`` with a plain dict, or none at all)."""
+    """Return the running task instance, or None (a test may call ``execute`` with a plain dict, or none at all)."""
     return context.get("ti") if hasattr(context, "get") else None

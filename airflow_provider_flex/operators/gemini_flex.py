@@ -20,11 +20,6 @@ _HOMES = {
     "GeminiFlexGenerateContentOperator": "airflow_provider_flex.operators.generate",
     "GeminiFlexStreamContentOperator": "airflow_provider_flex.operators.stream",
     "GeminiFlexEnrichOperator": "airflow_provider_flex.operators.enrich",
-    "DEFERRAL_MARGIN_S": "airflow_provider_flex.operators.generate",
-    "UNKNOWN_DEADLINE_S": "airflow_provider_flex.operators.generate",
-    "STREAM_LOG_LINE_CHARS": "airflow_provider_flex.operators.stream",
-    "DAILY_QUOTA_ACTIONS": "airflow_provider_flex.arguments",
-    "QUOTA_RESET_MARGIN": "airflow_provider_flex.operators.enrich",
 }
 
 __all__ = ["GeminiFlexEnrichOperator", "GeminiFlexGenerateContentOperator", "GeminiFlexStreamContentOperator"]

@@ -16,7 +16,7 @@ from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.compat import TRIGGERER_RENDERS_START_ARGUMENTS, conf
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error_from_payload
-from airflow_provider_flex.hooks.request import check_schema_at_parse_time, response_json_schema, task_request_config
+from airflow_provider_flex.hooks.request import FlexRequest, check_schema_at_parse_time
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
 
@@ -111,9 +111,16 @@ class _GeminiFlexBaseOperator(BaseOperator):
 
         return GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
 
-    def _request_config(self) -> dict[str, Any]:
-        return task_request_config(
-            self.task_id, self.contents, self.system_instruction, self.generation_config, self.response_schema
+    def _flex_request(self, media: Any = None) -> FlexRequest:
+        """Return the task's call as one request (``media``: the locations, default the task's ``media``)."""
+        return FlexRequest(
+            contents=self.contents,
+            model=self.model,
+            system_instruction=self.system_instruction,
+            generation_config=self.generation_config,
+            response_schema=self.response_schema,
+            service_tier=self.service_tier,
+            media=self.media if media is None else media,
         )
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +131,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         return dict(result)
 
     def _lineage_locations(self) -> tuple[list[str], list[str]]:
-        """The files this task read and wrote (OpenLineage datasets)."""
+        """Return the files this task read and wrote (OpenLineage datasets)."""
         from airflow_provider_flex.media import media_locations
 
         return [str(location) for location in media_locations(self.media) or []], []
@@ -180,28 +187,20 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
             )
 
     def _trigger_kwargs(self, media: str | None = None) -> dict[str, Any]:
-        """The trigger's arguments, one shape for both ways a deferrable task reaches the triggerer: built here
+        """Return the trigger's arguments, one shape for both ways a deferrable task reaches the triggerer: built here
         unrendered for a task that starts there (the triggerer renders them), rendered when a worker defers."""
         from airflow_provider_flex.media import media_locations
 
         return {
-            "contents": self.contents,
-            "model": self.model,
-            "system_instruction": self.system_instruction,
-            "generation_config": self.generation_config,
-            "response_schema": self.response_schema
-            if isinstance(self.response_schema, str)
-            else response_json_schema(self.response_schema),
-            "service_tier": self.service_tier,
+            **self._flex_request(media if media is not None else media_locations(self.media)).to_trigger_kwargs(),
             "gemini_flex_conn_id": self.gemini_flex_conn_id,
             "retry_policy": self.retry_policy.to_dict() if self.retry_policy else None,
             "timeout": self.timeout,
-            "media": media if media is not None else media_locations(self.media),
             "end_from_trigger": True,
         }
 
     def _deferral_timeout(self, deadline: float | None = None) -> timedelta:
-        """The retry deadline plus a margin; at parse time the connection's deadline is unknown (a day, then)."""
+        """Return the retry deadline plus a margin; at parse time the connection's deadline is unknown (a day, then)."""
         if deadline is None:
             deadline = self.retry_policy.deadline if self.retry_policy else UNKNOWN_DEADLINE_S
         return timedelta(seconds=deadline + DEFERRAL_MARGIN_S)
@@ -210,17 +209,12 @@ class GeminiFlexGenerateContentOperator(_GeminiFlexBaseOperator):
         from airflow_provider_flex.media import media_locations
         from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 
-        config = self._request_config()
+        request = self._flex_request(media_locations(self.media))
+        request.check(f"Task {self.task_id!r}")
         if not self.deferrable:
             hook = self.get_hook()
             try:
-                response = hook.generate_content(
-                    contents=self.contents,
-                    model=self.model,
-                    config=config,
-                    service_tier=self.service_tier,
-                    media=media_locations(self.media),
-                )
+                response = hook.generate_content(request)
             except FlexResponseError as unusable:
                 from airflow_provider_flex.spend import record_failed_spend
 

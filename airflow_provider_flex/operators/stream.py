@@ -34,7 +34,7 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
         self.output_path = output_path
 
     def _rendered_output_path(self, context: Context) -> str | None:
-        """``output_path`` rendered as a Jinja string: it names a file to write, never a template to read.
+        """Return ``output_path`` rendered as a Jinja string: it names a file to write, never a template to read.
 
         (As a template field, a path ending in ``.md`` would be loaded as a template file.)
         """
@@ -50,15 +50,10 @@ class GeminiFlexStreamContentOperator(_GeminiFlexBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_flex.media import media_locations
 
-        config = self._request_config()
+        request = self._flex_request(media_locations(self.media))
+        request.check(f"Task {self.task_id!r}")
         output_path = self._rendered_output_path(context)  # before the call: a bad path costs nothing
-        stream = self.get_hook().stream_content(
-            contents=self.contents,
-            model=self.model,
-            config=config,
-            service_tier=self.service_tier,
-            media=media_locations(self.media),
-        )
+        stream = self.get_hook().stream_content(request)
         pending = ""
         for piece in stream:
             pending += piece

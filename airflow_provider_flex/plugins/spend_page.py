@@ -78,7 +78,7 @@ _PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).fr
 
 
 def chart_bars(days: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Bar geometry per day: the standard-price bar and the spend bar, scaled to the highest."""
+    """Return bar geometry per day: the standard-price bar and the spend bar, scaled to the highest."""
     top = max((day["standard_cost_usd"] for day in days), default=0.0) or max(
         (day["cost_usd"] for day in days), default=0.0
     )

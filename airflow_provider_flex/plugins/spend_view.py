@@ -42,7 +42,7 @@ async def current_user(
 
 
 def readable_dag_ids(user: Annotated[Any, Depends(current_user)]) -> set[str]:
-    """The DAGs the auth manager lets this user read."""
+    """Return the DAGs the auth manager lets this user read."""
     from airflow.api_fastapi.app import get_auth_manager
 
     return get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
@@ -52,7 +52,7 @@ ReadableDags = Annotated[set[str], Depends(readable_dag_ids)]
 
 
 def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | None = None) -> list[TaskRecord]:
-    """The provider tasks' XCom values (their results, or what a failed task spent) in readable DAGs."""
+    """Return the provider tasks' XCom values (their results, or what a failed task spent) in readable DAGs."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
@@ -107,17 +107,17 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
 
 
 def create_spend_app() -> FastAPI:
-    """The app the plugin mounts (a new one per call: tests build their own)."""
+    """Return the app the plugin mounts (a new one per call: tests build their own)."""
     app = FastAPI(title="Gemini Flex spend", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/api/runs")
     def runs(dag_ids: ReadableDags, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        """DAG runs that spent through the provider, newest first (``?dag_id=`` and ``?run_id=`` filter)."""
+        """Return DAG runs that spent through the provider, newest first (``?dag_id=`` and ``?run_id=`` filter)."""
         return runs_spend(load_records(dag_ids, dag_id, run_id))
 
     @app.get("/spend", response_class=HTMLResponse)
     def spend(request: Request, dag_ids: ReadableDags, dag_id: str | None = None, run_id: str | None = None) -> str:
-        """The page: spend against standard per day, and every run with a link to it in Airflow's UI."""
+        """Return the page: spend against standard per day, and every run with a link to it in Airflow's UI."""
         found = runs_spend(load_records(dag_ids, dag_id, run_id))
         return render_spend_page(found, spend_by_day(found), ui_root=_ui_root(request), dag_id=dag_id, run_id=run_id)
 
@@ -125,7 +125,7 @@ def create_spend_app() -> FastAPI:
 
 
 def _ui_root(request: Request) -> str:
-    """The api-server's own root (where Airflow's UI is), the mount prefix taken off."""
+    """Return the api-server's own root (where Airflow's UI is), the mount prefix taken off."""
     from airflow_provider_flex.plugins.spend_plugin import URL_PREFIX
 
     return str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
@@ -94,7 +95,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
-        """The task's DAG environment where the triggerer has one; the plain sandbox otherwise.
+        """Return the task's DAG environment where the triggerer has one; the plain sandbox otherwise.
 
         (The triggerer's DAG is the serialized one, without an environment: inline templates
         render there, template files do not.)
@@ -104,32 +105,22 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await import_off_the_loop("airflow_provider_flex.hooks.gemini_flex")
-        from airflow_provider_flex.hooks.clients import start_turn
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
-        from airflow_provider_flex.hooks.request import task_request_config
+        from airflow_provider_flex.hooks.pacing import wait_for_loop_pass
+        from airflow_provider_flex.hooks.request import FlexRequest
         from airflow_provider_flex.hooks.results import log_result
         from airflow_provider_flex.process_state import freeze_startup_heap_once
 
-        await start_turn()  # a triggerer starts new triggers in batches: set them up one per loop pass
+        await wait_for_loop_pass()  # a triggerer starts new triggers in batches: set them up one per loop pass
         hook = GeminiFlexHook(self.gemini_flex_conn_id, retry_policy=self.retry_policy, timeout=self.timeout)
         try:
             await hook.aprepare()
             if freeze_startup_heap_once():  # after the SDK's one-time objects exist, so they are frozen too
                 self.log.info("Froze the triggerer's start-up objects ([gemini_flex] triggerer_freeze_gc)")
-            config = task_request_config(
-                getattr(self.task_instance, "task_id", None) or "flex call",  # BaseTrigger.task_id: 3.3+
-                self.contents,
-                self.system_instruction,
-                self.generation_config,
-                self.response_schema,
-            )
-            response = await hook.agenerate_content(
-                contents=self.contents,
-                model=self.model,
-                config=config,
-                service_tier=self.service_tier,
-                media=media_locations(self.media),
-            )
+            request = FlexRequest(**{name: getattr(self, name) for name in FlexRequest.__dataclass_fields__})
+            request = replace(request, media=media_locations(self.media))
+            request.check(f"Task {getattr(self.task_instance, 'task_id', None) or 'flex call'!r}")
+            response = await hook.agenerate_content(request)
         except (FlexError, ValueError, TypeError) as exc:
             if self._ends_the_task:
                 self.log.error("Flex call failed: %s", exc)
@@ -148,7 +139,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
             yield TriggerEvent({"status": "success", "result": result})
 
     async def _push_return_value(self, result: dict[str, Any]) -> None:
-        """The result as the task's ``return_value``, through the XCom backend as a task would push it.
+        """Push the result as the task's ``return_value``, through the XCom backend as a task would push it.
 
         (``TaskSuccessEvent(xcoms=...)`` would store it JSON-encoded twice, so downstream tasks read a string.)
         """

@@ -18,7 +18,7 @@ from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.emulator.batch import BatchSettings
 from airflow_provider_flex.enrichment.batch_route import display_name_for
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from tests.hooks.conftest import API_KEY
 
@@ -156,7 +156,7 @@ def test_a_job_created_before_a_crash_is_found_by_its_display_name_not_created_t
 
 CRASHING_RUN = """
 import sys
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 rows = [{"id": f"p{i:04d}", "title": f"product {i}"} for i in range(40)]
 GeminiFlexEnrichOperator(

@@ -12,7 +12,7 @@ import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexQuotaExhausted
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from tests.deployment import AIRFLOW, airflow_env
 from tests.hooks.conftest import API_KEY

@@ -9,9 +9,12 @@ import pytest
 from airflow_provider_flex.enrichment.engine import Enrichment
 from airflow_provider_flex.enrichment.pacing import OUTAGE_WINDOW, AdaptiveLimit, EnrichmentPacer
 from airflow_provider_flex.enrichment.records import PromptTemplate
+from airflow_provider_flex.enrichment.request import EnrichRequest
 from airflow_provider_flex.enrichment.store import OutputStore
-from airflow_provider_flex.hooks.gemini_flex import Failure, GeminiFlexHook
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.pacing import RATE_PLATEAU, RATE_RECOVERY_S
 from airflow_provider_flex.hooks.quota import QuotaLimiter, QuotaLimits, QuotaViolation
+from airflow_provider_flex.hooks.retry import Failure
 
 SHED = Failure(True, 503, "UNAVAILABLE", "overloaded")
 RATE_LIMITED = Failure(True, 429, "RESOURCE_EXHAUSTED", "quota", server_delay_s=0.5)
@@ -39,8 +42,12 @@ def test_the_learned_rate_spaces_starts_evenly_and_grows_back_slowly_like_tcp():
     starts = [limit.reserve_start(10.8) for _ in range(5)]  # five callers at once: five distinct turns
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert starts[0] == 10.8 and all(gap == pytest.approx(1 / 18, rel=0.01) for gap in gaps)
-    limit.reserve_start(20.8)  # ten seconds without a 429: about 3% a second more
-    assert limit.max_rate == pytest.approx(18.0 * 1.3, rel=0.01)
+    limit.reserve_start(10.8 + RATE_RECOVERY_S / 2)  # quickly back near the rate that drew the 429 (20/s)...
+    assert 20.0 * 0.95 < limit.max_rate < 20.0 * RATE_PLATEAU
+    limit.reserve_start(10.8 + RATE_RECOVERY_S)  # ...flat just under it, like TCP CUBIC's window...
+    assert limit.max_rate == pytest.approx(20.0 * RATE_PLATEAU)
+    limit.reserve_start(10.8 + 3 * RATE_RECOVERY_S)  # ...then past it, faster and faster: a limit that rose is found
+    assert limit.max_rate > 20.0 * 1.2
     limit.on_failure(Failure(True, 429, "RESOURCE_EXHAUSTED", "quota"), now=21.0)
     assert limit.max_rate < 18.0 * 1.3 * 0.91, "the next 429 cuts it again"
 
@@ -111,14 +118,11 @@ def test_a_429_naming_its_quota_limit_is_left_to_the_quota_limiter():
 def test_the_engine_refuses_a_hook_without_its_pacer(tmp_path):
     with pytest.raises(ValueError, match="pacer"):
         Enrichment(
+            EnrichRequest(
+                task="Task 't'", key_field="id", template=PromptTemplate("{{ row.x }}"), output_path=str(tmp_path)
+            ),
             hook=GeminiFlexHook("unused"),
             pacer=EnrichmentPacer(4),
             store=OutputStore(str(tmp_path)),
-            template=PromptTemplate("{{ row.x }}"),
-            key_field="id",
-            model=None,
-            config={},
-            service_tier="flex",
-            max_cost_usd=None,
             log=None,
         )

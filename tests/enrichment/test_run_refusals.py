@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.enrichment.engine import RUN_WIDE_400_ROWS, refuses_the_run
 from airflow_provider_flex.exceptions import FlexRequestError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from tests.hooks.conftest import API_KEY
 

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from airflow_provider_flex.enrichment.sql import schema_columns
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 
 SCHEMA = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_flex.enrichment.summary import EnrichSummary, TokenTotals, error_digest
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.pricing import token_cost
 

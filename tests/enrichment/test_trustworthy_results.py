@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, Field, TypeAdapter
 
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.hooks.schema import AnswerSchema, json_path
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator, GeminiFlexGenerateContentOperator
 

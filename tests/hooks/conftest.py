@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy, GeminiFlexHook
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 
 API_KEY = "sk-test-0123456789-secret"
 FAST = FlexRetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=0.2, jitter=0.0, deadline=30)

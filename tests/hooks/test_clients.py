@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from airflow_provider_flex.emulator import FlexEmulator
-from airflow_provider_flex.hooks.clients import start_turn
-from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook, as_generate_config
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.pacing import wait_for_loop_pass
+from airflow_provider_flex.hooks.request import as_generate_config
 from airflow_provider_flex.process_state import PROCESS, freeze_startup_heap_once
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 from tests.hooks.conftest import API_KEY
@@ -45,7 +46,7 @@ def test_call_starts_are_spread_one_per_loop_pass():
         seen: list[int] = []
 
         async def start() -> None:
-            await start_turn()
+            await wait_for_loop_pass()
             seen.append(passes)
 
         await asyncio.gather(*[start() for _ in range(20)])

@@ -11,17 +11,13 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexError, FlexRequestError
-from airflow_provider_flex.hooks.gemini_flex import (
-    DEFAULT_TIMEOUT_S,
-    FlexRetryPolicy,
-    GeminiFlexHook,
-    normalize_tier,
-    parse_retry_delay,
-    plan_retry,
-    served_tier,
-)
+from airflow_provider_flex.hooks.connection import DEFAULT_TIMEOUT_S
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.results import served_tier
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy, parse_retry_delay, plan_retry
 from airflow_provider_flex.pricing import token_cost
 from tests.hooks.conftest import API_KEY, FAST, run_generate
 

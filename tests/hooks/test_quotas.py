@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexQuotaExhausted, error_from_payload, error_payload
-from airflow_provider_flex.hooks.gemini_flex import CallPacer, Failure, GeminiFlexHook
+from airflow_provider_flex.hooks.call import CallPacer
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.hooks.quota import (
     DAY_BLOCK_RECHECK_S,
     DayBlocked,
@@ -20,6 +21,7 @@ from airflow_provider_flex.hooks.quota import (
     QuotaLimits,
 )
 from airflow_provider_flex.hooks.quota_errors import QuotaViolation, next_daily_reset, read_quota_violations
+from airflow_provider_flex.hooks.retry import Failure
 from tests.hooks.conftest import API_KEY, FAST, run_generate
 
 MODES = ["sync", "async"]
@@ -305,11 +307,11 @@ def test_token_estimates_are_corrected_from_usage_and_the_ratio_learned():
     prompt = "word " * 100  # 500 characters
     first = limiter.reserve(prompt, now=0.0, wall=WALL)
     assert first.tokens == 150  # type: ignore[union-attr]  # 0.3 tokens per character before any answer
-    limiter.settle(first, 100)  # type: ignore[arg-type]
+    limiter.correct_tokens(first, 100)  # type: ignore[arg-type]
     assert limiter.paces["tokens_per_minute"].total == 100
     assert limiter.tokens_per_char < 0.3
     for _ in range(30):
-        limiter.settle(limiter.reserve(prompt, now=0.0, wall=WALL), 100)  # type: ignore[arg-type]
+        limiter.correct_tokens(limiter.reserve(prompt, now=0.0, wall=WALL), 100)  # type: ignore[arg-type]
     assert limiter.estimate_tokens(prompt)[0] == pytest.approx(100, abs=3)
 
 
@@ -340,7 +342,7 @@ def test_the_limiter_never_lets_more_than_the_quota_into_any_window(rpm, tpm, ca
             limiter.on_refused(reservation, (), None, now=reservation.start, wall=WALL)
             continue
         tokens = max(1, int(reservation.tokens * counted))
-        limiter.settle(reservation, tokens)
+        limiter.correct_tokens(reservation, tokens)
         started.append((reservation.start, tokens))
     for begin, _ in started:  # the worst windows start at a start
         inside = [tokens for at, tokens in started if begin <= at < begin + 60.0]

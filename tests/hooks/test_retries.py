@@ -13,7 +13,8 @@ from airflow_provider_flex.exceptions import (
     FlexResponseError,
     FlexStreamInterrupted,
 )
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy, GeminiFlexHook
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from tests.hooks.conftest import API_KEY, FAST, run_generate, run_stream
 
 MODES = ["sync", "async"]

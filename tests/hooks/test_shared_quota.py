@@ -12,8 +12,9 @@ import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy, GeminiFlexHook
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.hooks.quota import DayBlocked, QuotaLimiter, QuotaLimits, QuotaViolation
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.hooks.shared_quota import RedisQuotaState, SharedQuotaLink
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from tests.hooks.conftest import API_KEY

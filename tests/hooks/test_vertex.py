@@ -10,7 +10,9 @@ import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexRequestError
-from airflow_provider_flex.hooks.gemini_flex import CallPacer, Failure, FlexRetryPolicy, GeminiFlexHook
+from airflow_provider_flex.hooks.call import CallPacer
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.retry import Failure, FlexRetryPolicy
 from airflow_provider_flex.hooks.vertex import VERTEX_INLINE_LIMIT_BYTES, tier_headers
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger

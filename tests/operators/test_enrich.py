@@ -13,7 +13,7 @@ import pytest
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.enrichment.records import EnrichInputError
 from airflow_provider_flex.exceptions import FlexError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 from tests.hooks.conftest import API_KEY
 

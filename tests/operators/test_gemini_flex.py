@@ -14,12 +14,12 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_flex.emulator.media import png
 from airflow_provider_flex.exceptions import FlexCapacityError, FlexError, FlexRequestError, FlexResponseError
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import (
-    DEFERRAL_MARGIN_S,
     GeminiFlexGenerateContentOperator,
     GeminiFlexStreamContentOperator,
 )
+from airflow_provider_flex.operators.generate import DEFERRAL_MARGIN_S
 from airflow_provider_flex.operators.stream import STREAM_LOG_LINE_CHARS
 from airflow_provider_flex.triggers.gemini_flex import GeminiFlexGenerateContentTrigger
 from tests.hooks.conftest import API_KEY

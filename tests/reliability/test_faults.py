@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.exceptions import FlexStreamInterrupted
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator, GeminiFlexStreamContentOperator
 from tests.deployment import free_port
 
@@ -111,7 +111,7 @@ def test_stream_cut_mid_answer_leaves_no_file_and_the_retry_writes_it_whole(set_
 
 CRASH_SCRIPT = """
 import sys
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 rows = [{"id": f"p{i:05d}", "title": f"product number {i}"} for i in range(int(sys.argv[2]))]
 GeminiFlexEnrichOperator(

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from airflow_provider_flex.emulator import FlexEmulator
-from airflow_provider_flex.hooks.gemini_flex import FlexRetryPolicy
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 
 ROWS = 2000

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_flex.exceptions import FlexCapacityError, FlexRequestError
-from airflow_provider_flex.hooks.gemini_flex import (
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.retry import (
     RETRYABLE_STATUS_CODES,
     FlexRetryPolicy,
-    GeminiFlexHook,
     classify_error,
     parse_retry_delay,
     plan_retry,

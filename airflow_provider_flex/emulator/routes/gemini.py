@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -30,7 +31,6 @@ from airflow_provider_flex.emulator.answers import (
     retry_info,
     sse,
 )
-from airflow_provider_flex.emulator.batch import BatchEndpoints
 from airflow_provider_flex.emulator.capacity import CapacityRefusal, flex_queue_wait
 from airflow_provider_flex.emulator.config import (
     DEFAULT_SERVER_TIMEOUT_S,
@@ -49,6 +49,7 @@ from airflow_provider_flex.emulator.requests import (
     pick,
     validate_contents,
 )
+from airflow_provider_flex.emulator.routes.batches import BatchEndpoints
 from airflow_provider_flex.emulator.state import EmulatorState
 from airflow_provider_flex.emulator.vertex import (
     CAPACITY_MESSAGE,
@@ -127,7 +128,7 @@ class GeminiApi:
     async def generate(
         self, request: Request, model: str, key: str, *, stream: bool, vertex_location: str | None = None
     ) -> Response:
-        """One generate call; on Vertex routes (``vertex_location``) the tier comes from the headers."""
+        """Answer one generate call; on Vertex routes (``vertex_location``) the tier comes from the headers."""
         method = "stream" if stream else "generate"
         vertex = vertex_location is not None
         body_json = await self.read_json(request)
@@ -138,7 +139,6 @@ class GeminiApi:
                 raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
         parsed = parse_generate_request(body_json, self.state.part_tokens)
         tier = tier if vertex else parsed.tier
-        prompt = parsed.prompt
 
         def record(outcome: str, answer: Answer | None = None) -> None:
             self.state.stats.record(
@@ -146,38 +146,66 @@ class GeminiApi:
                 tier=tier,
                 method=method,
                 outcome=outcome,
-                prompt=prompt,
+                prompt=parsed.prompt,
                 prompt_tokens=parsed.prompt_tokens,
                 answer=answer,
                 parts=parsed.parts,
             )
 
         try:
-            if parsed.prompt_tokens > self.config.input_token_limit:
-                raise ApiError(
-                    400,
-                    "INVALID_ARGUMENT",
-                    f"The input token count ({parsed.prompt_tokens}) exceeds the maximum number of tokens allowed "
-                    f"({self.config.input_token_limit}).",
-                )
-            fault = self.state.faults.take(method)
-            if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
-                raise self.fault_error(fault)
-            if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
-                self.admit(parsed, model, key)
-            answer = compose_answer(
-                parsed, self.config, blocked=fault is not None and fault.kind == "blocked", model=model
-            )
+            fault, answer = self._admit_and_answer(parsed, model, key, method=method, vertex=vertex)
         except ApiError as error:
             record(error.outcome)
             raise
-
         preempt = tier == "flex" and self.config.preempt_rate > 0 and self.state.rng.random() < self.config.preempt_rate
         service_s = self.state.rng.uniform(*self.config.service_time)
-        extra_delay = fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
-        headers = {} if vertex else {SERVICE_TIER_HEADER: tier}
-        response_id = uuid.uuid4().hex[:22]
         resources = AsyncExitStack()
+        extra_delay = fault.delay_s if fault is not None and fault.kind == "slow" else 0.0
+        seconds = extra_delay + (0.0 if stream else service_s)
+        if not await self._serve(request, tier, resources, seconds, preempt=preempt, vertex=vertex, record=record):
+            return Response(status_code=499)
+        kind = fault.kind if fault is not None else None
+        record("ok" if kind in (None, "slow", "blocked") else f"fault:{kind}", answer)
+        shape = _AnswerShape(parsed, model, tier, uuid.uuid4().hex[:22], answer, vertex)
+        headers = {} if vertex else {SERVICE_TIER_HEADER: tier}
+        if not stream:
+            await resources.aclose()
+            return _unary_response(shape, fault, headers)
+        return _stream_response(shape, fault, service_s, resources, headers, self.config.stream_chunk_tokens)
+
+    def _admit_and_answer(self, parsed: Any, model: str, key: str, *, method: str, vertex: bool) -> tuple[Any, Answer]:
+        """Return the fault drawn for this call and its answer, once the call is admitted; raise ApiError if not."""
+        if parsed.prompt_tokens > self.config.input_token_limit:
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                f"The input token count ({parsed.prompt_tokens}) exceeds the maximum number of tokens allowed "
+                f"({self.config.input_token_limit}).",
+            )
+        fault = self.state.faults.take(method)
+        if fault is not None and (fault.kind in ERROR_FAULTS or fault.kind == "http_error"):
+            raise self.fault_error(fault)
+        if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
+            self.admit(parsed, model, key)
+        blocked = fault is not None and fault.kind == "blocked"
+        return fault, compose_answer(parsed, self.config, blocked=blocked, model=model)
+
+    async def _serve(
+        self,
+        request: Request,
+        tier: str,
+        resources: AsyncExitStack,
+        seconds: float,
+        *,
+        preempt: bool,
+        vertex: bool,
+        record: Callable[[str], None],
+    ) -> bool:
+        """Wait in the flex queue, take a capacity slot (held in ``resources``) and serve for ``seconds``.
+
+        Return False when the client went away meanwhile (the call is recorded as cancelled); raise
+        ApiError when capacity refuses it (Vertex AI sheds with its dynamic-shared-quota 429).
+        """
         try:
             async with cancelled_on_disconnect(request) as watch:
                 try:
@@ -188,69 +216,20 @@ class GeminiApi:
                     await resources.enter_async_context(
                         self.state.capacity.slot(tier, queue_timeout_s=self.server_timeout(request), preempt=preempt)
                     )
-                    await asyncio.sleep(extra_delay + (0.0 if stream else service_s))
+                    await asyncio.sleep(seconds)
                 except asyncio.CancelledError:
                     await resources.aclose()
                     if not watch["disconnected"]:
                         raise
                     asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     record("cancelled")
-                    return Response(status_code=499)
+                    return False
         except CapacityRefusal as refusal:
             record(refusal.outcome)
-            if vertex and refusal.code == 503:  # Vertex sheds with its dynamic-shared-quota 429
+            if vertex and refusal.code == 503:
                 raise ApiError(429, "RESOURCE_EXHAUSTED", CAPACITY_MESSAGE, outcome=refusal.outcome) from None
             raise ApiError(refusal.code, refusal.status, refusal.message, outcome=refusal.outcome) from None
-
-        kind = fault.kind if fault is not None else None
-        record("ok" if kind in (None, "slow", "blocked") else f"fault:{kind}", answer)
-        if not stream:
-            await resources.aclose()
-            if kind == "non_json":
-                return Response(
-                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
-                    status_code=fault.status_code,
-                    media_type="text/html",
-                )
-            body = response_body(
-                parsed,
-                model,
-                tier,
-                response_id,
-                text=answer.text,
-                answer=answer,
-                finish=answer.finish_reason,
-                vertex=vertex,
-            )
-            if kind == "drop":
-                return DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
-            return JSONResponse(body, headers=headers)
-
-        chunks = [""] if answer.blocked else lm.split_into_chunks(answer.text, self.config.stream_chunk_tokens)
-        stop_after = fault.after_chunks if kind in ("drop", "stream_cut") else None
-
-        async def events() -> AsyncIterator[str]:
-            for index, chunk in enumerate(chunks):
-                if stop_after is not None and index >= stop_after:
-                    if kind == "drop":
-                        raise ConnectionDropped("fault injected: stream dropped")
-                    return  # stream_cut: a quiet end with no finishReason
-                await asyncio.sleep(service_s / len(chunks))
-                last = index == len(chunks) - 1
-                yield sse(
-                    response_body(
-                        parsed,
-                        model,
-                        tier,
-                        response_id,
-                        text=chunk,
-                        answer=answer if last else None,
-                        finish=answer.finish_reason if last else None,
-                        vertex=vertex,
-                    )
-                )
-
-        return HeldSlotStreamingResponse(events(), resources=resources, headers=headers)
+        return True
 
     async def count_tokens(self, request: Request) -> Response:
         body = await self.read_json(request)
@@ -303,3 +282,68 @@ class GeminiApi:
         if start + size < len(self.config.models):
             body["nextPageToken"] = str(start + size)
         return JSONResponse(body)
+
+
+@dataclass(frozen=True)
+class _AnswerShape:
+    """What every response body of one call repeats: the request, model, tier, response id, answer, endpoint."""
+
+    parsed: Any
+    model: str
+    tier: str
+    response_id: str
+    answer: Answer
+    vertex: bool
+
+    def body(self, text: str | None, *, last: bool = True) -> dict[str, Any]:
+        """Return a response body (a stream's chunk when ``last`` is False: no usage, no finish reason)."""
+        answer = self.answer
+        return response_body(
+            self.parsed,
+            self.model,
+            self.tier,
+            self.response_id,
+            text=text,
+            answer=answer if last else None,
+            finish=answer.finish_reason if last else None,
+            vertex=self.vertex,
+        )
+
+
+def _unary_response(shape: _AnswerShape, fault: Any, headers: dict[str, str]) -> Response:
+    """Return a generate call's response: the answer, or the HTML page or dropped body a fault asks for."""
+    kind = fault.kind if fault is not None else None
+    if kind == "non_json":
+        return Response(
+            "<html><body><h1>502 Bad Gateway</h1></body></html>", status_code=fault.status_code, media_type="text/html"
+        )
+    body = shape.body(shape.answer.text)
+    if kind == "drop":
+        return DroppedResponse(json.dumps(body), media_type="application/json", headers=headers)
+    return JSONResponse(body, headers=headers)
+
+
+def _stream_response(
+    shape: _AnswerShape,
+    fault: Any,
+    service_s: float,
+    resources: AsyncExitStack,
+    headers: dict[str, str],
+    chunk_tokens: int,
+) -> Response:
+    """Return a streamed answer in chunks over ``service_s`` (cut or dropped where a fault says), holding the slot."""
+    answer = shape.answer
+    kind = fault.kind if fault is not None else None
+    chunks = [""] if answer.blocked else lm.split_into_chunks(answer.text, chunk_tokens)
+    stop_after = fault.after_chunks if kind in ("drop", "stream_cut") else None
+
+    async def events() -> AsyncIterator[str]:
+        for index, chunk in enumerate(chunks):
+            if stop_after is not None and index >= stop_after:
+                if kind == "drop":
+                    raise ConnectionDropped("fault injected: stream dropped")
+                return  # stream_cut: a quiet end with no finishReason
+            await asyncio.sleep(service_s / len(chunks))
+            yield sse(shape.body(chunk, last=index == len(chunks) - 1))
+
+    return HeldSlotStreamingResponse(events(), resources=resources, headers=headers)

@@ -1,0 +1,45 @@
+"""A batch job's checkpoint: its rows, written under ``output_path`` before the job is created.
+
+Creating a batch job is not idempotent, so every job is checkpointed before it exists (see
+``batch_route``): the checkpoint holds its rows' keys, their attempts so far and a display name
+derived from the output location, by which a rerun finds a job whose name a crash hid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def display_name_for(output_path: str, checkpoint_id: str) -> str:
+    """Return a job's display name: the output location's fingerprint and the checkpoint, so a rerun knows its own."""
+    fingerprint = hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:12]
+    return f"flex-enrich-{fingerprint}-{checkpoint_id}"
+
+
+@dataclass
+class BatchCheckpoint:
+    """One batch job's rows, written before the job is created and kept until its answers are written."""
+
+    id: str
+    display_name: str
+    model: str
+    attempts: dict[str, int]
+    job_name: str | None = None
+    input_file: str | None = None
+    state: str = "unsubmitted"
+    created: float = field(default_factory=time.time)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchCheckpoint:
+        return cls(**data)

@@ -1,0 +1,155 @@
+"""The engine's one interface to the batch route: which rows flex may still take, and the jobs for the rest.
+
+:class:`Routing` joins the pure boundary rules of ``routing`` (:class:`DeadlineRouter`) to the batch
+route's jobs (``batch_route``). The engine asks it whether flex may take a row, tells it where flex
+is, sends it rows flex gives up (a spent day), and awaits :meth:`Routing.finish`; it never touches
+a checkpoint or a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_flex.enrichment.batch_route import BatchRoute, BatchRouteStats
+from airflow_provider_flex.enrichment.routing import DeadlineRouter
+from airflow_provider_flex.exceptions import FlexError
+
+if TYPE_CHECKING:
+    from airflow_provider_flex.enrichment.request import EnrichRequest, RowsToDo
+    from airflow_provider_flex.enrichment.store import OutputStore
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+#: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
+ROUTE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class FlexProgress:
+    """Where flex is: the next input position it would take, its rate (rows/s, None: unknown), rows started."""
+
+    next_position: int
+    rows_per_s: float | None
+    in_progress: int
+
+
+class Routing:
+    """The batch side of a run (``route`` ``"batch"`` or ``"auto"``): which rows flex keeps, and the jobs.
+
+    With ``request.wait_for_batches`` :meth:`finish` polls until every job has ended (``deferrable=False``);
+    otherwise it returns once flex is done and its jobs are created, for the task to defer.
+    """
+
+    def __init__(self, request: EnrichRequest, router: DeadlineRouter, batch: BatchRoute, log: Any) -> None:
+        self.request = request
+        self.router = router
+        self.batch = batch
+        self.log = log
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Rows flex gave up before their call went (a spent day): they go to batch with the next move.
+        self._given_back: list[str] = []
+
+    # ---- what the engine asks
+
+    def keys_in_batch(self) -> set[str]:
+        """Return every row in a batch job (or about to be): flex must not take these."""
+        return self.batch.keys()
+
+    def flex_may_take(self, position: int) -> bool:
+        """Return whether flex may still start the row at this input position."""
+        return self.router.flex_may_take(position)
+
+    def progress_note(self) -> str:
+        """Return where the rows waiting in batch jobs are, for the progress line."""
+        return self.batch.progress_note()
+
+    # ---- the run
+
+    def start(self, where_is_flex: Callable[[], FlexProgress]) -> None:
+        """Send batch its first rows (all of them with ``route="batch"``) and start the job and deadline loops."""
+        if self.router.route == "batch":
+            self.batch.take(self.router.rows_from(0))
+        else:  # decide before flex starts a row, when the rate is known
+            self._move(where_is_flex())
+        self._tasks = [asyncio.create_task(self.batch.run(until_done=False))]
+        if self.router.route == "auto":
+            self._tasks.append(asyncio.create_task(self._follow_deadline(where_is_flex)))
+
+    def give_back(self, key: str) -> None:
+        """Take back a row flex started but gave up before its call went (sent to batch with the next move)."""
+        self._given_back.append(key)
+
+    def send_rest_to_batch(self, position: int) -> None:
+        """Send every row from ``position`` on to batch (the day's quota is spent, flex stops)."""
+        if self.router.route == "auto":
+            self._send(self.router.rows_from(position))
+
+    async def finish(self) -> BatchRouteStats:
+        """After flex: stop routing, let the job loop end its step, then wait for the jobs or leave them."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        self._send([])
+        self.batch.request_stop()
+        await self._tasks[0]
+        if self.request.wait_for_batches:
+            await self.batch.run(until_done=True)
+        else:
+            await self.batch.step()  # create what was sent last, so the deferral has jobs to watch
+        return self.batch.stats
+
+    async def stop(self) -> None:
+        """Cancel the loops (the run ended or failed); a job being created is not left half done."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def pending_rows(self) -> int:
+        """Return the rows waiting in batch jobs."""
+        return self.batch.pending_rows
+
+    def job_names(self) -> list[str]:
+        """Return the names of the jobs created and not yet collected."""
+        return self.batch.job_names()
+
+    async def _follow_deadline(self, where_is_flex: Callable[[], FlexProgress]) -> None:
+        """Send batch, every few seconds, the rows flex can no longer finish by the deadline."""
+        while True:
+            self._move(where_is_flex())
+            await asyncio.sleep(ROUTE_SECONDS)
+
+    def _move(self, flex: FlexProgress) -> None:
+        self._send(self.router.move(flex.next_position, flex.rows_per_s, in_progress=flex.in_progress))
+
+    def _send(self, keys: list[str]) -> None:
+        keys = keys + self._given_back
+        self._given_back = []
+        if keys:
+            self.log.info("Routing %d rows to the Batch API (flex cannot finish them by the deadline).", len(keys))
+            self.batch.take(keys)
+
+
+def start_routing(
+    request: EnrichRequest, *, hook: GeminiFlexHook, store: OutputStore, rows: RowsToDo, done: set[str], log: Any
+) -> Routing:
+    """Return the run's routing: the model checked for batch support, an earlier run's jobs taken up,
+    and the rows still to do split between flex and batch.
+
+    Raises FlexError before any call or job when the model has no batch support.
+    """
+    model = request.model_id.removeprefix("models/")
+    if not hook.batches.supports_batch(model):
+        raise FlexError(
+            f"{request.task}: model {model!r} does not take batch jobs (batchGenerateContent is not among its "
+            "supported actions); use route='flex' or a model with batch support"
+        )
+    batch = BatchRoute(request, batches=hook.batches, store=store, max_attempts=hook.retry_policy.max_attempts, log=log)
+    batch.resume(done)
+    rows.without(batch.keys())
+    router = DeadlineRouter(rows.positions, rows.keys, route=request.route, deadline=request.deadline)
+    return Routing(request, router, batch, log)

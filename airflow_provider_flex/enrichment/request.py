@@ -1,0 +1,173 @@
+"""What one enrichment asks for, as one checked value: :class:`EnrichRequest`.
+
+The operator builds it once from its rendered arguments; the estimate, the routing, the engine and
+the batch route read it instead of long keyword lists. :func:`find_rows_to_do` is the one pass
+over the input that checks every row (key, duplicate, prompt) and finds the rows still to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any
+
+from airflow_provider_flex.arguments import QuotaLimits
+from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    """Where a row's files are named and how they travel (``media_fields`` and its three companions)."""
+
+    fields: Sequence[str]
+    root: str | None
+    inline_limit: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class EnrichRequest:
+    """One enrichment: its rows, the request every row's call makes, and the rules of the run.
+
+    ``model`` is as the task gave it (None: the connection's default model, see :meth:`model_id`).
+    ``deadline`` is the absolute ``finish_by`` of a ``route="auto"`` run, else None.
+    """
+
+    task: str
+    key_field: str
+    template: PromptTemplate
+    output_path: str
+    records: Sequence[Mapping[str, Any]] | None = None
+    input_path: str | None = None
+    model: str | None = None
+    system_instruction: str | None = None
+    response_schema: Any = None
+    generation_config: Mapping[str, Any] | None = None
+    service_tier: str = "flex"
+    route: str = "flex"
+    deadline: datetime | None = None
+    max_concurrency: int = 32
+    max_failed_fraction: float = 0.0
+    max_cost_usd: float | None = None
+    estimated_output_tokens: int | None = None
+    include_prompt: bool = False
+    on_changed_request: str = "fail"
+    on_daily_quota: str = "fail"
+    media: MediaSettings | None = None
+    batch_poll_interval: float = 60.0
+    wait_for_batches: bool = True
+    gemini_flex_conn_id: str = "gemini_flex_default"
+    retry_policy: FlexRetryPolicy | None = None
+    timeout: float | None = None
+    quotas: QuotaLimits = field(default_factory=QuotaLimits)
+    rate_limit_redis_conn_id: str | None = None
+    sql_conn_id: str | None = None
+    table: str | None = None
+    #: Filled by :meth:`resolved` once the connection is read: the model every call names, and its config.
+    model_id: str = ""
+    config: Any = None
+
+    def resolved(self, default_model: str) -> EnrichRequest:
+        """Return this request with the model every call names and its validated generate config."""
+        from airflow_provider_flex.hooks.request import FlexRequest
+
+        call = FlexRequest(
+            system_instruction=self.system_instruction,
+            generation_config=self.generation_config,
+            response_schema=self.response_schema,
+        )
+        return replace(self, model_id=self.model or default_model, config=call.config())
+
+    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Return a fresh pass over the input: ``(row number, row)`` pairs, streamed."""
+        return iter_rows(self.records, self.input_path)
+
+    @property
+    def price_tier(self) -> str:
+        """Return the tier the run's calls are priced on (``batch`` for ``route="batch"``)."""
+        return "batch" if self.route == "batch" else self.service_tier
+
+    @property
+    def loads_table(self) -> bool:
+        """Return whether the results go into a SQL table once the run succeeds."""
+        return bool(self.sql_conn_id and self.table)
+
+
+def request_of_task(
+    op: Any, context: Mapping[str, Any], deadline: datetime | None, quotas: QuotaLimits
+) -> EnrichRequest:
+    """Return a ``GeminiFlexEnrichOperator``'s rendered arguments as one request (``deadline`` already absolute).
+
+    Names in ``sql_conn_id``'s table are checked here, before any call.
+    """
+    task = f"Task {op.task_id!r}"
+    if op.sql_conn_id and op.table:  # bad names fail before any call
+        from airflow_provider_flex.enrichment.sql import check_identifiers, schema_columns
+
+        check_identifiers(task, op.table, [op.key_field, *schema_columns(op.response_schema)])
+    media = MediaSettings(op.media_fields, op.media_root or None, op.inline_media_bytes, op.max_media_bytes)
+    return EnrichRequest(
+        task=task,
+        template=PromptTemplate(op.prompt_template, dict(context)),
+        deadline=deadline,
+        media=media if op.media_fields else None,
+        wait_for_batches=not op.deferrable,
+        quotas=quotas,
+        **{name: getattr(op, name) for name in _SAME_NAME_ON_THE_TASK},
+    )
+
+
+#: The request's fields the operator holds under the same name (the others are built from the task above).
+_SAME_NAME_ON_THE_TASK = tuple(
+    f.name
+    for f in fields(EnrichRequest)
+    if f.name not in {"task", "template", "deadline", "media", "wait_for_batches", "quotas", "model_id", "config"}
+)
+
+
+@dataclass
+class RowsToDo:
+    """What the one pass over the input found.
+
+    ``todo`` counts the rows without a result. With ``keep_positions`` (a run that may route rows to
+    batch) ``positions`` and ``keys`` hold those rows' input positions and keys, in order.
+    """
+
+    total: int = 0
+    todo: int = 0
+    positions: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def without(self, keys: set[str]) -> None:
+        """Drop ``keys`` (rows already in batch jobs) from the positions and keys still to do."""
+        if not keys:
+            return
+        kept = [(p, k) for p, k in zip(self.positions, self.keys, strict=True) if k not in keys]
+        self.positions = [p for p, _ in kept]
+        self.keys = [k for _, k in kept]
+
+
+def find_rows_to_do(request: EnrichRequest, done: set[str], *, keep_positions: bool) -> RowsToDo:
+    """Return the rows still to do, in one pass that also checks every row.
+
+    A missing or duplicate key, or a prompt that does not render, raises :class:`EnrichInputError`
+    naming the row, before any call; only the keys are held in memory.
+    """
+    found = RowsToDo()
+    first_seen: dict[str, int] = {}
+    for position, (number, row) in enumerate(request.rows()):
+        key = row_key(row, request.key_field, number)
+        if key in first_seen:
+            raise EnrichInputError(f"duplicate key {key!r} in rows {first_seen[key]} and {number}")
+        first_seen[key] = number
+        request.template.render(row, number=number, key=key)
+        if key in done:
+            continue
+        found.todo += 1
+        if keep_positions:
+            found.positions.append(position)
+            found.keys.append(key)
+    found.total = len(first_seen)
+    return found
