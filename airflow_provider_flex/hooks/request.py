@@ -14,9 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_flex.hooks.vertex import tier_headers
-from airflow_provider_flex.process_state import PROCESS
-
 if TYPE_CHECKING:
     from google.genai import types
 
@@ -214,6 +211,8 @@ class RequestConfigs:
 
     @property
     def _built(self) -> dict[tuple[int, str, int, str | None], tuple[Any, Any]]:
+        from airflow_provider_flex.process_state import PROCESS  # at call time: a DAG file parses without it
+
         return PROCESS.request_configs
 
     def get(
@@ -242,6 +241,8 @@ def request_config(
     On Vertex AI (``vertex_flex_mode`` given) the tier goes in the headers, never the body.
     """
     from google.genai import types
+
+    from airflow_provider_flex.hooks.vertex import tier_headers
 
     base_http = base.http_options
     http_update: dict[str, Any] = {"timeout": timeout_ms, "retry_options": None}
