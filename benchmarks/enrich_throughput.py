@@ -57,14 +57,32 @@ MODEL = "gemini-3-flash-preview"
 def standard_cost(stats: dict) -> float:
     total = 0.0
     for usage in stats["tokens"].values():
-        total += token_cost(usage["prompt"], usage["output"] + usage["thoughts"], model=MODEL, tier="standard") or 0
+        total += (
+            token_cost(
+                usage["prompt"],
+                usage["output"] + usage["thoughts"],
+                model=MODEL,
+                tier="standard",
+                cached_tokens=usage.get("cached", 0),
+            )
+            or 0
+        )
     return total
 
 
 def flex_cost(stats: dict) -> float:
     total = 0.0
     for tier, usage in stats["tokens"].items():
-        total += token_cost(usage["prompt"], usage["output"] + usage["thoughts"], model=MODEL, tier=tier) or 0
+        total += (
+            token_cost(
+                usage["prompt"],
+                usage["output"] + usage["thoughts"],
+                model=MODEL,
+                tier=tier,
+                cached_tokens=usage.get("cached", 0),
+            )
+            or 0
+        )
     return total
 
 

@@ -62,6 +62,8 @@ class Answer:
     blocked: bool = False
     images: tuple[bytes, ...] = ()
     image_tokens: int = 0
+    #: Prompt tokens served from the implicit cache (a part of the prompt's tokens).
+    cached_tokens: int = 0
 
 
 def compose_answer(request: GenerateRequest, config: EmulatorConfig, *, blocked: bool, model: str = "") -> Answer:
@@ -136,6 +138,9 @@ def usage_metadata(request: GenerateRequest, answer: Answer | None, tier: str, v
             usage["thoughtsTokenCount"] = answer.thoughts_tokens
     usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]  # text and media together here
+    if answer is not None and answer.cached_tokens:
+        usage["cachedContentTokenCount"] = answer.cached_tokens
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.cached_tokens}]
     if vertex:
         usage["trafficType"] = TRAFFIC_TYPES[tier]
     else:

@@ -36,6 +36,9 @@ class EmulatorConfig:
     queue_wait: tuple[float, float] = (0.0, 0.0)
     queue_depth: int = 64
     preempt_rate: float = 0.0
+    #: The chance a prompt sharing the model's minimum of leading tokens with a recent one gets an implicit
+    #: cache hit (``cachedContentTokenCount``); the API promises none, so 0 turns the cache off.
+    implicit_cache_rate: float = 1.0
     rps: float = 0.0
     rpm: int = 0
     tpm: int = 0
@@ -75,6 +78,8 @@ class EmulatorConfig:
             problems.append(f"queue depth must be >= 0, got {self.queue_depth}")
         if not 0.0 <= self.preempt_rate <= 1.0:
             problems.append(f"preempt rate must be between 0 and 1, got {self.preempt_rate}")
+        if not 0.0 <= self.implicit_cache_rate <= 1.0:
+            problems.append(f"implicit cache rate must be between 0 and 1, got {self.implicit_cache_rate}")
         if min(self.rps, self.rpm, self.tpm, self.rpd) < 0:
             problems.append("rps, rpm, tpm and rpd must be >= 0 (0 = unlimited)")
         for model, quota in self.quotas:

@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of flex calls evicted with 503 when their turn comes (default %(default)s)",
     )
     parser.add_argument(
+        "--implicit-cache-rate",
+        type=float,
+        default=defaults.implicit_cache_rate,
+        help="chance a prompt sharing the model's minimum of leading tokens (1,024; Pro 4,096) with a recent one "
+        "is served partly from the implicit cache (default %(default)s; 0: off)",
+    )
+    parser.add_argument(
         "--rps",
         type=float,
         default=defaults.rps,
@@ -288,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         queue_wait=args.queue_wait,
         queue_depth=args.queue_depth,
         preempt_rate=args.preempt_rate,
+        implicit_cache_rate=args.implicit_cache_rate,
         rps=args.rps,
         rpm=args.rpm,
         tpm=args.tpm,

@@ -14,6 +14,7 @@ from typing import Any
 from airflow_provider_flex.emulator import model as lm
 from airflow_provider_flex.emulator.answers import Answer, compose_answer, response_body
 from airflow_provider_flex.emulator.batch import BatchJobs
+from airflow_provider_flex.emulator.cache import ImplicitCache
 from airflow_provider_flex.emulator.capacity import Capacity
 from airflow_provider_flex.emulator.config import EmulatorConfig
 from airflow_provider_flex.emulator.errors import ApiError
@@ -55,6 +56,7 @@ class Stats:
             usage["prompt"] += prompt_tokens
             usage["output"] += answer.output_tokens
             usage["thoughts"] += answer.thoughts_tokens
+            usage["cached"] += answer.cached_tokens
         self.sequence += 1
         self.call_log.append(
             {
@@ -138,6 +140,7 @@ class EmulatorState:
     def reset(self) -> None:
         config = self.config
         self.rng = random.Random(config.seed)
+        self.implicit_cache = ImplicitCache(config.implicit_cache_rate, config.seed)
         self.capacity = Capacity(config.slots, config.queue_depth)
         default, per_model = config.model_quotas()
         self.quotas = QuotaBook(default=default, per_model=per_model, window=config.quota_window, rps=config.rps)

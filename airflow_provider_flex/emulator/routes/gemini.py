@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -188,7 +189,11 @@ class GeminiApi:
         if not vertex:  # Vertex AI meters flex by its dynamic shared quota, not per-project quotas
             self.admit(parsed, model, key)
         blocked = fault is not None and fault.kind == "blocked"
-        return fault, compose_answer(parsed, self.config, blocked=blocked, model=model)
+        answer = compose_answer(parsed, self.config, blocked=blocked, model=model)
+        cached = self.state.implicit_cache.cached_tokens(
+            key, model, parsed.prompt, parsed.prompt_tokens, time.monotonic()
+        )
+        return fault, replace(answer, cached_tokens=cached) if cached else answer
 
     async def _serve(
         self,
