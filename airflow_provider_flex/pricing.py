@@ -138,6 +138,19 @@ def usage_cost(
     )
 
 
+def cache_saving(
+    usage: Any, *, model: str, tier: str, prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES
+) -> float | None:
+    """Return what a call's cached tokens saved at ``tier``'s price (0 without any), or None when unpriced."""
+    if not usage.cached_tokens:
+        return 0.0
+    price = prices.get(_bare_model_id(model), {}).get(tier)
+    if price is None:
+        return None
+    cached_price = price.cached_input if price.cached_input is not None else price.input
+    return min(usage.cached_tokens, usage.prompt_tokens) * (price.input - cached_price) / 1_000_000
+
+
 def cache_storage_cost(
     tokens: int, hours: float, *, model: str, prices: Mapping[str, Mapping[str, TokenPrice]] = DEFAULT_PRICES
 ) -> float | None:

@@ -52,6 +52,7 @@ class RouteFigures:
     rows: int = 0
     cost_usd: float = 0.0
     standard_cost_usd: float = 0.0
+    cache_saved_usd: float = 0.0
     tokens: TokenTotals = field(default_factory=TokenTotals)
 
     def count(self, response: Any) -> None:
@@ -59,6 +60,7 @@ class RouteFigures:
         self.rows += 1
         self.cost_usd += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0
+        self.cache_saved_usd += getattr(response, "cache_saved_usd", None) or 0.0
         self.tokens.add(response.usage)
 
     def merge(self, other: RouteFigures) -> None:
@@ -66,6 +68,7 @@ class RouteFigures:
         self.rows += other.rows
         self.cost_usd += other.cost_usd
         self.standard_cost_usd += other.standard_cost_usd
+        self.cache_saved_usd += other.cache_saved_usd
         self.tokens.merge(other.tokens)
 
 
@@ -110,6 +113,8 @@ class EnrichSummary:
     #: counted in ``cost_usd`` and ``tokens`` too, since they were billed.
     unusable_answers: int = 0
     unusable_cost_usd: float = 0.0
+    #: What the API's cache saved this run: cached prompt tokens at the input price less at the cached price.
+    cache_saved_usd: float = 0.0
     #: The most frequent dead-letter reasons (``{"reason", "rows"}``) and a sample of their keys.
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     failed_keys_sample: list[str] = field(default_factory=list)
@@ -273,6 +278,7 @@ class EnrichStats:
             cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
+            cache_saved_usd=round(sum(route.cache_saved_usd for route in (self.flex, self.batch, self.unusable)), 6),
             elapsed_s=round(time.monotonic() - self.started, 3),
             rows_per_s=self.rows_per_s(),
             rate_limited_429=calls.rate_limited_429,

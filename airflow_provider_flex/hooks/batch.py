@@ -26,7 +26,7 @@ from airflow_provider_flex.exceptions import FlexError, FlexResponseError
 from airflow_provider_flex.hooks.results import FlexResponse, FlexUsage, finish_reason_of, unusable_answer
 from airflow_provider_flex.hooks.retry import Failure, RetryableFailure, translate_error
 from airflow_provider_flex.hooks.schema import AnswerSchema
-from airflow_provider_flex.pricing import usage_cost
+from airflow_provider_flex.pricing import cache_saving, usage_cost
 
 if TYPE_CHECKING:
     from google import genai
@@ -152,6 +152,7 @@ def response_from_line(
         attempts=attempts,
         elapsed_s=0.0,
         standard_cost_usd=usage_cost(usage, model=model, tier="standard", prices=prices),
+        cache_saved_usd=cache_saving(usage, model=model, tier=BATCH_TIER, prices=prices),
     )
     if problem is not None:
         raise problem.with_spend(response)

@@ -51,7 +51,7 @@ from airflow_provider_flex.hooks.tracing import (
     live_tracer,
     record_call_span,
 )
-from airflow_provider_flex.pricing import TokenPrice, usage_cost
+from airflow_provider_flex.pricing import TokenPrice, cache_saving, usage_cost
 from airflow_provider_flex.process_state import PROCESS
 
 if TYPE_CHECKING:
@@ -343,6 +343,7 @@ class FlexCall:
         response = FlexResponse(
             text=text,
             standard_cost_usd=usage_cost(usage, model=self.model, tier="standard", prices=self.prices),
+            cache_saved_usd=cache_saving(usage, model=self.model, tier=tier, prices=self.prices),
             parsed=parsed,
             model=self.model,
             service_tier=tier,

@@ -74,6 +74,8 @@ class FlexResponse:
     #: Attempts of this call refused with 429 (quota) and 503 (flex capacity shed) before it was answered.
     rate_limited_429: int = 0
     unavailable_503: int = 0
+    #: What the API's cache saved on this call: its cached tokens at the input price less at the cached price.
+    cache_saved_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)

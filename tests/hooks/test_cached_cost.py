@@ -23,6 +23,32 @@ def test_cached_tokens_cost_a_tenth_and_the_reported_cost_equals_the_emulators_b
     uncached = token_cost(tokens["prompt"], 0, model=FLASH, tier="flex")
     assert prompts < 0.5 * uncached, "three of four calls had their 2,100-token instruction at a tenth of the price"
     assert responses[1].to_dict()["usage"]["cached_tokens"] == responses[1].usage.cached_tokens
+    saved = sum(r.cache_saved_usd for r in responses)  # what the cache saved: the difference, call by call
+    assert saved == pytest.approx(uncached - prompts, rel=1e-9) and responses[0].cache_saved_usd == 0.0
+
+
+def test_an_enrichment_summary_says_what_the_cache_saved(connection, tmp_path):
+    from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+    from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+
+    summary = GeminiFlexEnrichOperator(
+        task_id="enrich",
+        records=[{"id": str(i), "title": f"item {i}"} for i in range(6)],
+        key_field="id",
+        prompt_template="Classify: {{ row.title }}",
+        system_instruction=LONG_INSTRUCTION,
+        output_path=str(tmp_path),
+        model=FLASH,
+        max_concurrency=1,
+        retry_policy=FlexRetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.2, jitter=0.0, deadline=60),
+    ).execute(context={})
+    tokens = connection.admin.stats()["tokens"]["flex"]
+    assert summary["cached_tokens"] == tokens["cached"] >= 5 * 2100
+    output = tokens["output"] + tokens["thoughts"]
+    bill = token_cost(tokens["prompt"], output, model=FLASH, tier="flex", cached_tokens=tokens["cached"])
+    assert summary["cost_usd"] == pytest.approx(bill, abs=1e-6)
+    uncached = token_cost(tokens["prompt"], output, model=FLASH, tier="flex")
+    assert summary["cache_saved_usd"] > 0 and summary["cache_saved_usd"] == pytest.approx(uncached - bill, abs=1e-6)
 
 
 def test_the_price_table_says_whether_flex_discounts_cached_tokens():
