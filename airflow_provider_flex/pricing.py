@@ -20,6 +20,7 @@ tokens cost what a standard call's do, which may over-report, never under-report
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 
@@ -144,11 +145,9 @@ def cache_saving(
     """Return what a call's cached tokens saved at ``tier``'s price (0 without any), or None when unpriced."""
     if not usage.cached_tokens:
         return 0.0
-    price = prices.get(_bare_model_id(model), {}).get(tier)
-    if price is None:
-        return None
-    cached_price = price.cached_input if price.cached_input is not None else price.input
-    return min(usage.cached_tokens, usage.prompt_tokens) * (price.input - cached_price) / 1_000_000
+    paid = usage_cost(usage, model=model, tier=tier, prices=prices)
+    uncached = usage_cost(replace(usage, cached_tokens=0), model=model, tier=tier, prices=prices)
+    return None if paid is None or uncached is None else uncached - paid
 
 
 def cache_storage_cost(

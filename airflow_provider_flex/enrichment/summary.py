@@ -60,7 +60,7 @@ class RouteFigures:
         self.rows += 1
         self.cost_usd += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0
-        self.cache_saved_usd += getattr(response, "cache_saved_usd", None) or 0.0
+        self.cache_saved_usd += response.cache_saved_usd or 0.0
         self.tokens.add(response.usage)
 
     def merge(self, other: RouteFigures) -> None:
