@@ -59,6 +59,10 @@ class EmulatorAdmin:
         """End batch job ``name`` now in ``state``."""
         return self._request("POST", f"/batches/{name.removeprefix('batches/')}/end", json={"state": state})
 
+    def caches(self) -> dict[str, Any]:
+        """Return the explicit caches made since the reset (alive or not) and their storage per model."""
+        return self._request("GET", "/caches")
+
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
 

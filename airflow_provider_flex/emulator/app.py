@@ -23,6 +23,7 @@ from airflow_provider_flex.emulator.config import (
 )
 from airflow_provider_flex.emulator.errors import ApiError
 from airflow_provider_flex.emulator.routes.admin import AdminApi
+from airflow_provider_flex.emulator.routes.caches import CachesApi
 from airflow_provider_flex.emulator.routes.files import FilesApi
 from airflow_provider_flex.emulator.routes.gemini import GeminiApi
 from airflow_provider_flex.emulator.routes.vertex import VertexApi
@@ -66,6 +67,12 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     files = FilesApi(gemini)
     admin = AdminApi(state)
     batch = gemini.batch
+    caches = CachesApi(
+        lambda: state.cached_contents,
+        authenticate=gemini.authenticate,
+        read_json=gemini.read_json,
+        known_model=gemini.known_model,
+    )
 
     def api(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         return api_endpoint(state, handler)
@@ -87,6 +94,9 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         Route(f"{ADMIN_PREFIX}/batches/{{batch_id}}/end", api(batch.admin_end_batch), methods=["POST"]),
         Route("/{version}/batches", api(batch.batches), methods=["GET"]),
         Route("/{version}/batches/{rest}", api(batch.batch), methods=["GET", "POST", "DELETE"]),
+        Route("/{version}/cachedContents", api(caches.collection), methods=["GET", "POST"]),
+        Route("/{version}/cachedContents/{cache_id}", api(caches.resource), methods=["GET", "PATCH", "DELETE"]),
+        Route(f"{ADMIN_PREFIX}/caches", caches.admin_caches, methods=["GET"]),
         Route("/{version}/models", api(gemini.list_models), methods=["GET"]),
         Route("/{version}/models/{rest:path}", api(gemini.model_action), methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/health", admin.health, methods=["GET"]),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from airflow_provider_flex.emulator.batch import BatchSettings
 from airflow_provider_flex.emulator.quotas import QUOTA_WINDOWS, ModelQuota
-from airflow_provider_flex.pricing import FLEX_MODELS
+from airflow_provider_flex.pricing import FLEX_MODELS, IMAGE_MODELS
 
 DEFAULT_INPUT_TOKEN_LIMIT = 1_048_576
 #: What a quota 429 may carry (see ``answers.quota_error``).
@@ -39,6 +39,11 @@ class EmulatorConfig:
     #: The chance a prompt sharing the model's minimum of leading tokens with a recent one gets an implicit
     #: cache hit (``cachedContentTokenCount``); the API promises none, so 0 turns the cache off.
     implicit_cache_rate: float = 1.0
+    #: Whether a batch job's line may name an explicit cache (``cachedContent``). Refused by default: users
+    #: report they cannot (python-genai #509, #1313), and Vertex AI says the two discounts do not stack.
+    batch_lines_may_name_caches: bool = False
+    #: Models whose ``cachedContents.create`` is refused (the image models: caching is not listed for them).
+    models_without_caching: tuple[str, ...] = IMAGE_MODELS
     rps: float = 0.0
     rpm: int = 0
     tpm: int = 0

@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is served partly from the implicit cache (default %(default)s; 0: off)",
     )
     parser.add_argument(
+        "--batch-lines-may-name-caches",
+        action="store_true",
+        help="let a batch job's lines name an explicit cache (cachedContent); refused by default, as users "
+        "report of the real Batch API (python-genai #509, #1313)",
+    )
+    parser.add_argument(
         "--rps",
         type=float,
         default=defaults.rps,
@@ -296,6 +302,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         queue_depth=args.queue_depth,
         preempt_rate=args.preempt_rate,
         implicit_cache_rate=args.implicit_cache_rate,
+        batch_lines_may_name_caches=args.batch_lines_may_name_caches,
         rps=args.rps,
         rpm=args.rpm,
         tpm=args.tpm,

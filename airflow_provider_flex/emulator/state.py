@@ -9,12 +9,14 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from airflow_provider_flex.emulator import model as lm
 from airflow_provider_flex.emulator.answers import Answer, compose_answer, response_body
 from airflow_provider_flex.emulator.batch import BatchJobs
 from airflow_provider_flex.emulator.cache import ImplicitCache
+from airflow_provider_flex.emulator.cached_contents import CachedContents, CachedEntry, cache_name, with_cache
 from airflow_provider_flex.emulator.capacity import Capacity
 from airflow_provider_flex.emulator.config import EmulatorConfig
 from airflow_provider_flex.emulator.errors import ApiError
@@ -22,7 +24,7 @@ from airflow_provider_flex.emulator.faults import FaultQueue
 from airflow_provider_flex.emulator.files import FileStore
 from airflow_provider_flex.emulator.media import decode_inline, media_tokens
 from airflow_provider_flex.emulator.quotas import QuotaBook
-from airflow_provider_flex.emulator.requests import parse_generate_request
+from airflow_provider_flex.emulator.requests import GenerateRequest, parse_generate_request
 from airflow_provider_flex.emulator.vertex import TokenIssuer
 
 
@@ -117,14 +119,37 @@ class EmulatorState:
     def part_tokens(self, part: Mapping[str, Any]) -> int:
         return media_part_tokens(self.files, part)
 
+    def parse_request(self, body: Any, model: str, owner: str | None) -> tuple[GenerateRequest, CachedEntry | None]:
+        """Return a generate body as the model reads it, with the cache it names (checked: 400, 403, 404) merged in.
+
+        ``owner`` None: a batch line's, which any cache of the job's project may serve.
+        """
+        name = cache_name(body)
+        if name is None:
+            return parse_generate_request(body, self.part_tokens), None
+        entry = self.cached_contents.for_request(owner, name, model, body)
+        return parse_generate_request(with_cache(body, entry), self.part_tokens), entry
+
     def batch_request_tokens(self, body: Mapping[str, Any]) -> int:
-        """Return prompt tokens of one request inside a batch job (ApiError if it is not a valid request)."""
+        """Return prompt tokens of one request inside a batch job (ApiError if it is not a valid request).
+
+        A line naming a cache is refused unless ``batch_lines_may_name_caches`` (python-genai #509, #1313:
+        users cannot send cached content to a batch job).
+        """
+        if cache_name(body) is not None:
+            if not self.config.batch_lines_may_name_caches:
+                raise ApiError(
+                    400, "INVALID_ARGUMENT", "cachedContent is not supported in batch requests (python-genai #509)."
+                )
+            return parse_generate_request(body, self.part_tokens).prompt_tokens  # checked again when answered
         return parse_generate_request(body, self.part_tokens).prompt_tokens
 
     def batch_answer(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Return one batch line's GenerateContentResponse, as a generateContent call would answer it."""
-        request = parse_generate_request(body, self.part_tokens)
+        request, entry = self.parse_request(body, model, owner=None)
         answer = compose_answer(request, self.config, blocked=False, model=model)
+        if entry is not None:
+            answer = replace(answer, cached_tokens=entry.tokens)
         response = response_body(
             request,
             model,
@@ -141,6 +166,10 @@ class EmulatorState:
         config = self.config
         self.rng = random.Random(config.seed)
         self.implicit_cache = ImplicitCache(config.implicit_cache_rate, config.seed)
+        self.cached_contents = CachedContents(
+            lambda contents, instruction: lm.prompt_tokens(contents, instruction, self.part_tokens),
+            no_caching=frozenset(config.models_without_caching),
+        )
         self.capacity = Capacity(config.slots, config.queue_depth)
         default, per_model = config.model_quotas()
         self.quotas = QuotaBook(default=default, per_model=per_model, window=config.quota_window, rps=config.rps)
@@ -172,4 +201,5 @@ class EmulatorState:
             "pending_faults": len(self.faults.pending()),
             "quota_refusals": dict(self.quotas.refusals),
             "batch_jobs": len(self.batches.jobs),
+            "cached_contents": self.cached_contents.snapshot(),
         }

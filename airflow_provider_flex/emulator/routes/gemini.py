@@ -32,6 +32,7 @@ from airflow_provider_flex.emulator.answers import (
     retry_info,
     sse,
 )
+from airflow_provider_flex.emulator.cached_contents import CachedEntry, cache_name
 from airflow_provider_flex.emulator.capacity import CapacityRefusal, flex_queue_wait
 from airflow_provider_flex.emulator.config import (
     DEFAULT_SERVER_TIMEOUT_S,
@@ -46,7 +47,6 @@ from airflow_provider_flex.emulator.quotas import QuotaExceeded
 from airflow_provider_flex.emulator.requests import (
     SERVICE_TIER_HEADER,
     GenerateRequest,
-    parse_generate_request,
     pick,
     validate_contents,
 )
@@ -138,7 +138,9 @@ class GeminiApi:
                 tier = vertex_tier(request.headers, vertex_location, body_json)
             except VertexError as refusal:
                 raise ApiError(refusal.code, refusal.status, refusal.message, details=refusal.details) from None
-        parsed = parse_generate_request(body_json, self.state.part_tokens)
+        if vertex and cache_name(body_json) is not None:
+            raise ApiError(400, "INVALID_ARGUMENT", "This emulator serves cachedContents on the Gemini API only.")
+        parsed, cache = self.state.parse_request(body_json, model, key)
         tier = tier if vertex else parsed.tier
 
         def record(outcome: str, answer: Answer | None = None) -> None:
@@ -154,7 +156,7 @@ class GeminiApi:
             )
 
         try:
-            fault, answer = self._admit_and_answer(parsed, model, key, method=method, vertex=vertex)
+            fault, answer = self._admit_and_answer(parsed, model, key, method=method, vertex=vertex, cache=cache)
         except ApiError as error:
             record(error.outcome)
             raise
@@ -174,8 +176,13 @@ class GeminiApi:
             return _unary_response(shape, fault, headers)
         return _stream_response(shape, fault, service_s, resources, headers, self.config.stream_chunk_tokens)
 
-    def _admit_and_answer(self, parsed: Any, model: str, key: str, *, method: str, vertex: bool) -> tuple[Any, Answer]:
-        """Return the fault drawn for this call and its answer, once the call is admitted; raise ApiError if not."""
+    def _admit_and_answer(
+        self, parsed: Any, model: str, key: str, *, method: str, vertex: bool, cache: CachedEntry | None = None
+    ) -> tuple[Any, Answer]:
+        """Return the fault drawn for this call and its answer, once the call is admitted; raise ApiError if not.
+
+        The tokens of the explicit cache the request names are its cached tokens; else the implicit cache's.
+        """
         if parsed.prompt_tokens > self.config.input_token_limit:
             raise ApiError(
                 400,
@@ -190,9 +197,12 @@ class GeminiApi:
             self.admit(parsed, model, key)
         blocked = fault is not None and fault.kind == "blocked"
         answer = compose_answer(parsed, self.config, blocked=blocked, model=model)
-        cached = self.state.implicit_cache.cached_tokens(
-            key, model, parsed.prompt, parsed.prompt_tokens, time.monotonic()
-        )
+        if cache is not None:
+            cached = cache.tokens
+        else:
+            cached = self.state.implicit_cache.cached_tokens(
+                key, model, parsed.prompt, parsed.prompt_tokens, time.monotonic()
+            )
         return fault, replace(answer, cached_tokens=cached) if cached else answer
 
     async def _serve(
