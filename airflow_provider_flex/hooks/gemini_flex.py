@@ -25,13 +25,14 @@ from airflow_provider_flex.arguments import QuotaLimits, normalize_tier
 from airflow_provider_flex.compat import BaseHook, read_connection_async, run_blocking
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import FlexBatches
+from airflow_provider_flex.hooks.caches import FlexCaches
 from airflow_provider_flex.hooks.call import CallPacer, FlexCall
 from airflow_provider_flex.hooks.clients import sdk_is_warm, shared_client, warm_sdk
 from airflow_provider_flex.hooks.connection import ConnectionSettings, mask, redact
 from airflow_provider_flex.hooks.media_uploads import MediaUploads
 from airflow_provider_flex.hooks.pacing import wait_for_loop_pass
 from airflow_provider_flex.hooks.quota import QuotaLimiter, quota_limiter
-from airflow_provider_flex.hooks.request import REQUEST_CONFIGS, FlexRequest
+from airflow_provider_flex.hooks.request import REQUEST_CONFIGS, FlexRequest, check_cached_content
 from airflow_provider_flex.hooks.results import FlexAsyncStream, FlexResponse, FlexStream, StreamAssembly
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy, single_call_error
 from airflow_provider_flex.hooks.vertex import check_vertex_request
@@ -159,6 +160,17 @@ class GeminiFlexHook(MediaUploads, BaseHook):
                 "from Cloud Storage or BigQuery, which this provider does not drive; use the Gemini API for batch"
             )
         return FlexBatches(lambda: self.client, self.price_table)
+
+    @cached_property
+    def caches(self) -> FlexCaches:
+        """Return the API's explicit context caches (create, get, list, update the TTL, delete, storage cost).
+        Gemini API only."""
+        if self.settings.vertex is not None:
+            raise FlexError(
+                f"connection {self.gemini_flex_conn_id!r} is in Vertex AI mode: this provider manages context "
+                "caches on the Gemini API only"
+            )
+        return FlexCaches(lambda: self.client, self.price_table, self.settings.retry_policy)
 
     # ---- generate and stream: each takes a FlexRequest, or its fields as keywords
 
@@ -335,6 +347,7 @@ class GeminiFlexHook(MediaUploads, BaseHook):
         settings = self.settings
         model = request.model or settings.default_model
         tier = normalize_tier(request.service_tier)
+        check_cached_content("flex call", request.cached_content, request.system_instruction, request.generation_config)
         if settings.vertex is not None:
             check_vertex_request(settings.vertex, tier, contents, f"connection {self.gemini_flex_conn_id!r}")
         return FlexCall(

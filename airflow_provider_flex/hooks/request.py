@@ -104,6 +104,8 @@ class FlexRequest:
     response_schema: Any = None
     service_tier: str = "flex"
     media: Sequence[Any] | None = None
+    #: An explicit cache's name (``cachedContents/...``): its instruction and contents come before ``contents``.
+    cached_content: str | None = None
 
     @classmethod
     def of_call(cls, request: FlexRequest | None, arguments: Mapping[str, Any]) -> FlexRequest:
@@ -120,22 +122,24 @@ class FlexRequest:
         return replace(request, **fields) if request is not None else cls(**fields)
 
     def check(self, task: str) -> None:
-        """Fail with a clear error, naming ``task``, when the contents are empty."""
+        """Fail with a clear error, naming ``task``, when the contents are empty or clash with the cache named."""
         contents = self.contents
         empty = contents is None or (isinstance(contents, str) and not contents.strip())
         if empty or (isinstance(contents, Sequence | Mapping) and not isinstance(contents, str) and not contents):
             raise ValueError(f"{task}: contents is empty; give the prompt text or a list of contents")
+        check_cached_content(task, self.cached_content, self.system_instruction, self.generation_config)
 
     def config(self) -> types.GenerateContentConfig:
         """Return the validated generate config: ``generation_config`` with the instruction and the schema."""
         base = self.generation_config
-        if self.system_instruction is None and self.response_schema is None:
+        fields = _instruction_and_schema(self.system_instruction, self.response_schema)
+        if self.cached_content:
+            fields["cached_content"] = self.cached_content
+        if not fields:
             return as_generate_config(base)
-        if base is not None and not isinstance(base, Mapping):  # a GenerateContentConfig: copy with the two
-            return base.model_copy(update=_instruction_and_schema(self.system_instruction, self.response_schema))
-        config = dict(base or {})
-        config.update(_instruction_and_schema(self.system_instruction, self.response_schema))
-        return as_generate_config(config)
+        if base is not None and not isinstance(base, Mapping):  # a GenerateContentConfig: copy with the fields
+            return base.model_copy(update=fields)
+        return as_generate_config({**(base or {}), **fields})
 
     def to_trigger_kwargs(self) -> dict[str, Any]:
         """Return the request as the trigger's JSON-safe arguments (a template string is left to render)."""
@@ -150,7 +154,26 @@ class FlexRequest:
             "response_schema": schema if isinstance(schema, str) else response_json_schema(schema),
             "service_tier": self.service_tier,
             "media": self.media if isinstance(self.media, str) else media_locations(self.media),
+            "cached_content": self.cached_content,
         }
+
+
+def check_cached_content(task: str, cached_content: Any, system_instruction: Any, generation_config: Any) -> None:
+    """Fail, naming ``task``, when a request names a cache and also sets what belongs to it (the API's 400)."""
+    if not cached_content:
+        return
+    if not isinstance(cached_content, str):
+        raise TypeError(f"{task}: cached_content must be a cache name ('cachedContents/...'), "
+                        f"got {type(cached_content).__name__}")  # fmt: skip
+    config = generation_config if isinstance(generation_config, Mapping) else {}
+    clashing = [name for name in ("system_instruction", "tools", "tool_config") if config.get(name)]
+    if system_instruction:
+        clashing.insert(0, "system_instruction")
+    if clashing:
+        raise ValueError(
+            f"{task}: cached_content {cached_content!r} cannot be combined with {', '.join(sorted(set(clashing)))}: "
+            "those belong to the cache (make the cache with them instead)"
+        )
 
 
 def _instruction_and_schema(system_instruction: str | None, response_schema: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import normalize_tier
 from airflow_provider_flex.compat import TRIGGERER_RENDERS_START_ARGUMENTS, conf
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error_from_payload
-from airflow_provider_flex.hooks.request import FlexRequest, check_schema_at_parse_time
+from airflow_provider_flex.hooks.request import FlexRequest, check_cached_content, check_schema_at_parse_time
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
 
@@ -53,6 +53,10 @@ class _GeminiFlexBaseOperator(BaseOperator):
     :param media: file locations (local paths, ``file://`` or ``ObjectStoragePath`` URLs) added to the
         prompt as parts, typed by their content; inline up to 14 MB, else uploaded through the Files API
         and deleted after the call. A single location may be a string. Templated.
+    :param cached_content: the name of an explicit context cache (``cachedContents/...``, made with
+        ``GeminiFlexHook.caches.create``) holding the instruction and the leading contents: its tokens are
+        billed at the cached-input price. It may not be combined with ``system_instruction`` (the cache
+        holds it; the API refuses both). Templated.
     :return: (XCom) :meth:`FlexResponse.to_dict`: ``text``, ``parsed``, ``usage`` (prompt, output,
         thinking, cached tokens), ``cost_usd``, ``standard_cost_usd`` (the same tokens at standard price),
         ``service_tier`` (the tier that served it), ``requested_tier``, ``model``, ``finish_reason``,
@@ -67,6 +71,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         "response_schema",
         "gemini_flex_conn_id",
         "media",
+        "cached_content",
     )
     template_ext: Sequence[str] = (".txt", ".md", ".j2")
     ui_color = "#e8f0fe"
@@ -84,10 +89,12 @@ class _GeminiFlexBaseOperator(BaseOperator):
         retry_policy: FlexRetryPolicy | dict[str, Any] | None = None,
         timeout: float | None = None,
         media: Sequence[str] | None = None,
+        cached_content: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.media = media
+        self.cached_content = cached_content
         self.contents = contents
         self.model = model
         self.system_instruction = system_instruction
@@ -98,6 +105,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
         self.retry_policy = FlexRetryPolicy.from_value(retry_policy)
         self.timeout = timeout
         check_schema_at_parse_time(self.task_id, response_schema)
+        check_cached_content(f"Task {self.task_id!r}", cached_content, system_instruction, generation_config)
 
     def _do_render_template_fields(
         self, parent: Any, template_fields: Any, context: Any, jinja_env: Any, seen_oids: set[int]
@@ -121,6 +129,7 @@ class _GeminiFlexBaseOperator(BaseOperator):
             response_schema=self.response_schema,
             service_tier=self.service_tier,
             media=self.media if media is None else media,
+            cached_content=self.cached_content or None,
         )
 
     def _summarize(self, result: Mapping[str, Any]) -> dict[str, Any]:

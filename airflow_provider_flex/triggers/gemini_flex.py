@@ -62,6 +62,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         response_schema: dict[str, Any] | None = None,
         end_from_trigger: bool = False,
         media: list[str] | None = None,
+        cached_content: str | None = None,
     ) -> None:
         super().__init__()
         self.contents = contents
@@ -75,6 +76,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         self.response_schema = response_schema
         self.end_from_trigger = end_from_trigger
         self.media = media
+        self.cached_content = cached_content
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -92,6 +94,8 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
             kwargs["end_from_trigger"] = True
         if self.media:
             kwargs["media"] = self.media
+        if self.cached_content:
+            kwargs["cached_content"] = self.cached_content
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:

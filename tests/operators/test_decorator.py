@@ -59,3 +59,34 @@ def test_the_decorator_is_registered_through_the_provider_info():
 
     assert task.gemini_flex is gemini_flex_task
     assert "gemini_flex" in ProvidersManagerTaskRuntime().taskflow_decorators
+
+
+def test_the_decorated_task_names_a_cache(connection, run_dag_file):
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+    instruction = " ".join(f"rule{i} applies." for i in range(700))
+    cache = GeminiFlexHook().caches.create(model="gemini-2.5-flash", system_instruction=instruction, ttl_s=600)
+    dag_id = "flex_decorated_cached"
+    dag_run = run_dag_file(
+        f"""
+        from datetime import datetime
+
+        from airflow.sdk import DAG, task
+
+        with DAG({dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1)):
+
+            @task.gemini_flex(model="gemini-2.5-flash", cached_content={cache.name!r})
+            def judge() -> str:
+                return "Judge: rake"
+
+            @task
+            def check(result: dict) -> None:
+                assert result["usage"]["cached_tokens"] == {cache.tokens}, result
+
+            check(judge())
+        """,
+        dag_id,
+    )
+    assert dag_run.state == "success"
+    (call,) = connection.admin.calls()
+    assert call["prompt"].startswith("rule0 applies.")

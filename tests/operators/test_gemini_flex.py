@@ -223,3 +223,35 @@ def test_deferrable_task_completes_under_dag_test(connection, run_dag_file, tmp_
     assert result["service_tier"] == "flex"
     assert isinstance(result["parsed"]["stars"], int)
     assert connection.admin.stats()["calls"]["flex"] == {"ok": 1}
+
+
+LONG_INSTRUCTION = " ".join(f"rule{i} applies." for i in range(700))
+
+
+@pytest.mark.parametrize("path", ["worker", "triggerer", "stream"])
+def test_cached_content_names_the_cache_on_a_worker_in_the_triggerer_and_in_a_stream(connection, path):
+    from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+
+    cache = GeminiFlexHook().caches.create(model="gemini-2.5-flash", system_instruction=LONG_INSTRUCTION, ttl_s=600)
+    arguments = {"task_id": "judge", "contents": "Judge: rake", "cached_content": cache.name, "retry_policy": FAST,
+                 "model": "gemini-2.5-flash"}  # fmt: skip
+    if path == "stream":
+        result = GeminiFlexStreamContentOperator(**arguments).execute(context={})
+    elif path == "worker":
+        result = GeminiFlexGenerateContentOperator(deferrable=False, **arguments).execute(context={})
+    else:
+        operator = GeminiFlexGenerateContentOperator(deferrable=True, **arguments)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context={})
+        assert deferred.value.trigger.serialize()[1]["cached_content"] == cache.name
+        result = _run_trigger(deferred.value.trigger)["result"]
+    assert result["usage"]["cached_tokens"] == cache.tokens
+    (call,) = connection.admin.calls()
+    assert call["prompt"].startswith("rule0 applies.") and call["prompt_tokens"] == cache.tokens + 3  # "Judge: rake"
+
+
+def test_cached_content_with_a_system_instruction_fails_when_the_dag_is_parsed():
+    with pytest.raises(ValueError, match="Task 'judge'.*cannot be combined with system_instruction"):
+        GeminiFlexGenerateContentOperator(
+            task_id="judge", contents="x", cached_content="cachedContents/abc", system_instruction="Be brief."
+        )
