@@ -48,6 +48,17 @@ CACHE_STORAGE_FLASH = 1.00
 CACHE_STORAGE_PRO = 4.50
 
 
+#: The fewest tokens a context cache may hold, and a prompt's shared start needs for an implicit hit (the
+#: caching page: 1,024 for Flash models, 4,096 for Pro; some translated pages say 2,048).
+MIN_CACHE_TOKENS = 1024
+MIN_CACHE_TOKENS_PRO = 4096
+
+
+def min_cache_tokens(model: str) -> int:
+    """Return the fewest tokens ``model`` caches (explicitly, or implicitly as a shared prompt start)."""
+    return MIN_CACHE_TOKENS_PRO if "-pro" in model else MIN_CACHE_TOKENS
+
+
 def _standard_and_flex(
     input_usd: float, output_usd: float, image_output_usd: float | None = None, *, storage: float = CACHE_STORAGE_FLASH
 ) -> dict[str, TokenPrice]:

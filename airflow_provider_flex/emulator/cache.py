@@ -14,10 +14,11 @@ import random
 from collections import deque
 
 from airflow_provider_flex.emulator import model as lm
+from airflow_provider_flex.pricing import MIN_CACHE_TOKENS, MIN_CACHE_TOKENS_PRO, min_cache_tokens
 
 #: Shared leading tokens a prompt needs for an implicit hit: Pro models, and every other model.
-MIN_PREFIX_TOKENS_PRO = 4096
-MIN_PREFIX_TOKENS = 1024
+MIN_PREFIX_TOKENS_PRO = MIN_CACHE_TOKENS_PRO
+MIN_PREFIX_TOKENS = MIN_CACHE_TOKENS
 #: Earlier prompts a request is compared with (per API key and model), and how long one stays cached.
 RECENT_PROMPTS = 64
 CACHE_LIFETIME_S = 300.0
@@ -25,7 +26,7 @@ CACHE_LIFETIME_S = 300.0
 
 def min_prefix_tokens(model: str) -> int:
     """Return the shared leading tokens ``model`` needs before its implicit cache serves any."""
-    return MIN_PREFIX_TOKENS_PRO if "-pro" in model else MIN_PREFIX_TOKENS
+    return min_cache_tokens(model)
 
 
 def common_prefix_chars(first: str, second: str) -> int:

@@ -300,5 +300,6 @@ class BatchRoute:
         for number, row in self.request.rows():
             key = row_key(row, self.request.key_field, number)
             if key in keys:
-                requests.append(BatchRequest(key, template.render(row, number=number, key=key)))
+                prompt = template.render(row, number=number, key=key)
+                requests.append(BatchRequest(key, self.request.row_contents(prompt)))  # never naming a cache
         return requests

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from airflow_provider_flex.enrichment.context_cache import RunCache
 from airflow_provider_flex.enrichment.deadline_routing import FlexProgress, Routing
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
@@ -70,6 +71,7 @@ class Enrichment:
         earlier: OutputTotals | None = None,
         routing: Routing | None = None,
         media: RowMedia | None = None,
+        context_cache: RunCache | None = None,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -80,6 +82,7 @@ class Enrichment:
         self.log = log
         self.routing = routing
         self.media = media
+        self.context_cache = context_cache
         self.earlier = earlier or OutputTotals()
         self.model = request.model
         self.stats = EnrichStats(total=total)
@@ -99,6 +102,9 @@ class Enrichment:
     async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> EnrichSummary:
         """Enrich every row not in ``done_keys`` (nor in a batch job); return the finished summary."""
         watchers = [asyncio.create_task(self._report_progress()), asyncio.create_task(self._watch_supervisor())]
+        if self.context_cache is not None:  # found or made before the first row; deleted in the finally below
+            await asyncio.to_thread(self.context_cache.open)
+            watchers.append(asyncio.create_task(self.context_cache.keep_alive()))
         in_batch = set()
         if self.routing is not None:
             in_batch = self.routing.keys_in_batch()
@@ -121,6 +127,8 @@ class Enrichment:
                 await self.routing.stop()
             if self.media is not None:
                 await self.media.delete_uploads()
+            if self.context_cache is not None:
+                self.stats.cache_storage_usd = await asyncio.to_thread(self.context_cache.close)
         self._checkpoint(force=True)
         self.store.write_failed(self._failed)
         self._log_progress()
@@ -176,6 +184,7 @@ class Enrichment:
             earlier=self.earlier,
             batch_jobs=[{"name": name, "state": state} for name, state in jobs.items()],
             waiting_jobs=self.routing.job_names() if self.routing is not None else [],
+            context_cache=self.context_cache.to_dict() if self.context_cache is not None else None,
         )
 
     def _flex_progress(self) -> FlexProgress:
@@ -195,9 +204,7 @@ class Enrichment:
         try:
             prompt = request.template.render(row, number=number, key=key)
             media = await self.media.for_row(row, number=number, key=key) if self.media else None
-            response = await self.hook.agenerate_content(
-                contents=prompt, model=self.model, config=request.config, service_tier=request.service_tier, media=media
-            )
+            response = await self._call(prompt, media)
             images = await asyncio.to_thread(self.store.write_images, key, response.images) if response.images else []
         except FlexQuotaExhausted as exc:
             self._stop_for_the_day(exc)  # the row is left for a rerun: neither a result nor a dead letter
@@ -227,6 +234,21 @@ class Enrichment:
             self._rows_in_progress -= 1
             self._row_slots.release()
         self._checkpoint()
+
+    async def _call(self, prompt: Any, media: Any) -> Any:
+        """Return a row's answer: naming the run's context cache while it lives, else with the shared part first."""
+        request, cache = self.request, self.context_cache
+        while True:
+            name = cache.name if cache is not None else None
+            contents = prompt if name else request.row_contents(prompt)
+            config = cache.row_config(request.config) if cache is not None and name else request.config
+            try:
+                return await self.hook.agenerate_content(
+                    contents=contents, model=self.model, config=config, service_tier=request.service_tier, media=media
+                )
+            except FlexRequestError as exc:
+                if name is None or cache is None or not cache.forget(exc):
+                    raise
 
     def _stop_for_the_day(self, exc: FlexQuotaExhausted) -> None:
         """Start no new call after a per-day 429: rows not in a call stop now, calls in flight finish."""

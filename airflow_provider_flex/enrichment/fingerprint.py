@@ -26,6 +26,7 @@ REQUEST_PARTS = (
     "generation_config",
     "service_tier",
     "route",
+    "shared_contents",
 )
 ON_CHANGED_REQUEST = ("fail", "rerun")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
+from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, load_shared_contents
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 
 
@@ -65,12 +66,17 @@ class EnrichRequest:
     rate_limit_redis_conn_id: str | None = None
     sql_conn_id: str | None = None
     table: str | None = None
-    #: Filled by :meth:`resolved` once the connection is read: the model every call names, and its config.
+    context_cache: str = "auto"
+    shared_contents: Any = None
+    #: Filled by :meth:`resolved` once the connection is read: the model every call names, its config, and
+    #: the part every row's prompt starts with (``shared_contents``' files read).
     model_id: str = ""
     config: Any = None
+    shared: SharedPrefix = field(default_factory=SharedPrefix)
 
     def resolved(self, default_model: str) -> EnrichRequest:
-        """Return this request with the model every call names and its validated generate config."""
+        """Return this request with the model every call names, its validated generate config and its shared
+        part (files read now: a missing one fails before any call)."""
         from airflow_provider_flex.hooks.request import FlexRequest
 
         call = FlexRequest(
@@ -78,7 +84,12 @@ class EnrichRequest:
             generation_config=self.generation_config,
             response_schema=self.response_schema,
         )
-        return replace(self, model_id=self.model or default_model, config=call.config())
+        shared = SharedPrefix(self.system_instruction, load_shared_contents(self.task, self.shared_contents))
+        return replace(self, model_id=self.model or default_model, config=call.config(), shared=shared)
+
+    def row_contents(self, prompt: Any) -> Any:
+        """Return a row's contents: the shared contents first, then the row's own prompt."""
+        return self.shared.row_contents(prompt)
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Return a fresh pass over the input: ``(row number, row)`` pairs, streamed."""
@@ -123,7 +134,8 @@ def request_of_task(
 _SAME_NAME_ON_THE_TASK = tuple(
     f.name
     for f in fields(EnrichRequest)
-    if f.name not in {"task", "template", "deadline", "media", "wait_for_batches", "quotas", "model_id", "config"}
+    if f.name
+    not in {"task", "template", "deadline", "media", "wait_for_batches", "quotas", "model_id", "config", "shared"}
 )
 
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_flex.enrichment.context_cache import CachePlan, RunCache, plan_cache
 from airflow_provider_flex.enrichment.engine import Enrichment
 from airflow_provider_flex.enrichment.estimate import CostEstimate, estimate_cost
 from airflow_provider_flex.enrichment.fingerprint import decide_on_output, request_fingerprint
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.request import EnrichRequest, RowsToDo, find_rows_to_do
+from airflow_provider_flex.enrichment.routing import quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, OutputTotals
 from airflow_provider_flex.enrichment.summary import EnrichSummary
 from airflow_provider_flex.exceptions import FlexError
@@ -44,9 +47,34 @@ class PreparedRun:
     rows: RowsToDo
     log: Any
 
+    @functools.cached_property
+    def cache_plan(self) -> CachePlan | None:
+        """Return whether the run makes a context cache (its shared part counted once), or None when it has no
+        shared part or goes by batch only (batch lines never name a cache)."""
+        request = self.request
+        shared = request.shared
+        if request.route == "batch" or not (shared.system_instruction or shared.parts):
+            return None
+        tokens = 0
+        if request.context_cache == "auto":
+            tokens = self.hook.count_tokens(contents=shared.counted_contents(), model=request.model_id)
+        limiter = self.hook.quota_limiter(request.model_id)
+        return plan_cache(
+            mode=request.context_cache,
+            shared_tokens=tokens,
+            rows=self.rows.todo,
+            model=request.model_id,
+            tier=request.service_tier,
+            prices=self.hook.price_table,
+            rows_per_s=quota_rate(limiter.known_limits(), None),
+        )
+
     def estimate(self) -> CostEstimate:
-        """Return the cost of the rows still to do (prompts counted on a sample) and log it."""
-        estimate = estimate_cost(self.request, hook=self.hook, done=self.done, todo=self.rows.todo)
+        """Return the cost of the rows still to do (prompts counted on a sample, the context cache planned) and
+        log it."""
+        estimate = estimate_cost(
+            self.request, hook=self.hook, done=self.done, todo=self.rows.todo, cache_plan=self.cache_plan
+        )
         self.log.info("%s", estimate.describe(self.request.price_tier))
         return estimate
 
@@ -72,6 +100,13 @@ class PreparedRun:
                 request, hook=self.hook, store=self.store, rows=self.rows, done=self.done, log=self.log
             )
         media = request.media
+        plan = self.cache_plan
+        context_cache = None
+        if plan is not None and self.rows.todo:
+            context_cache = RunCache(
+                self.hook.caches, store=self.store, prefix=request.shared, model=request.model_id, plan=plan,
+                log=self.log,
+            )  # fmt: skip
         engine = Enrichment(
             request,
             hook=self.hook,
@@ -90,6 +125,7 @@ class PreparedRun:
             )
             if media is not None
             else None,
+            context_cache=context_cache,
         )
 
         async def main() -> EnrichSummary:
@@ -167,6 +203,7 @@ def _fingerprint(request: EnrichRequest) -> dict[str, str]:
         generation_config=request.generation_config,
         service_tier=request.service_tier,
         route=request.route,
+        shared_contents=request.shared.describe() or None,
     )
 
 

@@ -28,6 +28,8 @@ BATCH_PREFIX = "batch-"
 #: What defines the answers in this output (see enrichment.fingerprint), and where a changed request's
 #: earlier output is set aside.
 REQUEST_FILE = "request.json"
+#: The run's explicit context cache (see ``context_cache``): its name, checkpointed before first use.
+CACHE_CHECKPOINT_FILE = "context_cache.json"
 SUPERSEDED_DIR = "superseded"
 
 
@@ -138,6 +140,24 @@ class OutputStore:
     def remove_batch_checkpoint(self, checkpoint_id: str) -> None:
         for name, entry in self._entries():
             if name == f"{BATCH_PREFIX}{checkpoint_id}.json":
+                entry.unlink()
+
+    def read_cache_checkpoint(self) -> dict[str, Any] | None:
+        """Return the run's context-cache checkpoint (``context_cache.json``: its name and digest), or None."""
+        for name, entry in self._entries():
+            if name == CACHE_CHECKPOINT_FILE:
+                try:
+                    return json.loads(entry.read_text())
+                except json.JSONDecodeError:
+                    return {}
+        return None
+
+    def write_cache_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        write_whole(f"{self.output_path}/{CACHE_CHECKPOINT_FILE}", json.dumps(checkpoint))
+
+    def remove_cache_checkpoint(self) -> None:
+        for name, entry in self._entries():
+            if name == CACHE_CHECKPOINT_FILE:
                 entry.unlink()
 
     def read_request(self) -> dict[str, Any] | None:

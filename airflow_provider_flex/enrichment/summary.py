@@ -115,6 +115,10 @@ class EnrichSummary:
     unusable_cost_usd: float = 0.0
     #: What the API's cache saved this run: cached prompt tokens at the input price less at the cached price.
     cache_saved_usd: float = 0.0
+    #: The storage of the run's explicit context cache (in ``cost_usd`` too), and what became of the cache:
+    #: ``{"name", "made", "reattached", "shared_tokens", "reason", "lost"}`` (None: the run had no shared part).
+    cache_storage_usd: float = 0.0
+    context_cache: dict[str, Any] | None = None
     #: The most frequent dead-letter reasons (``{"reason", "rows"}``) and a sample of their keys.
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     failed_keys_sample: list[str] = field(default_factory=list)
@@ -217,6 +221,8 @@ class EnrichStats:
     run_refused: FlexRequestError | None = None
     #: The process that started this one (Airflow's task supervisor) went away mid-run: the run stopped.
     orphaned: bool = False
+    #: What the run's explicit context cache cost to keep (known once it is deleted).
+    cache_storage_usd: float = 0.0
 
     def add_batch(self, answered: RouteFigures, unusable: RouteFigures, dead_letters: int) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
@@ -230,8 +236,8 @@ class EnrichStats:
 
     @property
     def cost_usd(self) -> float:
-        """Return what the run paid: its answers and its unusable answers."""
-        return self.flex.cost_usd + self.batch.cost_usd + self.unusable.cost_usd
+        """Return what the run paid: its answers, its unusable answers and its context cache's storage."""
+        return self.flex.cost_usd + self.batch.cost_usd + self.unusable.cost_usd + self.cache_storage_usd
 
     @property
     def standard_cost_usd(self) -> float:
@@ -254,6 +260,7 @@ class EnrichStats:
         earlier: OutputTotals,
         batch_jobs: list[dict[str, str]] | None = None,
         waiting_jobs: list[str] | None = None,
+        context_cache: dict[str, Any] | None = None,
     ) -> EnrichSummary:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
         and this run's answers, all of them in the output now)."""
@@ -279,6 +286,8 @@ class EnrichStats:
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
             cache_saved_usd=round(sum(route.cache_saved_usd for route in (self.flex, self.batch, self.unusable)), 6),
+            cache_storage_usd=round(self.cache_storage_usd, 9),  # seconds of a small cache: fractions of a cent
+            context_cache=context_cache,
             elapsed_s=round(time.monotonic() - self.started, 3),
             rows_per_s=self.rows_per_s(),
             rate_limited_429=calls.rate_limited_429,

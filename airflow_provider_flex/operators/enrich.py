@@ -22,6 +22,7 @@ from airflow_provider_flex.arguments import (
     normalize_tier,
 )
 from airflow_provider_flex.compat import conf
+from airflow_provider_flex.enrichment.context_cache import check_context_cache
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time
@@ -127,6 +128,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ``route``, ``model``, ``cost_usd``; upserted by key, so a rerun does not duplicate rows. The table is
         created when missing.
     :param table: the table to load into (a plain identifier, optionally ``schema.table``).
+    :param shared_contents: text or files every row's prompt starts with, after the system instruction (a
+        string, or a list of strings, ``{"file": location}`` and paths; text files as text, images and PDFs
+        inline). Read before any call: a missing file fails the task naming it. Templated.
+    :param context_cache: ``"auto"`` (default): when the shared part (system instruction and
+        ``shared_contents``) reaches the model's cache minimum and the rows pay for its storage, the run makes
+        one explicit cache, names it in every flex row (shared tokens at about a tenth of the input price),
+        extends it while the run goes on and deletes it when the run ends; a rerun after a crash re-attaches
+        to it or deletes it (see ``docs/enrichment.md``). ``"off"``: no explicit cache (the API's implicit
+        cache may still serve the shared start). Batch-route rows never name a cache.
     :return: (XCom) :class:`~airflow_provider_flex.enrichment.summary.EnrichSummary` as a dict: rows
         (``total``, ``succeeded``, ``failed``, ``skipped``, ``not_started``, ``in_batch``), ``model``,
         tokens (``input_tokens``, ``output_tokens`` with thinking, ``thinking_tokens``, ``cached_tokens``),
@@ -155,6 +165,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "finish_by",
         "sql_conn_id",
         "table",
+        "shared_contents",
     )
     ui_color = "#e8f0fe"
 
@@ -196,10 +207,15 @@ class GeminiFlexEnrichOperator(BaseOperator):
         estimated_output_tokens: int | None = None,
         on_changed_request: str = "fail",
         include_prompt: bool = False,
+        context_cache: str = "auto",
+        shared_contents: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_on_changed_request(f"Task {self.task_id!r}", on_changed_request)
+        check_context_cache(f"Task {self.task_id!r}", context_cache)
+        self.context_cache = context_cache
+        self.shared_contents = shared_contents
         self.on_changed_request = on_changed_request
         self.include_prompt = include_prompt
         check_enrichment_arguments(
