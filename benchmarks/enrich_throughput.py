@@ -21,11 +21,15 @@ Scenarios (``--scenario``):
   ``--batch-turnaround`` seconds: ``route="auto"`` against ``route="flex"`` alone. Reports
   when the last row was done against the deadline plus one turnaround, rows answered
   twice, and cost against the same tokens at the standard price.
+- ``cache``: ``--rows`` rows (use 600) sharing a 2,000-token instruction, implicit cache hits on only
+  ``--implicit-hits`` of the calls: ``context_cache="auto"`` against ``"off"``, cost as a fraction of the
+  same tokens at standard price uncached, and rows/s (``cache_scenario.py``).
 
     .venv/bin/python benchmarks/enrich_throughput.py [--rows 2000] | tail -5
     .venv/bin/python benchmarks/enrich_throughput.py --scenario quota [--rpm 600 --minutes 3]
     .venv/bin/python benchmarks/enrich_throughput.py --scenario cpu [--rows 3000]
     .venv/bin/python benchmarks/enrich_throughput.py --scenario deadline --rows 3000 [--finish-by 60]
+    .venv/bin/python benchmarks/enrich_throughput.py --scenario cache --rows 600 [--implicit-hits 0.3]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+from cache_scenario import cache_scenario
 from emulator_process import emulator_process, use_connection
 from google import genai
 from google.genai import types
@@ -353,13 +358,17 @@ def main() -> None:
         help="per-second scenario: what the emulator's 429s carry (full: QuotaFailure with the limit)",
     )
     parser.add_argument("--baseline-seconds", type=float, default=30)
-    parser.add_argument("--scenario", choices=["per-second", "quota", "cpu", "deadline"], default="per-second")
+    parser.add_argument("--scenario", choices=["per-second", "quota", "cpu", "deadline", "cache"], default="per-second")
     parser.add_argument("--finish-by", type=float, default=60.0, help="deadline scenario: seconds")
     parser.add_argument("--batch-turnaround", type=float, default=10.0, help="deadline scenario: seconds")
     parser.add_argument("--rpm", type=int, default=600, help="quota scenario: requests per minute")
     parser.add_argument("--minutes", type=float, default=3.0, help="quota scenario: rows = rpm x minutes")
     parser.add_argument("--rounds", type=int, default=3, help="cpu scenario: alternating rounds")
+    parser.add_argument("--implicit-hits", type=float, default=0.3, help="cache scenario: implicit hit rate")
     args = parser.parse_args()
+    if args.scenario == "cache":
+        cache_scenario(args, MODEL)
+        return
     if args.scenario == "quota":
         quota_scenario(args)
         return

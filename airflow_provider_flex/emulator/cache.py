@@ -63,9 +63,10 @@ class ImplicitCache:
         if prompt_tokens < minimum or self.hit_rate <= 0.0:
             return 0
         recent = self._recent.setdefault((key, model), deque(maxlen=RECENT_PROMPTS))
-        best = max(
-            (shared_tokens(prompt, earlier) for at, earlier in recent if now - at <= CACHE_LIFETIME_S), default=0
-        )
+        live = [earlier for at, earlier in recent if now - at <= CACHE_LIFETIME_S]
+        # the longest shared start in characters first (cheap), then its tokens, counted once
+        longest = max(live, key=lambda earlier: common_prefix_chars(prompt, earlier), default=None)
+        best = shared_tokens(prompt, longest) if longest is not None else 0
         recent.append((now, prompt))
         if best < minimum or self._rng.random() >= self.hit_rate:
             return 0

@@ -89,6 +89,8 @@ class EnrichmentPacer(CallPacer):
         self.recent_outcomes: deque[bool] = deque(maxlen=OUTAGE_WINDOW)
         self.rate_limited_429 = 0
         self.unavailable_503 = 0
+        #: API requests sent (every attempt that went, retries included): what the API counts as calls.
+        self.api_requests = 0
         #: Row tasks whose request went (past every wait): the ones a stopping run lets finish.
         self.requests_sent: set[asyncio.Task[object]] = set()
         self._waiting = TurnQueue()
@@ -99,8 +101,8 @@ class EnrichmentPacer(CallPacer):
         self.quota = limiter
 
     def counts(self) -> CallCounts:
-        """Return what this pacer counted: 429s and 503s refused, the most calls in flight."""
-        return CallCounts(self.rate_limited_429, self.unavailable_503, self.peak_in_flight)
+        """Return what this pacer counted: 429s and 503s refused, the most calls in flight, requests sent."""
+        return CallCounts(self.rate_limited_429, self.unavailable_503, self.peak_in_flight, self.api_requests)
 
     @property
     def outage(self) -> bool:
@@ -170,6 +172,7 @@ class EnrichmentPacer(CallPacer):
 
     def request_sent(self) -> None:
         """Note that the current attempt's request goes now (the hook calls this after the quota and start waits)."""
+        self.api_requests += 1
         task = asyncio.current_task()
         if task is not None:
             self.requests_sent.add(task)

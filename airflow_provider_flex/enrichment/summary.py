@@ -54,10 +54,14 @@ class RouteFigures:
     standard_cost_usd: float = 0.0
     cache_saved_usd: float = 0.0
     tokens: TokenTotals = field(default_factory=TokenTotals)
+    #: Spend by the tier that served the rows (``flex``, ``standard``, ``batch``).
+    cost_by_tier: dict[str, float] = field(default_factory=dict)
 
     def count(self, response: Any) -> None:
         """Count one answered row (a :class:`~airflow_provider_flex.hooks.results.FlexResponse`)."""
         self.rows += 1
+        tier = str(response.service_tier or "unknown")
+        self.cost_by_tier[tier] = self.cost_by_tier.get(tier, 0.0) + (response.cost_usd or 0.0)
         self.cost_usd += response.cost_usd or 0.0
         self.standard_cost_usd += response.standard_cost_usd or 0.0
         self.cache_saved_usd += response.cache_saved_usd or 0.0
@@ -70,6 +74,8 @@ class RouteFigures:
         self.standard_cost_usd += other.standard_cost_usd
         self.cache_saved_usd += other.cache_saved_usd
         self.tokens.merge(other.tokens)
+        for tier, cost in other.cost_by_tier.items():
+            self.cost_by_tier[tier] = self.cost_by_tier.get(tier, 0.0) + cost
 
 
 @dataclass
@@ -113,6 +119,10 @@ class EnrichSummary:
     #: counted in ``cost_usd`` and ``tokens`` too, since they were billed.
     unusable_answers: int = 0
     unusable_cost_usd: float = 0.0
+    #: Generate requests sent (every attempt, retries included): with the batch jobs, the API's calls, not rows.
+    api_requests: int = 0
+    #: Spend by the tier that served it (``flex``, ``standard``, ``batch``), unusable answers included.
+    cost_by_tier: dict[str, float] = field(default_factory=dict)
     #: What the API's cache saved this run: cached prompt tokens at the input price less at the cached price.
     cache_saved_usd: float = 0.0
     #: The storage of the run's explicit context cache (in ``cost_usd`` too), and what became of the cache:
@@ -283,6 +293,8 @@ class EnrichStats:
             tokens=tokens,
             rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
             cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
+            api_requests=calls.api_requests,
+            cost_by_tier=_cost_by_tier(self.flex, self.batch, self.unusable),
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
             cache_saved_usd=round(sum(route.cache_saved_usd for route in (self.flex, self.batch, self.unusable)), 6),
@@ -321,6 +333,16 @@ class CallCounts:
     rate_limited_429: int = 0
     unavailable_503: int = 0
     peak_in_flight: int = 0
+    api_requests: int = 0
+
+
+def _cost_by_tier(*routes: RouteFigures) -> dict[str, float]:
+    """Return spend by served tier over ``routes``, to the micro-dollar."""
+    total: dict[str, float] = {}
+    for route in routes:
+        for tier, cost in route.cost_by_tier.items():
+            total[tier] = total.get(tier, 0.0) + cost
+    return {tier: round(cost, 6) for tier, cost in sorted(total.items())}
 
 
 def _exhausted_dict(exhausted: FlexQuotaExhausted | None) -> dict[str, Any] | None:

@@ -203,9 +203,16 @@ class GeminiFlexBatchAdapter(BatchAdapter):
         self.batches.cancel(batch_id)
 
     def iter_results(self, batch_id: str) -> Iterator[RawResultItem]:
+        """Return the job's results as common.ai reads them; once read to the end, the job's spend is recorded
+        in the task's XCom (``gemini_flex_spend``) for the spend view: common.ai's manifest carries none."""
         job = self.batches.get(batch_id)  # raises now for an unknown job, before iteration
         results = self.batches.results(batch_id, model=job.model or "", wants_json=False)
-        return (self._item(line) for line in results.lines)
+        return self._items_then_spend(results.lines)
+
+    def _items_then_spend(self, lines: list[Any]) -> Iterator[RawResultItem]:
+        for line in lines:
+            yield self._item(line)
+        record_batch_spend(batch_job_spend(lines))
 
     @staticmethod
     def _item(line: Any) -> RawResultItem:
@@ -258,3 +265,31 @@ class GeminiFlexLegacyBatchAdapter(GeminiFlexBatchAdapter):
     """The same adapter under pydantic-ai 1.x's prefix for the Gemini API (``google-gla:<model>``)."""
 
     name = "google-gla"
+
+
+def batch_job_spend(lines: list[Any]) -> dict[str, Any]:
+    """Return what a finished job's lines cost (answers and paid unusable ones), as the spend view reads it."""
+    paid = [line.response or line.paid for line in lines if (line.response or line.paid) is not None]
+    return {
+        "kind": "llm_batch",
+        "batch_jobs": 1,
+        "rows": sum(1 for line in lines if line.response is not None),
+        "cost_usd": round(sum(r.cost_usd or 0.0 for r in paid), 9),
+        "standard_cost_usd": round(sum(r.standard_cost_usd or 0.0 for r in paid), 9),
+        "input_tokens": sum(r.usage.prompt_tokens for r in paid),
+        "output_tokens": sum(r.usage.output_tokens + r.usage.thoughts_tokens for r in paid),
+        "cached_tokens": sum(r.usage.cached_tokens for r in paid),
+    }
+
+
+def record_batch_spend(spend: dict[str, Any]) -> None:
+    """Push ``spend`` under the spend key of the running task, if there is one (none outside a task)."""
+    from airflow_provider_flex.spend import SPEND_XCOM_KEY
+
+    try:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+    except Exception:  # not inside a running task (a script, a test of the adapter alone)
+        return
+    context["ti"].xcom_push(key=SPEND_XCOM_KEY, value=spend)

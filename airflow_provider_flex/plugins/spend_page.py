@@ -53,16 +53,22 @@ _TEMPLATE = """<!doctype html>
 {% endfor %}
 </svg>
 <table id="runs">
-<thead><tr><th>DAG</th><th>run</th><th>state</th><th>tasks</th><th>calls</th><th>rows</th><th>cost (USD)</th>
-<th>standard (USD)</th><th>saved (USD)</th><th>input tokens</th><th>output tokens</th><th>tiers</th><th>429</th><th>503</th></tr></thead>
+<thead><tr><th>DAG</th><th>run</th><th>state</th><th>tasks</th><th title="API requests (retries included) and batch jobs">calls</th><th>rows</th><th>cost (USD)</th>
+<th>standard (USD)</th><th>saved (USD)</th><th>by route (USD)</th><th>by tier (USD)</th><th>input tokens</th><th>cached tokens</th>
+<th title="cached tokens at the input price less the cached price">cache saved (USD)</th><th>cache storage (USD)</th><th>output tokens</th><th>tiers</th><th>429</th><th>503</th></tr></thead>
 <tbody>
 {% for run in runs %}
 <tr class="run {{ run.state or '' }}" data-dag-id="{{ run.dag_id }}" data-run-id="{{ run.run_id }}">
  <td>{{ run.dag_id }}</td>
- <td><a class="run-link" href="{{ ui_root }}/dags/{{ run.dag_id|urlencode }}/runs/{{ run.run_id|urlencode }}">{{ run.run_id }}</a></td>
- <td class="state">{{ run.state }}</td><td>{{ run.tasks }}</td><td>{{ run.calls }}</td><td>{{ run.rows }}</td>
+ <td><a class="run-link" target="_top" href="{{ ui_root }}/dags/{{ run.dag_id|urlencode }}/runs/{{ run.run_id|urlencode }}">{{ run.run_id }}</a></td>
+ <td class="state">{{ run.state }}</td><td>{{ run.tasks }}</td><td class="calls">{{ run.calls }}</td><td>{{ run.rows }}</td>
  <td class="cost">{{ "%.6f"|format(run.cost_usd) }}</td><td class="standard">{{ "%.6f"|format(run.standard_cost_usd) }}</td>
- <td class="saved">{{ "%.6f"|format(run.saved_usd) }}</td><td>{{ run.input_tokens }}</td><td>{{ run.output_tokens }}</td>
+ <td class="saved">{{ "%.6f"|format(run.saved_usd) }}</td>
+ <td class="by-route">{% for route, cost in run.cost_by_route|dictsort %}{{ route }} {{ "%.6f"|format(cost) }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
+ <td class="by-tier">{% for tier, cost in run.cost_by_tier|dictsort %}{{ tier }} {{ "%.6f"|format(cost) }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
+ <td>{{ run.input_tokens }}</td><td class="cached">{{ run.cached_tokens }}</td>
+ <td class="cache-saved">{{ "%.6f"|format(run.cache_saved_usd) }}</td><td class="cache-storage">{{ "%.6f"|format(run.cache_storage_usd) }}</td>
+ <td>{{ run.output_tokens }}</td>
  <td>{% for tier, count in run.tiers|dictsort %}{{ tier }} {{ count }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
  <td>{{ run.rate_limited_429 }}</td><td>{{ run.unavailable_503 }}</td>
 </tr>

@@ -27,12 +27,21 @@ class GeminiFlexSpendPlugin(AirflowPlugin):
     """Flex spend and savings per DAG and run: ``/flex/spend`` (page), ``/flex/api/runs`` (JSON)."""
 
     name = "gemini_flex"
+    #: ``url_route`` makes Airflow's UI show a view inside its own page: the run view as a tab of each DAG
+    #: run (the UI makes tabs only for views with one), the overview under Browse.
     external_views = [
-        {"name": "Flex spend", "href": f"{URL_PREFIX}/spend", "destination": "nav", "category": "browse"},
+        {
+            "name": "Flex spend",
+            "href": f"{URL_PREFIX}/spend",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "flex-spend",
+        },
         {
             "name": "Flex spend",
             "href": f"{URL_PREFIX}/spend?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
             "destination": "dag_run",
+            "url_route": "flex-spend-run",
         },
     ]
 

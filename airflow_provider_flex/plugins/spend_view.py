@@ -18,11 +18,20 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_flex.plugins.spend_page import render_spend_page
-from airflow_provider_flex.spend import PROVIDER_OPERATORS, SPEND_XCOM_KEY, TaskRecord, runs_spend, spend_by_day
+from airflow_provider_flex.spend import (
+    BATCH_OPERATORS,
+    PROVIDER_OPERATORS,
+    SPEND_XCOM_KEY,
+    TaskRecord,
+    runs_spend,
+    spend_by_day,
+)
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -30,6 +39,8 @@ if TYPE_CHECKING:
 #: The decorator's name as a task instance records it (``custom_operator_name``).
 DECORATOR_NAME = "@task.gemini_flex"
 _bearer = HTTPBearer(auto_error=False)
+#: Task states of tasks that ran (or tried to): a provider task in one of them with no XCom failed before a call.
+ENDED_STATES = ("success", "failed", "up_for_retry")
 
 
 async def current_user(
@@ -52,7 +63,11 @@ ReadableDags = Annotated[set[str], Depends(readable_dag_ids)]
 
 
 def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | None = None) -> list[TaskRecord]:
-    """Return the provider tasks' XCom values (their results, or what a failed task spent) in readable DAGs."""
+    """Return the provider tasks' XCom values (results, or what a failed task spent) in readable DAGs.
+
+    A provider task that ended with no XCom (it failed before its first call) comes back with key None, so
+    its run is listed with $0; common.ai batch tasks come back only with what this provider's adapter recorded.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
@@ -62,33 +77,40 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
     wanted = dag_ids & {dag_id} if dag_id else dag_ids
     if not wanted:
         return []
+    ours = or_(TaskInstance.operator.in_(PROVIDER_OPERATORS), TaskInstance.custom_operator_name == DECORATOR_NAME)
     query = (
         select(
-            XComModel.dag_id,
-            XComModel.run_id,
-            XComModel.task_id,
-            XComModel.map_index,
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.map_index,
             XComModel.key,
             XComModel.value,
             DagRun.state,
             DagRun.start_date,
         )
-        .join(
-            TaskInstance,
+        .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
+        .outerjoin(
+            XComModel,
             and_(
                 TaskInstance.dag_id == XComModel.dag_id,
                 TaskInstance.run_id == XComModel.run_id,
                 TaskInstance.task_id == XComModel.task_id,
                 TaskInstance.map_index == XComModel.map_index,
+                XComModel.key.in_(("return_value", SPEND_XCOM_KEY)),
             ),
         )
-        .join(DagRun, DagRun.id == XComModel.dag_run_id)
-        .where(XComModel.key.in_(("return_value", SPEND_XCOM_KEY)))
-        .where(or_(TaskInstance.operator.in_(PROVIDER_OPERATORS), TaskInstance.custom_operator_name == DECORATOR_NAME))
-        .where(XComModel.dag_id.in_(sorted(wanted)))
+        .where(TaskInstance.dag_id.in_(sorted(wanted)))
+        .where(TaskInstance.state.in_(ENDED_STATES))
+        .where(
+            or_(
+                and_(ours, or_(XComModel.key.is_not(None), TaskInstance.state != "success")),
+                and_(TaskInstance.operator.in_(BATCH_OPERATORS), XComModel.key == SPEND_XCOM_KEY),
+            )
+        )
     )
     if run_id:
-        query = query.where(XComModel.run_id == run_id)
+        query = query.where(TaskInstance.run_id == run_id)
     with create_session() as session:
         rows = session.execute(query).all()
     return [
@@ -100,7 +122,7 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
             task_id=row.task_id,
             map_index=row.map_index,
             key=row.key,
-            value=XComModel.deserialize_value(SimpleNamespace(value=row.value)),
+            value=XComModel.deserialize_value(SimpleNamespace(value=row.value)) if row.key else None,
         )
         for row in rows
     ]
@@ -109,6 +131,13 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
 def create_spend_app() -> FastAPI:
     """Return the app the plugin mounts (a new one per call: tests build their own)."""
     app = FastAPI(title="Gemini Flex spend", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def to_login(request: Request, exc: StarletteHTTPException) -> Response:
+        """Send a browser that is not signed in to Airflow's login page (and back); API clients get the 401."""
+        if exc.status_code == 401 and wants_html(request):
+            return RedirectResponse(login_url(request), status_code=303)
+        return await http_exception_handler(request, exc)
 
     @app.get("/api/runs")
     def runs(dag_ids: ReadableDags, dag_id: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -129,3 +158,15 @@ def _ui_root(request: Request) -> str:
     from airflow_provider_flex.plugins.spend_plugin import URL_PREFIX
 
     return str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)
+
+
+def wants_html(request: Request) -> bool:
+    """Return whether the request is a browser's page visit (it accepts HTML), not an API client's."""
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.rstrip("/").endswith("/api/runs")
+
+
+def login_url(request: Request) -> str:
+    """Return Airflow's login page, coming back to this page once signed in."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return _ui_root(request) + get_auth_manager().get_url_login(next_url=str(request.url))

@@ -24,7 +24,16 @@ PROVIDER_OPERATORS = {
     "GeminiFlexEnrichOperator",
     "_GeminiFlexDecoratedOperator",
 }
-DAGS = ("flex_product_enrichment", "flex_stream_digest", "flex_partial_spend", "flex_no_provider", JUDGE_DAG)
+DAGS = (
+    "flex_product_enrichment",
+    "flex_stream_digest",
+    "flex_partial_spend",
+    "flex_no_provider",
+    "flex_failed_before_call",
+    "flex_cached_run",
+    JUDGE_DAG,
+)
+FAILING = ("flex_partial_spend", "flex_failed_before_call")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,7 @@ def spend_runs(airflow) -> dict[str, str]:
     """One run of each DAG, run side by side: {dag_id: run_id}."""
     runs = {dag_id: airflow.trigger(dag_id) for dag_id in DAGS}
     for dag_id, run_id in runs.items():
-        expected = "failed" if dag_id == "flex_partial_spend" else "success"
+        expected = "failed" if dag_id in FAILING else "success"
         assert airflow.wait_for_run(dag_id, run_id, timeout=500) == expected, dag_id
     return runs
 
@@ -77,6 +86,7 @@ def recorded_spend(airflow, dag_id: str, run_id: str) -> dict[str, float]:
 def test_only_signed_in_users_see_the_view(airflow, spend_runs):
     for path in ("/flex/api/runs", "/flex/spend"):
         assert get(airflow, path).status_code == 401
+        assert get(airflow, path, headers={"Accept": "application/json"}).status_code == 401
         forged = httpx.get(f"{airflow.api_url}{path}", headers={"Authorization": "Bearer not-a-token"}, timeout=60)
         assert forged.status_code in (401, 403)
 
@@ -86,6 +96,8 @@ def test_runs_json_counts_each_provider_task_once(airflow, spend_runs):
     mine = {run["dag_id"]: run for run in runs if run["run_id"] in spend_runs.values()}
     assert "flex_no_provider" not in mine
     assert set(mine) == set(DAGS) - {"flex_no_provider"}
+    zero = mine.pop("flex_failed_before_call")
+    assert zero["state"] == "failed" and zero["tasks"] == 1 and zero["cost_usd"] == 0.0 and zero["calls"] == 0
     for dag_id, run in mine.items():
         recorded = recorded_spend(airflow, dag_id, spend_runs[dag_id])
         assert run["tasks"] == recorded["tasks"] > 0, dag_id
@@ -94,6 +106,12 @@ def test_runs_json_counts_each_provider_task_once(airflow, spend_runs):
         assert 0 < run["cost_usd"] < run["standard_cost_usd"], dag_id
         assert run["input_tokens"] > 0 and run["output_tokens"] > 0, dag_id
         assert run["tiers"], dag_id
+    cached = mine["flex_cached_run"]
+    assert cached["cached_tokens"] >= 12 * 2100 and cached["cache_saved_usd"] > 0 and cached["cache_storage_usd"] > 0
+    assert cached["calls"] >= cached["rows"] == 12 and cached["cost_by_route"]["flex"] == pytest.approx(
+        cached["cost_usd"], abs=1e-6
+    )
+    assert cached["cost_by_tier"] == {"flex": pytest.approx(cached["cost_usd"] - cached["cache_storage_usd"], abs=1e-6)}
     partial = mine["flex_partial_spend"]
     assert partial["state"] == "failed"
     assert partial["tasks"] == 2  # the enrichment and the @task.gemini_flex call; not the report repeating them
@@ -130,9 +148,11 @@ def test_the_plugin_is_listed_with_its_views(airflow):
     plugins = get(airflow, "/api/v2/plugins", "admin").json()["plugins"]
     (ours,) = [plugin for plugin in plugins if plugin["name"] == "gemini_flex"]
     assert {"url_prefix": "/flex"}.items() <= ours["fastapi_apps"][0].items()
-    destinations = {view["destination"]: view["href"] for view in ours["external_views"]}
-    assert destinations["nav"] == "/flex/spend"
-    assert destinations["dag_run"].startswith("/flex/spend?dag_id={DAG_ID}")
+    destinations = {view["destination"]: view for view in ours["external_views"]}
+    assert destinations["nav"]["href"] == "/flex/spend"
+    assert destinations["dag_run"]["href"].startswith("/flex/spend?dag_id={DAG_ID}")
+    # the UI makes a run's tab only for a view with a url_route
+    assert destinations["dag_run"]["url_route"] == "flex-spend-run" and destinations["nav"]["url_route"]
     assert get(airflow, "/api/v2/plugins/importErrors", "admin").json()["total_entries"] == 0
 
 
@@ -169,6 +189,24 @@ def test_the_page_in_a_real_browser(airflow, spend_runs, tmp_path):
             assert "flex_stream_digest" in page.url
             page.wait_for_load_state("networkidle")
             assert page.title()  # Airflow's UI answered the run's page
+            # the run's own "Flex spend" tab: the view inside Airflow's page, for this run only
+            tab = page.locator('a[href$="plugin/flex-spend-run"]')
+            tab.first.wait_for(timeout=60_000)
+            tab.first.click()
+            page.wait_for_url("**/plugin/flex-spend-run")
+            frame = page.frame_locator("iframe")
+            row = frame.locator(f'tr.run[data-dag-id="flex_stream_digest"][data-run-id="{target}"]')
+            row.wait_for(timeout=60_000)
+            assert frame.locator("tr.run").count() == 1
+            cost = runs[("flex_stream_digest", target)]["cost_usd"]
+            assert float(row.locator("td.cost").inner_text()) == pytest.approx(cost, abs=1e-6)
+            page.screenshot(path=str(tmp_path / "run-tab.png"), full_page=True)
+
+            # a browser that is not signed in goes to Airflow's login page, and comes back after it
+            stranger = browser.new_context().new_page()
+            stranger.goto(f"{airflow.api_url}/flex/spend")
+            stranger.wait_for_url("**/login**")
+            assert "next=" in stranger.url and "flex%2Fspend" in stranger.url
         finally:
             browser.close()
     assert (tmp_path / "spend.png").stat().st_size > 10_000

@@ -98,3 +98,24 @@ def test_an_orphaned_job_is_found_by_its_task_instance_and_input_only(connection
     assert adapter.find_orphaned_batch("0123456789abcdef", "e" * 64, "2026-01-01T00:00:00+00:00") is None
     assert adapter.find_orphaned_batch("0123456789abcdef", "f" * 64, "2099-01-01T00:00:00+00:00") is None
     assert adapter.get_batch(submitted.batch_id).status in ("in_progress", "completed")
+
+
+def test_the_spend_view_counts_an_llm_batch_task_through_this_adapter(set_connection, run_dag_file, tmp_path):
+    from airflow_provider_flex.plugins.spend_view import load_records
+    from airflow_provider_flex.pricing import token_cost
+    from airflow_provider_flex.spend import runs_spend
+
+    dag_id = "common_ai_batch_spend"
+    with FlexEmulator(seed=2, batch=BatchSettings(turnaround_s=0.0)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        _run(run_dag_file, tmp_path, dag_id, "str")
+        jobs = emulator.admin.batches()
+    runs = [run for run in runs_spend(load_records({dag_id})) if run["dag_id"] == dag_id]
+    (run,) = runs[:1]
+    lines = [json.loads(line) for f in (tmp_path / "results").glob("*.jsonl") for line in f.read_text().splitlines()]
+    tokens_in = sum(line["usage"]["input_tokens"] for line in lines)
+    tokens_out = sum(line["usage"]["output_tokens"] for line in lines)
+    bill = token_cost(tokens_in, tokens_out, model="gemini-2.5-flash", tier="batch")
+    assert run["calls"] == len(jobs) == 1 and run["rows"] == 6 and run["batch_jobs"] == 1
+    assert run["cost_usd"] == pytest.approx(bill, abs=1e-6) and run["cost_by_route"] == {"batch": run["cost_usd"]}
+    assert run["standard_cost_usd"] == pytest.approx(2 * run["cost_usd"], abs=1e-6)

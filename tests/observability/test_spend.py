@@ -66,3 +66,45 @@ def test_the_page_draws_a_bar_per_day_and_escapes_what_it_shows():
     assert bars[0]["standard_h"] == 160 and bars[0]["cost_h"] == 80  # half of standard, drawn at half height
     assert 'class="flex"' in page and "0.001000" in page
     assert "No DAG run" in render_spend_page([], [])
+
+
+def test_calls_count_api_requests_and_batch_jobs_and_spend_splits_by_route_and_tier():
+    call = spend_of({**CALL, "attempts": 3, "cache_saved_usd": 0.0004})
+    assert call.calls == 3 and call.cost_by_route == {"flex": 0.001} and call.cost_by_tier == {"flex": 0.001}
+    assert call.cache_saved_usd == 0.0004
+    enrich = spend_of(
+        {
+            **ENRICH,
+            "api_requests": 9,
+            "batch_jobs": [{"name": "batches/1", "state": "succeeded"}],
+            "cost_by_route": {"flex": 0.008, "batch": 0.0019},
+            "cost_by_tier": {"flex": 0.006, "standard": 0.002, "batch": 0.0019},
+            "cache_storage_usd": 0.0001,
+            "cache_saved_usd": 0.003,
+        }
+    )
+    assert enrich.calls == 10 and enrich.batch_jobs == 1, "9 requests and 1 batch job, not 4 rows"
+    assert enrich.cost_by_route == {"flex": 0.0081, "batch": 0.0019}, "the cache's storage is flex's"
+    assert enrich.cost_by_tier["standard"] == 0.002 and enrich.cache_storage_usd == 0.0001
+    older = spend_of(ENRICH)  # a summary from before api_requests: one request per answer
+    assert older.calls == 4
+    batch = spend_of({"kind": "llm_batch", "batch_jobs": 1, "rows": 6, "cost_usd": 0.003, "standard_cost_usd": 0.006,
+                      "input_tokens": 60, "output_tokens": 30, "cached_tokens": 0})  # fmt: skip
+    assert (batch.calls, batch.rows, batch.cost_by_route, batch.tiers) == (1, 6, {"batch": 0.003}, {"batch": 6})
+
+
+def test_a_run_that_failed_before_its_first_call_is_listed_at_zero():
+    runs = runs_spend(
+        [record("r1", "enrich", None, key=None), record("r2", "judge", CALL), record("r2", "report", {"x": 1})]
+    )
+    failed = next(run for run in runs if run["run_id"] == "r1")
+    assert failed["cost_usd"] == 0.0 and failed["tasks"] == 1 and failed["calls"] == 0
+    page = render_spend_page(runs, spend_by_day(runs))
+    assert 'data-run-id="r1"' in page and "flex 0.001000" in page
+
+
+def test_a_batch_task_counts_with_what_the_adapter_recorded():
+    manifest = {"schema_version": 1, "batch_id": "batches/1", "counts": {"succeeded": 6}}
+    spend = {"kind": "llm_batch", "batch_jobs": 1, "rows": 6, "cost_usd": 0.003, "standard_cost_usd": 0.006}
+    runs = runs_spend([record("r1", "classify", manifest), record("r1", "classify", spend, key="gemini_flex_spend")])
+    assert runs[0]["cost_usd"] == 0.003 and runs[0]["tasks"] == 1 and runs[0]["calls"] == 1

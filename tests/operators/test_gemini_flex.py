@@ -251,7 +251,7 @@ def test_cached_content_names_the_cache_on_a_worker_in_the_triggerer_and_in_a_st
 
 
 def test_cached_content_with_a_system_instruction_fails_when_the_dag_is_parsed():
-    with pytest.raises(ValueError, match="Task 'judge'.*cannot be combined with system_instruction"):
+    with pytest.raises(ValueError, match=r"Task 'judge'.*cannot be combined with system_instruction"):
         GeminiFlexGenerateContentOperator(
             task_id="judge", contents="x", cached_content="cachedContents/abc", system_instruction="Be brief."
         )
