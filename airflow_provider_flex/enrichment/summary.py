@@ -275,9 +275,7 @@ class EnrichStats:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
         and this run's answers, all of them in the output now)."""
         top_errors, failed_keys = error_digest(dead_letters)
-        tokens = TokenTotals()
-        for route in (self.flex, self.batch, self.unusable):
-            tokens.merge(route.tokens)
+        routes = (self.flex, self.batch, self.unusable)
         answers = (self.flex, self.batch)  # what the output holds: answers, not unusable ones
         return EnrichSummary(
             total=self.total,
@@ -290,14 +288,14 @@ class EnrichStats:
             cost_usd=round(self.cost_usd, 6),
             standard_cost_usd=round(self.standard_cost_usd, 6),
             saved_usd=round(self.standard_cost_usd - self.cost_usd, 6),
-            tokens=tokens,
+            tokens=_tokens_of(routes),
             rows_by_route={"flex": self.flex.rows, "batch": self.batch.rows},
             cost_by_route={"flex": round(self.flex.cost_usd, 6), "batch": round(self.batch.cost_usd, 6)},
             api_requests=calls.api_requests,
-            cost_by_tier=_cost_by_tier(self.flex, self.batch, self.unusable),
+            cost_by_tier=_cost_by_tier(*routes),
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
-            cache_saved_usd=round(sum(route.cache_saved_usd for route in (self.flex, self.batch, self.unusable)), 6),
+            cache_saved_usd=round(sum(route.cache_saved_usd for route in routes), 6),
             cache_storage_usd=round(self.cache_storage_usd, 9),  # seconds of a small cache: fractions of a cent
             context_cache=context_cache,
             elapsed_s=round(time.monotonic() - self.started, 3),
@@ -312,10 +310,8 @@ class EnrichStats:
             failed_keys_sample=failed_keys,
             output_path=request.output_path,
             output_rows=earlier.rows + self.succeeded,
-            output_cost_usd=round(earlier.cost_usd + sum(route.cost_usd for route in answers), 6),
-            output_standard_cost_usd=round(
-                earlier.standard_cost_usd + sum(route.standard_cost_usd for route in answers), 6
-            ),
+            output_cost_usd=round(earlier.cost_usd + sum(r.cost_usd for r in answers), 6),
+            output_standard_cost_usd=round(earlier.standard_cost_usd + sum(r.standard_cost_usd for r in answers), 6),
             route=request.route,
             finish_by=request.deadline.isoformat() if request.deadline and request.route != "flex" else None,
             batch_jobs=batch_jobs or [],
@@ -334,6 +330,14 @@ class CallCounts:
     unavailable_503: int = 0
     peak_in_flight: int = 0
     api_requests: int = 0
+
+
+def _tokens_of(routes: Iterable[RouteFigures]) -> TokenTotals:
+    """Return the token totals over ``routes``."""
+    tokens = TokenTotals()
+    for route in routes:
+        tokens.merge(route.tokens)
+    return tokens
 
 
 def _cost_by_tier(*routes: RouteFigures) -> dict[str, float]:

@@ -68,15 +68,36 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
     A provider task that ended with no XCom (it failed before its first call) comes back with key None, so
     its run is listed with $0; common.ai batch tasks come back only with what this provider's adapter recorded.
     """
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
-    from sqlalchemy import and_, or_, select
 
     wanted = dag_ids & {dag_id} if dag_id else dag_ids
     if not wanted:
         return []
+    with create_session() as session:
+        rows = session.execute(_provider_tasks_query(wanted, run_id)).all()
+    return [
+        TaskRecord(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            run_state=str(getattr(row.state, "value", row.state)) if row.state else None,
+            run_start=row.start_date.isoformat() if row.start_date else None,
+            task_id=row.task_id,
+            map_index=row.map_index,
+            key=row.key,
+            value=XComModel.deserialize_value(SimpleNamespace(value=row.value)) if row.key else None,
+        )
+        for row in rows
+    ]
+
+
+def _provider_tasks_query(dag_ids: set[str], run_id: str | None) -> Any:
+    """Return the query of ended provider tasks in ``dag_ids`` with their result or spend XCom, if any."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import and_, or_, select
+
     ours = or_(TaskInstance.operator.in_(PROVIDER_OPERATORS), TaskInstance.custom_operator_name == DECORATOR_NAME)
     query = (
         select(
@@ -100,7 +121,7 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
                 XComModel.key.in_(("return_value", SPEND_XCOM_KEY)),
             ),
         )
-        .where(TaskInstance.dag_id.in_(sorted(wanted)))
+        .where(TaskInstance.dag_id.in_(sorted(dag_ids)))
         .where(TaskInstance.state.in_(ENDED_STATES))
         .where(
             or_(
@@ -109,23 +130,7 @@ def load_records(dag_ids: set[str], dag_id: str | None = None, run_id: str | Non
             )
         )
     )
-    if run_id:
-        query = query.where(TaskInstance.run_id == run_id)
-    with create_session() as session:
-        rows = session.execute(query).all()
-    return [
-        TaskRecord(
-            dag_id=row.dag_id,
-            run_id=row.run_id,
-            run_state=str(getattr(row.state, "value", row.state)) if row.state else None,
-            run_start=row.start_date.isoformat() if row.start_date else None,
-            task_id=row.task_id,
-            map_index=row.map_index,
-            key=row.key,
-            value=XComModel.deserialize_value(SimpleNamespace(value=row.value)) if row.key else None,
-        )
-        for row in rows
-    ]
+    return query.where(TaskInstance.run_id == run_id) if run_id else query
 
 
 def create_spend_app() -> FastAPI:

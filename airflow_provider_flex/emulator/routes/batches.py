@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from airflow_provider_flex.emulator.batch import FORCED_STATES, BatchJobs
 from airflow_provider_flex.emulator.errors import ApiError
+from airflow_provider_flex.emulator.routes import page_params
 
 
 class BatchEndpoints:
@@ -39,12 +40,7 @@ class BatchEndpoints:
     async def batches(self, request: Request) -> Response:
         """``GET /{v}/batches``: the project's jobs, newest first."""
         key = self.authenticate(request)
-        try:
-            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
-            token = request.query_params.get("pageToken") or None
-            int(token or 0)
-        except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
+        size, token = page_params(request)
         return JSONResponse(self.jobs().list(key, size, token))
 
     async def batch(self, request: Request) -> Response:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from airflow_provider_flex.emulator.cached_contents import CachedContents
-from airflow_provider_flex.emulator.errors import ApiError
+from airflow_provider_flex.emulator.routes import page_params
 
 
 class CachesApi:
@@ -36,12 +36,7 @@ class CachesApi:
             if isinstance(body, dict) and body.get("model"):
                 self.known_model(request.path_params["version"], str(body["model"]), "createCachedContent")
             return JSONResponse(self.caches().create(key, body).resource())
-        try:
-            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
-            token = request.query_params.get("pageToken") or None
-            int(token or 0)
-        except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
+        size, token = page_params(request)
         return JSONResponse(self.caches().page(key, size, token))
 
     async def resource(self, request: Request) -> Response:

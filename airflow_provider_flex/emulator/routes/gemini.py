@@ -50,6 +50,7 @@ from airflow_provider_flex.emulator.requests import (
     pick,
     validate_contents,
 )
+from airflow_provider_flex.emulator.routes import page_params
 from airflow_provider_flex.emulator.routes.batches import BatchEndpoints
 from airflow_provider_flex.emulator.state import EmulatorState
 from airflow_provider_flex.emulator.vertex import (
@@ -287,11 +288,8 @@ class GeminiApi:
     async def list_models(self, request: Request) -> Response:
         self.authenticate(request)
         self.known_model(request.path_params["version"], self.config.models[0], "list")
-        try:
-            size = max(1, min(1000, int(request.query_params.get("pageSize", 50))))
-            start = int(request.query_params.get("pageToken") or 0)
-        except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", "pageSize and pageToken must be integers.") from None
+        size, token = page_params(request)
+        start = int(token or 0)
         page = self.config.models[start : start + size]
         body: dict[str, Any] = {"models": [model_resource(m, self.config) for m in page]}
         if start + size < len(self.config.models):
