@@ -52,7 +52,8 @@ class EmulatorAdmin:
         return self._request("GET", "/batches")["jobs"]
 
     def batch_fate(self, state: str, count: int = 1) -> dict[str, Any]:
-        """Return the next ``count`` batch jobs end in ``state`` (FAILED, CANCELLED or EXPIRED) instead of succeeding."""
+        """Make the next ``count`` batch jobs end in ``state`` (FAILED, CANCELLED or EXPIRED) instead of succeeding,
+        or never end until cancelled (STUCK)."""
         return self._request("POST", "/batches", json={"state": state, "count": count})
 
     def end_batch(self, name: str, state: str) -> dict[str, Any]:

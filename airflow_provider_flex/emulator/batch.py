@@ -14,7 +14,8 @@ inline answers without their ``metadata`` (python-genai #1886, #2008), answers o
 (python-genai #1909), and a per-model *enqueued tokens* quota that refuses a new job with 429
 while the project's pending and running jobs hold more prompt tokens than it allows. A job's
 turnaround is a setting in seconds (the real target is 24 hours); FAILED, CANCELLED and EXPIRED
-(no results) come from admin calls.
+(no results) come from admin calls, and so do jobs that never end until cancelled (``STUCK``, or
+``stuck`` for every job), as users report of the real API.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ FAILED, CANCELLED, EXPIRED = "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BAT
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
 #: States an admin call may give a job (or the next jobs) instead of success.
 FORCED_STATES = {"FAILED": FAILED, "CANCELLED": CANCELLED, "EXPIRED": EXPIRED, "SUCCEEDED": SUCCEEDED}
+#: The fate of a job that stays PENDING, then RUNNING, until it is cancelled or ended by an admin call, as
+#: users report of real jobs (python-genai #1482, #2221, #2974: no end after 24 hours and more).
+STUCK = "STUCK"
+#: What the next jobs may be told to do instead of succeeding.
+NEXT_FATES = {**FORCED_STATES, STUCK: STUCK}
 #: The share of the turnaround a job spends PENDING before it runs.
 PENDING_SHARE = 0.2
 BATCH_METADATA_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
@@ -129,6 +135,8 @@ class BatchSettings:
     drop_metadata: bool = False
     #: Prompt tokens a project's pending and running jobs may hold per model; 0 = unlimited.
     enqueued_tokens: int = 0
+    #: Every job stays PENDING, then RUNNING, until cancelled (or ended by an admin call): a stalled Batch API.
+    stuck: bool = False
 
 
 class BatchJobs:
@@ -166,7 +174,7 @@ class BatchJobs:
         if not lines:
             raise ApiError(400, "INVALID_ARGUMENT", "* inputConfig: the batch holds no requests.")
         self._admit(api_key, model, lines)
-        fate = self.next_fates.pop(0) if self.next_fates else SUCCEEDED
+        fate = self.next_fates.pop(0) if self.next_fates else (STUCK if self.settings.stuck else SUCCEEDED)
         job = BatchJob(
             batch_id=secrets.token_hex(8),
             api_key=api_key,
@@ -316,7 +324,7 @@ class BatchJobs:
             return
         age = self.clock() - job.started
         turnaround = self.settings.turnaround_s
-        if age >= turnaround:
+        if age >= turnaround and job.fate != STUCK:  # a stuck job runs until it is cancelled
             self._end(job, job.fate)
         elif age >= turnaround * PENDING_SHARE:
             job.state = RUNNING

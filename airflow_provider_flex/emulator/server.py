@@ -266,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-shuffle", action="store_true", help="batch results come back out of order")
     parser.add_argument(
+        "--batch-stuck",
+        action="store_true",
+        help="every batch job stays PENDING, then RUNNING, until cancelled (a stalled Batch API, as users report)",
+    )
+    parser.add_argument(
         "--batch-drop-metadata", action="store_true", help="inline batch results come back without their metadata"
     )
     parser.add_argument(
@@ -321,6 +326,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             error_rate=args.batch_error_rate,
             shuffle=args.batch_shuffle,
             drop_metadata=args.batch_drop_metadata,
+            stuck=args.batch_stuck,
             enqueued_tokens=args.batch_enqueued_tokens,
         ),
         batch_models=tuple(m.removeprefix("models/") for m in args.batch_model) if args.batch_model else None,

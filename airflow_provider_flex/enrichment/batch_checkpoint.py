@@ -32,6 +32,9 @@ class BatchCheckpoint:
     state: str = "unsubmitted"
     created: float = field(default_factory=time.time)
     reasons: dict[str, str] = field(default_factory=dict)
+    #: The watchdog asked the API to cancel the job (past its cutoff): once it ends, its rows go to flex
+    #: unless it succeeded after all (a cancel that lost the race), when its answers are collected.
+    cancel_requested: bool = False
 
     @property
     def keys(self) -> list[str]:

@@ -24,10 +24,12 @@ import contextlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.batch_checkpoint import BatchCheckpoint, display_name_for
 from airflow_provider_flex.enrichment.records import row_key
+from airflow_provider_flex.enrichment.routing import job_cutoff
 from airflow_provider_flex.enrichment.store import OutputStore, result_record
 from airflow_provider_flex.enrichment.summary import RouteFigures
 from airflow_provider_flex.exceptions import FlexError
@@ -53,6 +55,8 @@ class BatchRouteStats:
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    #: Jobs the watchdog cancelled past their cutoff, and the rows each held (served on flex instead).
+    late: dict[str, int] = field(default_factory=dict)
 
 
 class BatchRoute:
@@ -72,6 +76,8 @@ class BatchRoute:
         self.stats = BatchRouteStats()
         self._wake = asyncio.Event()
         self._stopping = False
+        #: Rows of jobs cancelled past their cutoff, for flex to serve (see ``deadline_routing``).
+        self.late_rows: asyncio.Queue[list[str]] = asyncio.Queue()
         #: Inline answers came back without their keys: later jobs go as keyed JSONL files.
         self._as_file = False
 
@@ -167,8 +173,25 @@ class BatchRoute:
             if (until_done and not self.checkpoints) or (not until_done and self._stopping):
                 return
             self._wake.clear()
+            wait = self.request.batch_poll_interval
+            cutoff = self.next_cutoff()
+            if cutoff is not None:  # look again at the cutoff, not a poll interval after it
+                wait = min(wait, max(0.05, (cutoff - datetime.now(timezone.utc)).total_seconds()))
             with contextlib.suppress(asyncio.TimeoutError):  # not the builtin on Python 3.10
-                await asyncio.wait_for(self._wake.wait(), timeout=self.request.batch_poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def cutoff(self, checkpoint: BatchCheckpoint) -> datetime:
+        """Return when the watchdog cancels ``checkpoint``'s job if it has not ended (see ``routing.job_cutoff``)."""
+        return job_cutoff(
+            route=self.request.route,
+            deadline=self.request.deadline,
+            created=datetime.fromtimestamp(checkpoint.created, timezone.utc),
+            max_wait=self.request.batch_max_wait,
+        )
+
+    def next_cutoff(self) -> datetime | None:
+        """Return the earliest cutoff of the jobs created and not yet ended (None: no such job)."""
+        return min((self.cutoff(c) for c in self.checkpoints.values() if c.job_name), default=None)
 
     async def step(self) -> None:
         """Make one pass: create the jobs not yet created, look at the others, collect those that ended."""
@@ -233,8 +256,42 @@ class BatchRoute:
         if job.state != checkpoint.state:
             checkpoint.state = job.state
             self._save(checkpoint)
-        if job.done:
+        if job.done and checkpoint.cancel_requested and job.state != "succeeded":
+            await self._to_flex(checkpoint, job.state)
+        elif job.done:  # a cancel that lost the race and succeeded is collected like any other
             await self._collect(checkpoint, job.state, job.error)
+        elif not checkpoint.cancel_requested and datetime.now(timezone.utc) >= self.cutoff(checkpoint):
+            await self._cancel_late(checkpoint)
+
+    async def _cancel_late(self, checkpoint: BatchCheckpoint) -> None:
+        """Cancel a job past its cutoff; its rows go to flex once it has ended (at once if it already has)."""
+        assert checkpoint.job_name is not None
+        try:
+            await asyncio.to_thread(self.batches.cancel, checkpoint.job_name)
+            job = await asyncio.to_thread(self.batches.get, checkpoint.job_name)
+        except FlexError as unavailable:
+            self.log.warning("Batch route: could not cancel late job %s now (%s).", checkpoint.job_name, unavailable)
+            return
+        checkpoint.cancel_requested, checkpoint.state = True, job.state
+        self._save(checkpoint)
+        self.stats.jobs[job.name] = job.state
+        if job.done and job.state == "succeeded":
+            await self._collect(checkpoint, job.state, job.error)
+        elif job.done:
+            await self._to_flex(checkpoint, job.state)
+
+    async def _to_flex(self, checkpoint: BatchCheckpoint, state: str) -> None:
+        """Hand a cancelled job's rows to flex (its answers, if any, are never read), then forget the job."""
+        assert checkpoint.job_name is not None
+        keys = list(checkpoint.attempts)
+        self.stats.late[checkpoint.job_name] = len(keys)
+        self.log.warning(
+            "Batch route: job %s had not finished by its cutoff %s (%s); %d rows it held are served on flex.",
+            checkpoint.job_name, self.cutoff(checkpoint).isoformat(timespec="seconds"), state, len(keys),
+        )  # fmt: skip
+        self._drop(checkpoint)  # out of batch before flex takes them: no row on both routes
+        await asyncio.to_thread(self.batches.delete, checkpoint.job_name, checkpoint.input_file)
+        self.late_rows.put_nowait(keys)
 
     async def _collect(self, checkpoint: BatchCheckpoint, state: str, error: str | None) -> None:
         """Write a finished job's answers, re-queue what it did not answer, then forget the job."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.batch_route import BatchRoute, BatchRouteStats
@@ -51,6 +52,8 @@ class Routing:
         self._tasks: list[asyncio.Task[None]] = []
         #: Rows flex gave up before their call went (a spent day): they go to batch with the next move.
         self._given_back: list[str] = []
+        self._late: asyncio.Task[None] | None = None
+        self._serve_on_flex: Callable[[list[str]], Awaitable[None]] | None = None
 
     # ---- what the engine asks
 
@@ -68,12 +71,19 @@ class Routing:
 
     # ---- the run
 
-    def start(self, where_is_flex: Callable[[], FlexProgress]) -> None:
-        """Send batch its first rows (all of them with ``route="batch"``) and start the job and deadline loops."""
+    def start(
+        self, where_is_flex: Callable[[], FlexProgress], serve_on_flex: Callable[[list[str]], Awaitable[None]]
+    ) -> None:
+        """Send batch its first rows (all of them with ``route="batch"``) and start the job and deadline loops.
+
+        ``serve_on_flex`` starts flex calls for rows of jobs the watchdog cancelled past their cutoff.
+        """
         if self.router.route == "batch":
             self.batch.take(self.router.rows_from(0))
         else:  # decide before flex starts a row, when the rate is known
             self._move(where_is_flex())
+        self._serve_on_flex = serve_on_flex
+        self._late = asyncio.create_task(self._serve_late_rows())
         self._tasks = [asyncio.create_task(self.batch.run(until_done=False))]
         if self.router.route == "auto":
             self._tasks.append(asyncio.create_task(self._follow_deadline(where_is_flex)))
@@ -88,7 +98,10 @@ class Routing:
             self._send(self.router.rows_from(position))
 
     async def finish(self) -> BatchRouteStats:
-        """After flex: stop routing, let the job loop end its step, then wait for the jobs or leave them."""
+        """After flex: stop routing, let the job loop end its step, then wait for the jobs or leave them.
+
+        Rows of jobs cancelled meanwhile are started on flex as they come; the engine awaits their calls.
+        """
         for task in self._tasks[1:]:
             task.cancel()
         self._send([])
@@ -98,15 +111,27 @@ class Routing:
             await self.batch.run(until_done=True)
         else:
             await self.batch.step()  # create what was sent last, so the deferral has jobs to watch
+        while not self.batch.late_rows.empty():  # rows the last step handed back: flex starts them now
+            await self._serve_on_flex(self.batch.late_rows.get_nowait())
         return self.batch.stats
+
+    def cutoff(self) -> datetime | None:
+        """Return when the watchdog next looks at an unfinished job (a deferred task wakes then)."""
+        return self.batch.next_cutoff()
 
     async def stop(self) -> None:
         """Cancel the loops (the run ended or failed); a job being created is not left half done."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._late] if self._late is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _serve_late_rows(self) -> None:
+        """Start flex calls for the rows of each job the watchdog cancelled, as soon as they are handed back."""
+        while True:
+            await self._serve_on_flex(await self.batch.late_rows.get())
 
     @property
     def pending_rows(self) -> int:

@@ -108,14 +108,17 @@ class Enrichment:
         in_batch = set()
         if self.routing is not None:
             in_batch = self.routing.keys_in_batch()
-            self.routing.start(self._flex_progress)
+            self.routing.start(self._flex_progress, self._serve_late)
         try:
             await self._start_rows(rows, done_keys, in_batch)
             while self._row_tasks:
                 await asyncio.wait(set(self._row_tasks))
             if self.routing is not None:
                 batch = await self.routing.finish()
+                while self._row_tasks:  # rows of jobs the watchdog cancelled, served on flex
+                    await asyncio.wait(set(self._row_tasks))
                 self.stats.in_batch = self.routing.pending_rows
+                self.stats.late_rows = sum(batch.late.values())
                 self.stats.add_batch(batch.answered, batch.unusable, len(batch.dead_letters))
                 self._failed.extend(batch.dead_letters)
         finally:
@@ -158,6 +161,24 @@ class Enrichment:
             task.add_done_callback(self._row_tasks.discard)
         self._next_position += 1
 
+    async def _serve_late(self, keys: list[str]) -> None:
+        """Start flex calls for ``keys``: rows of a batch job cancelled past its cutoff (from a fresh pass)."""
+        wanted = set(keys)
+        self.log.info("Serving %d rows of a late batch job on flex.", len(wanted))
+        for number, row in self.request.rows():
+            key = row_key(row, self.request.key_field, number)
+            if key not in wanted:
+                continue
+            await self._row_slots.acquire()
+            stats = self.stats
+            if stats.quota_exhausted is not None or stats.run_refused is not None or stats.orphaned:
+                self._row_slots.release()  # left for a rerun: no result, no checkpoint
+                return
+            self._rows_in_progress += 1
+            task = asyncio.create_task(self._enrich(key, number, row))
+            self._row_tasks.add(task)
+            task.add_done_callback(self._row_tasks.discard)
+
     def _may_start(self, position: int) -> bool:
         """Return whether the row at ``position`` may start: the run goes on, and the row is still flex's."""
         stats = self.stats
@@ -184,6 +205,8 @@ class Enrichment:
             earlier=self.earlier,
             batch_jobs=[{"name": name, "state": state} for name, state in jobs.items()],
             waiting_jobs=self.routing.job_names() if self.routing is not None else [],
+            late_jobs=dict(self.routing.batch.stats.late) if self.routing is not None else {},
+            cutoff=self.routing.cutoff() if self.routing is not None else None,
             context_cache=self.context_cache.to_dict() if self.context_cache is not None else None,
         )
 

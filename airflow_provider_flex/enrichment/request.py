@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
+from airflow_provider_flex.enrichment.routing import DEFAULT_BATCH_MAX_WAIT
 from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, load_shared_contents
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 
@@ -58,6 +59,8 @@ class EnrichRequest:
     on_daily_quota: str = "fail"
     media: MediaSettings | None = None
     batch_poll_interval: float = 60.0
+    #: How long a batch job may live before the watchdog cancels it and flex serves its rows.
+    batch_max_wait: timedelta = DEFAULT_BATCH_MAX_WAIT
     wait_for_batches: bool = True
     gemini_flex_conn_id: str = "gemini_flex_default"
     retry_policy: FlexRetryPolicy | None = None

@@ -72,6 +72,27 @@ def deadline_of(task_id: str, finish_by: timedelta | datetime, started: datetime
     return deadline
 
 
+#: How long past ``finish_by`` an unfinished batch job may still end on its own before the watchdog cancels it.
+DEADLINE_GRACE = timedelta(seconds=15)
+#: How long a batch job may live with ``route="batch"`` (``batch_max_wait``'s default): the Batch API's
+#: documented target turnaround. Users report jobs pending for more than 24 hours (python-genai #1482, #2221).
+DEFAULT_BATCH_MAX_WAIT = timedelta(hours=24)
+
+
+def job_cutoff(
+    *, route: str, deadline: datetime | None, created: datetime, max_wait: timedelta, grace: timedelta = DEADLINE_GRACE
+) -> datetime:
+    """Return when a batch job still unfinished is cancelled and its rows are served on flex.
+
+    With ``route="auto"``: ``finish_by`` plus a short grace (the rows were promised by then), or the job's
+    ``max_wait`` if that comes first; with ``route="batch"``: its creation plus ``max_wait``.
+    """
+    by_age = created + max_wait
+    if route == "auto" and deadline is not None:
+        return min(deadline + grace, by_age)
+    return by_age
+
+
 def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: float | None) -> float | None:
     """Return rows per second the known per-minute quotas allow (requests, and input tokens per row), or None."""
     rates = []
@@ -124,6 +145,8 @@ class DeadlineRouter:
         if self.route != "auto" or rows_per_s is None or self.deadline is None:
             return []
         seconds_left = (self.deadline - (now or datetime.now(timezone.utc))).total_seconds()
+        if seconds_left <= 0:  # past the deadline a job would only be cut by the watchdog: flex serves the rest
+            return []
         keep = max(0, flex_reach(seconds_left, rows_per_s) - in_progress)
         start = bisect.bisect_left(self.todo, next_position)
         end = bisect.bisect_left(self.todo, self.boundary)

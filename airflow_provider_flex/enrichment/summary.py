@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError
@@ -149,8 +150,14 @@ class EnrichSummary:
     run_refused: FlexRequestError | None = field(default=None, repr=False)
     quota_exhausted: FlexQuotaExhausted | None = field(default=None, repr=False)
     supervisor_gone: bool = field(default=False, repr=False)
-    #: The batch jobs still running when the run returned (the task defers on them).
+    #: The batch jobs still running when the run returned (the task defers on them), and when the watchdog
+    #: next looks at them (the deferred task wakes then at the latest).
     waiting_jobs: list[str] = field(default_factory=list, repr=False)
+    cutoff: datetime | None = field(default=None, repr=False)
+    #: Rows of batch jobs cancelled past their cutoff (``finish_by`` plus grace, or ``batch_max_wait``) and
+    #: served on flex instead, and those jobs with the rows each held.
+    late_rows: int = 0
+    late_jobs: dict[str, int] = field(default_factory=dict)
 
     def failure(self, max_failed_fraction: float, max_cost_usd: float | None) -> FlexError | None:
         """Return why the task fails after writing everything: it stopped at the cost cap, or too many rows failed."""
@@ -190,7 +197,7 @@ class EnrichSummary:
 
 
 #: Summary fields the task acts on that are not data: left out of the XCom.
-NOT_IN_XCOM = frozenset({"run_refused", "quota_exhausted", "supervisor_gone", "waiting_jobs"})
+NOT_IN_XCOM = frozenset({"run_refused", "quota_exhausted", "supervisor_gone", "waiting_jobs", "cutoff"})
 
 
 def _plain(value: Any) -> Any:
@@ -233,6 +240,8 @@ class EnrichStats:
     orphaned: bool = False
     #: What the run's explicit context cache cost to keep (known once it is deleted).
     cache_storage_usd: float = 0.0
+    #: Rows of batch jobs the watchdog cancelled, handed to flex.
+    late_rows: int = 0
 
     def add_batch(self, answered: RouteFigures, unusable: RouteFigures, dead_letters: int) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
@@ -271,6 +280,8 @@ class EnrichStats:
         batch_jobs: list[dict[str, str]] | None = None,
         waiting_jobs: list[str] | None = None,
         context_cache: dict[str, Any] | None = None,
+        late_jobs: dict[str, int] | None = None,
+        cutoff: datetime | None = None,
     ) -> EnrichSummary:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
         and this run's answers, all of them in the output now)."""
@@ -319,6 +330,9 @@ class EnrichStats:
             quota_exhausted=self.quota_exhausted,
             supervisor_gone=self.orphaned,
             waiting_jobs=waiting_jobs or [],
+            cutoff=cutoff,
+            late_rows=self.late_rows,
+            late_jobs=dict(late_jobs or {}),
         )
 
 

@@ -24,7 +24,13 @@ from airflow_provider_flex.arguments import (
 from airflow_provider_flex.compat import conf
 from airflow_provider_flex.enrichment.context_cache import check_context_cache
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
-from airflow_provider_flex.enrichment.routing import as_finish_by, check_route, deadline_of, is_template
+from airflow_provider_flex.enrichment.routing import (
+    DEFAULT_BATCH_MAX_WAIT,
+    as_finish_by,
+    check_route,
+    deadline_of,
+    is_template,
+)
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.schema_field import fields_to_render
@@ -122,6 +128,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         or seconds from the task's start (a number, or a template rendering to one). ``route`` and
         ``finish_by`` are templated; templated values are checked once rendered, before any call.
     :param batch_poll_interval: seconds between two looks at running batch jobs.
+    :param batch_max_wait: how long a batch job may live (a ``timedelta`` or seconds; default 24 hours, the
+        Batch API's target turnaround) before it is cancelled and its rows are served on flex. With
+        ``route="auto"`` a job still unfinished 15 s past ``finish_by`` is cancelled the same way.
     :param sql_conn_id: with ``table``, load the results into that table through this common-sql
         connection once the run succeeds: the key (primary key), one column per top-level property of
         ``response_schema`` (``text`` without one; JSON text for objects and arrays), ``service_tier``,
@@ -200,6 +209,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         route: str = "flex",
         finish_by: timedelta | datetime | float | str | None = None,
         batch_poll_interval: float = 60.0,
+        batch_max_wait: timedelta | float = DEFAULT_BATCH_MAX_WAIT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         sql_conn_id: str | None = None,
         table: str | None = None,
@@ -241,6 +251,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.route = route
         self.finish_by = finish_by
         self.batch_poll_interval = batch_poll_interval
+        wait = batch_max_wait if isinstance(batch_max_wait, timedelta) else timedelta(seconds=float(batch_max_wait))
+        if wait <= timedelta(0):
+            raise ValueError(f"Task {self.task_id!r}: batch_max_wait must be positive, got {batch_max_wait!r}")
+        self.batch_max_wait = wait
         self.deferrable = deferrable
         self.media_fields = list(media_fields or [])
         self.media_root = media_root
@@ -353,7 +367,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         for level, line in step.log_lines:
             self.log.log(level, "%s", line)
         if step.action == DEFER_FOR_BATCHES:
-            self._defer_for_batches(summary.waiting_jobs, run.request.deadline)
+            self._defer_for_batches(summary.waiting_jobs, run.request.deadline, summary.cutoff)
         if step.action == WAIT_FOR_QUOTA_RESET:
             self._wait_for_quota_reset(step.reset_at)
         if step.action == FAIL:
@@ -367,12 +381,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
             summary.loaded_rows = self._load_table(run.store)
         return summary.to_dict()
 
-    def _defer_for_batches(self, job_names: list[str], deadline: datetime | None) -> None:
-        """Defer until a batch job ends (no worker slot meanwhile); resume in :meth:`execute_after_batches`."""
+    def _defer_for_batches(self, job_names: list[str], deadline: datetime | None, cutoff: datetime | None) -> None:
+        """Defer until a batch job ends or the watchdog's ``cutoff`` comes (no worker slot meanwhile); resume in
+        :meth:`execute_after_batches`."""
         from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
 
+        wake_at = cutoff.isoformat() if cutoff else None
         self.defer(
-            trigger=GeminiFlexBatchTrigger(job_names, self.gemini_flex_conn_id, self.batch_poll_interval),
+            trigger=GeminiFlexBatchTrigger(job_names, self.gemini_flex_conn_id, self.batch_poll_interval, wake_at),
             method_name="execute_after_batches",
             kwargs={"deadline": deadline.isoformat() if deadline else None},
         )

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from airflow_provider_flex.emulator.batch import FORCED_STATES, BatchJobs
+from airflow_provider_flex.emulator.batch import FORCED_STATES, NEXT_FATES, BatchJobs
 from airflow_provider_flex.emulator.errors import ApiError
 from airflow_provider_flex.emulator.routes import page_params
 
@@ -61,14 +61,15 @@ class BatchEndpoints:
 
     async def admin_batches(self, request: Request) -> Response:
         """``GET /__emulator__/batches``: every job with its keys; ``POST`` with ``{"state", "count"}``:
-        the next ``count`` jobs end in ``state`` (FAILED, CANCELLED, EXPIRED) instead of succeeding."""
+        the next ``count`` jobs end in ``state`` (FAILED, CANCELLED, EXPIRED) instead of succeeding, or never end
+        until cancelled (STUCK)."""
         jobs = self.jobs()
         if request.method == "POST":
             body = await self.read_json(request) or {}
             state = str(body.get("state", "")).upper()
-            if state not in FORCED_STATES:
-                raise ApiError(400, "INVALID_ARGUMENT", f"state must be one of {', '.join(FORCED_STATES)}")
-            jobs.next_fates.extend([FORCED_STATES[state]] * int(body.get("count", 1)))
+            if state not in NEXT_FATES:
+                raise ApiError(400, "INVALID_ARGUMENT", f"state must be one of {', '.join(NEXT_FATES)}")
+            jobs.next_fates.extend([NEXT_FATES[state]] * int(body.get("count", 1)))
         return JSONResponse(jobs.snapshot())
 
     async def admin_end_batch(self, request: Request) -> Response:

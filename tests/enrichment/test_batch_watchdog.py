@@ -1,0 +1,97 @@
+"""The batch watchdog: a job still unfinished past its cutoff is cancelled and flex serves its rows, once each.
+
+The emulator's jobs stay RUNNING until cancelled (``BatchSettings(stuck=True)``), as users report of the
+real Batch API (python-genai #1482, #2221, #2974).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airflow_provider_flex.emulator import FlexEmulator
+from airflow_provider_flex.emulator.batch import BatchSettings
+from airflow_provider_flex.enrichment.routing import DEADLINE_GRACE, job_cutoff
+from airflow_provider_flex.hooks.batch import BatchRequest
+from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.hooks.retry import FlexRetryPolicy
+from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+from airflow_provider_flex.triggers.batch import GeminiFlexBatchTrigger
+from tests.hooks.conftest import API_KEY
+
+POLICY = FlexRetryPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.5, deadline=600)
+ROWS = [{"id": f"p{i:04d}", "title": f"product {i}"} for i in range(150)]
+
+
+def _operator(output: Path, **kwargs) -> GeminiFlexEnrichOperator:
+    kwargs.setdefault("records", ROWS)
+    return GeminiFlexEnrichOperator(
+        task_id="enrich", key_field="id", prompt_template="Categorise {{ row.title }}", output_path=str(output),
+        retry_policy=POLICY, batch_poll_interval=60, deferrable=False, model="gemini-2.5-flash-lite",
+        **kwargs,
+    )  # fmt: skip
+
+
+def _results(output: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted(output.glob("results-*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def test_a_stuck_job_past_the_deadline_is_cancelled_and_flex_serves_its_rows_once(set_connection, tmp_path):
+    with FlexEmulator(seed=3, rpm=600, quota_window="sliding", batch=BatchSettings(stuck=True)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        started = time.monotonic()
+        summary = _operator(tmp_path, route="auto", finish_by=timedelta(seconds=6), requests_per_minute=600
+                            ).execute(context={})  # fmt: skip
+        elapsed = time.monotonic() - started
+        stats, jobs = emulator.admin.stats(), emulator.admin.batches()
+    results = _results(tmp_path)
+    keys = [r["key"] for r in results]
+    assert sorted(keys) == [row["id"] for row in ROWS] and len(set(keys)) == len(keys), "every row once"
+    assert summary["late_rows"] > 0 and sum(summary["late_jobs"].values()) == summary["late_rows"]
+    assert summary["rows_by_route"] == {"flex": 150, "batch": 0} and summary["in_batch"] == 0
+    assert stats["calls"]["flex"]["ok"] == 150, "no row was answered by the cancelled job"
+    assert jobs == [] and list(summary["late_jobs"]) == [job["name"] for job in summary["batch_jobs"]]
+    assert summary["batch_jobs"][0]["state"] == "cancelled", "the stuck job was cancelled (then deleted)"
+    # the deadline (6 s), the grace, and the late rows at 10 rows/s: not a poll interval (60 s) more
+    assert elapsed < 6 + DEADLINE_GRACE.total_seconds() + summary["late_rows"] / 10 + 20
+
+
+def test_batch_max_wait_bounds_a_batch_only_run(set_connection, tmp_path):
+    with FlexEmulator(seed=3, batch=BatchSettings(stuck=True)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        summary = _operator(tmp_path, records=ROWS[:20], route="batch", batch_max_wait=2.0).execute(context={})
+        jobs = emulator.admin.batches()
+    assert sorted(r["key"] for r in _results(tmp_path)) == [row["id"] for row in ROWS[:20]]
+    assert summary["late_rows"] == 20 and summary["rows_by_route"]["flex"] == 20 and jobs == []
+
+
+def test_the_deferred_wait_wakes_at_the_cutoff_and_names_a_cancelled_job_as_such(set_connection):
+    with FlexEmulator(seed=3, batch=BatchSettings(stuck=True)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        job = GeminiFlexHook().batches.submit("gemini-2.5-flash-lite", [BatchRequest("a", "hi")], config=None,
+                                              display_name="stuck")  # fmt: skip
+        wake_at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+
+        async def first_event(trigger: GeminiFlexBatchTrigger) -> dict:
+            return (await anext(trigger.run())).payload
+
+        started = time.monotonic()
+        woken = asyncio.run(first_event(GeminiFlexBatchTrigger([job.name], "gemini_flex_default", 30, wake_at)))
+        assert woken["status"] == "cutoff" and time.monotonic() - started < 10
+        GeminiFlexHook().batches.cancel(job.name)
+        ended = asyncio.run(first_event(GeminiFlexBatchTrigger([job.name], "gemini_flex_default", 30)))
+    assert ended == {"status": "ended", "job": job.name, "state": "cancelled"}
+
+
+def test_the_cutoff_is_the_deadline_plus_grace_or_the_jobs_max_wait():
+    deadline = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    created = deadline - timedelta(minutes=30)
+    day = timedelta(hours=24)
+    assert job_cutoff(route="auto", deadline=deadline, created=created, max_wait=day) == deadline + DEADLINE_GRACE
+    assert job_cutoff(route="auto", deadline=deadline, created=created, max_wait=timedelta(minutes=5)) == (
+        created + timedelta(minutes=5)
+    )
+    assert job_cutoff(route="batch", deadline=None, created=created, max_wait=day) == created + day
