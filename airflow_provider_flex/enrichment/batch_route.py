@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class BatchRouteStats:
     #: Answers that came back unusable (off-schema, cut, blocked): paid for, so counted in the spend.
     unusable: RouteFigures = field(default_factory=RouteFigures)
     jobs: dict[str, str] = field(default_factory=dict)  # job name -> last known state
+    #: job name -> the API's last ``batchStats`` (pending, successful, failed requests)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Rows given up on after the retry policy's attempts: dead-letter records for ``failed-*.jsonl``.
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     #: Jobs the watchdog cancelled past their cutoff, and the rows each held (served on flex instead).
@@ -103,10 +106,20 @@ class BatchRoute:
         """Return where the rows waiting in batch jobs are, for the progress line."""
         if not self.checkpoints:
             return ""
-        parts = [
-            f"{len(c.attempts)} in {c.job_name or 'a job being created'} ({c.state})" for c in self.checkpoints.values()
-        ]
-        return "; batch: " + ", ".join(parts)
+        return "; batch: " + ", ".join(self._describe(c) for c in self.checkpoints.values())
+
+    def _describe(self, checkpoint: BatchCheckpoint) -> str:
+        """Return one job's rows, state, age and the API's counts, in words."""
+        age = max(0.0, time.time() - checkpoint.created)
+        counts = self.stats.counts.get(checkpoint.job_name or "", {})
+        shown = ", ".join(f"{name} {counts[name]}" for name in ("pending", "successful", "failed") if name in counts)
+        return (f"{len(checkpoint.attempts)} in {checkpoint.job_name or 'a job being created'} "
+                f"({checkpoint.state}, {age:.0f}s{', ' + shown if shown else ''})")  # fmt: skip
+
+    @property
+    def landed_rows(self) -> int:
+        """Return the rows batch jobs answered (or gave up on) so far in this run."""
+        return self.stats.answered.rows + len(self.stats.dead_letters)
 
     # ---- taking rows, and resuming
 
@@ -253,6 +266,7 @@ class BatchRoute:
             self.log.warning("Batch route: could not look at job %s now (%s).", checkpoint.job_name, unavailable)
             return
         self.stats.jobs[job.name] = job.state
+        self.stats.counts[job.name] = dict(job.counts)
         if job.state != checkpoint.state:
             checkpoint.state = job.state
             self._save(checkpoint)
@@ -300,6 +314,7 @@ class BatchRoute:
         latest: dict[str, str] = {}
         answered: set[str] = set()
         if state == "succeeded":
+            await asyncio.to_thread(self.store.record_batch_turnaround, time.time() - checkpoint.created)
             results = await asyncio.to_thread(
                 self.batches.results,
                 checkpoint.job_name,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.batch_route import BatchRoute, BatchRouteStats
-from airflow_provider_flex.enrichment.routing import DeadlineRouter
+from airflow_provider_flex.enrichment.routing import DEADLINE_GRACE, DeadlineRouter, late_rows_outlook, quota_rate
 from airflow_provider_flex.exceptions import FlexError
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 #: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
 ROUTE_SECONDS = 2.0
+#: Fewer rows than this moved past flex's reach are held for the next move, not made a job of their own
+#: (a job of a handful of rows waits as long as a large one); held rows left at the end are served on flex.
+MIN_BATCH_JOB_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class Routing:
         #: Rows flex gave up before their call went (a spent day): they go to batch with the next move.
         self._given_back: list[str] = []
         self._late: asyncio.Task[None] | None = None
+        #: Rows moved past flex's reach, too few for a job yet (see MIN_BATCH_JOB_ROWS).
+        self._held: list[str] = []
+        self._flex_stopped = False
         self._serve_on_flex: Callable[[list[str]], Awaitable[None]] | None = None
 
     # ---- what the engine asks
@@ -93,9 +100,10 @@ class Routing:
         self._given_back.append(key)
 
     def send_rest_to_batch(self, position: int) -> None:
-        """Send every row from ``position`` on to batch (the day's quota is spent, flex stops)."""
+        """Send every row from ``position`` on to batch (the day's quota is spent, flex stops), held rows too."""
         if self.router.route == "auto":
-            self._send(self.router.rows_from(position))
+            self._flex_stopped = True
+            self._send(self.router.rows_from(position), small_too=True)
 
     async def finish(self) -> BatchRouteStats:
         """After flex: stop routing, let the job loop end its step, then wait for the jobs or leave them.
@@ -104,7 +112,10 @@ class Routing:
         """
         for task in self._tasks[1:]:
             task.cancel()
-        self._send([])
+        self._send([], small_too=self._flex_stopped)
+        if self._held:  # too few for a job of their own: flex, free now, serves them
+            self.batch.late_rows.put_nowait(self._held)
+            self._held = []
         self.batch.request_stop()
         await self._tasks[0]
         if self.request.wait_for_batches:
@@ -151,9 +162,15 @@ class Routing:
     def _move(self, flex: FlexProgress) -> None:
         self._send(self.router.move(flex.next_position, flex.rows_per_s, in_progress=flex.in_progress))
 
-    def _send(self, keys: list[str]) -> None:
-        keys = keys + self._given_back
+    def _send(self, keys: list[str], *, small_too: bool = False) -> None:
+        """Hand ``keys`` (with rows given back and rows held) to batch; fewer than MIN_BATCH_JOB_ROWS are held
+        for the next move unless ``small_too`` (flex has stopped: batch is their only way)."""
+        keys = self._held + keys + self._given_back
         self._given_back = []
+        if keys and len(keys) < MIN_BATCH_JOB_ROWS and not small_too:
+            self._held = keys
+            return
+        self._held = []
         if keys:
             self.log.info("Routing %d rows to the Batch API (flex cannot finish them by the deadline).", len(keys))
             self.batch.take(keys)
@@ -177,4 +194,34 @@ def start_routing(
     batch.resume(done)
     rows.without(batch.keys())
     router = DeadlineRouter(rows.positions, rows.keys, route=request.route, deadline=request.deadline)
+    if request.route == "auto" and request.deadline is not None:
+        rate = quota_rate(hook.quota_limiter(model).known_limits(), None)
+        check_deadline(request, len(rows.keys), rate, expected_turnaround(request, store), log)
     return Routing(request, router, batch, log)
+
+
+def expected_turnaround(request: EnrichRequest, store: OutputStore) -> float:
+    """Return the seconds a batch job is expected to take: the median of this output's finished jobs, else
+    ``batch_turnaround`` (default 24 hours, the Batch API's target)."""
+    seen = store.batch_turnarounds()
+    return statistics.median(seen) if seen else request.batch_turnaround.total_seconds()
+
+
+def check_deadline(request: EnrichRequest, rows: int, rows_per_s: float | None, turnaround_s: float, log: Any) -> None:
+    """Say before the first call when ``finish_by`` cannot be met (how many rows late, by about how much);
+    with ``on_unreachable_deadline="fail"`` fail instead."""
+    assert request.deadline is not None
+    seconds_left = (request.deadline - datetime.now(timezone.utc)).total_seconds()
+    outlook = late_rows_outlook(rows, rows_per_s, seconds_left, turnaround_s)
+    if outlook is None:
+        return
+    late, late_by = outlook
+    message = (
+        f"{request.task}: finish_by {request.deadline.isoformat(timespec='seconds')} cannot be met: flex reaches "
+        f"{rows - late} of {rows} rows by then at {rows_per_s:.2f} rows/s, and a batch job is expected to take "
+        f"{turnaround_s / 3600:.1f} h; {late} rows will be about {late_by:.0f}s late (their jobs are cancelled "
+        f"{DEADLINE_GRACE.total_seconds():.0f}s past finish_by and flex serves them)"
+    )
+    if request.on_unreachable_deadline == "fail":
+        raise FlexError(message + "; no call was made (on_unreachable_deadline='fail').")
+    log.warning("%s.", message)

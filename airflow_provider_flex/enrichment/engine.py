@@ -197,13 +197,15 @@ class Enrichment:
 
     def summary(self) -> EnrichSummary:
         """Return the run's summary as it stands (finished once :meth:`run` returned)."""
-        jobs = self.routing.batch.stats.jobs if self.routing is not None else {}
+        batch_stats = self.routing.batch.stats if self.routing is not None else None
+        jobs = batch_stats.jobs if batch_stats is not None else {}
+        counts = batch_stats.counts if batch_stats is not None else {}
         return self.stats.summary(
             self.request,
             self.pacer.counts(),
             dead_letters=self._failed,
             earlier=self.earlier,
-            batch_jobs=[{"name": name, "state": state} for name, state in jobs.items()],
+            batch_jobs=[{"name": name, "state": state, **counts.get(name, {})} for name, state in jobs.items()],
             waiting_jobs=self.routing.job_names() if self.routing is not None else [],
             late_jobs=dict(self.routing.batch.stats.late) if self.routing is not None else {},
             cutoff=self.routing.cutoff() if self.routing is not None else None,
@@ -363,7 +365,8 @@ class Enrichment:
         return describe_pacing(self.stats.quota_exhausted, self.hook.quota_limiter(self.model), self.pacer) + batch_note
 
     def _log_progress(self) -> None:
-        log_progress(self.log, self.stats, self.pacer, self.pacing_note())
+        landed = self.routing.batch.landed_rows if self.routing is not None and not self.stats.batch.rows else 0
+        log_progress(self.log, self.stats, self.pacer, self.pacing_note(), batch_landed=landed)
 
 
 def refuses_the_run(code: int | None, *, same_400_rows: int, any_succeeded: bool) -> bool:

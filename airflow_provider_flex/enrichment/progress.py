@@ -28,15 +28,17 @@ def describe_pacing(exhausted: FlexQuotaExhausted | None, limiter: QuotaLimiter,
     return "; " + ", ".join(notes) if notes else ""
 
 
-def log_progress(log: Any, stats: EnrichStats, pacer: EnrichmentPacer, note: str) -> None:
-    """Log one progress line of a run."""
-    remaining = stats.total - stats.skipped - stats.done
+def log_progress(log: Any, stats: EnrichStats, pacer: EnrichmentPacer, note: str, *, batch_landed: int = 0) -> None:
+    """Log one progress line of a run: ``batch_landed`` rows answered by batch jobs so far count as done (the
+    ETA is flex's: rows waiting in batch jobs are told apart in ``note``)."""
+    done = stats.done + batch_landed
+    remaining = stats.total - stats.skipped - done
     rate = stats.rows_per_s()
     eta = f"{remaining / rate:.0f}s" if rate else "n/a"
     log.info(
         "Enrichment: %d/%d rows done (%d skipped, %d failed), %.1f rows/s, ETA %s, concurrency %d, "
         "cost $%.4f, 429s %d, 503s %d%s",
-        stats.done + stats.skipped,
+        done + stats.skipped,
         stats.total,
         stats.skipped,
         stats.failed,

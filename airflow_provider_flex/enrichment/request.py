@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
-from airflow_provider_flex.enrichment.routing import DEFAULT_BATCH_MAX_WAIT
+from airflow_provider_flex.enrichment.routing import DEFAULT_BATCH_MAX_WAIT, DEFAULT_BATCH_TURNAROUND
 from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, load_shared_contents
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 
@@ -61,6 +61,9 @@ class EnrichRequest:
     batch_poll_interval: float = 60.0
     #: How long a batch job may live before the watchdog cancels it and flex serves its rows.
     batch_max_wait: timedelta = DEFAULT_BATCH_MAX_WAIT
+    #: The turnaround a batch job is planned with until this output's jobs have shown theirs.
+    batch_turnaround: timedelta = DEFAULT_BATCH_TURNAROUND
+    on_unreachable_deadline: str = "warn"
     wait_for_batches: bool = True
     gemini_flex_conn_id: str = "gemini_flex_default"
     retry_policy: FlexRetryPolicy | None = None

@@ -47,6 +47,14 @@ def as_finish_by(task_id: str, value: object) -> timedelta | datetime | None:
         ) from None
 
 
+def positive_duration(task_id: str, name: str, value: timedelta | float) -> timedelta:
+    """Return a duration argument (a timedelta or seconds) as a timedelta; ValueError naming it unless positive."""
+    duration = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    if duration <= timedelta(0):
+        raise ValueError(f"Task {task_id!r}: {name} must be positive, got {value!r}")
+    return duration
+
+
 def check_route(task_id: str, route: str, finish_by: timedelta | datetime | None) -> None:
     """Reject a route or deadline that cannot work (when the DAG is parsed, or once templates are rendered)."""
     if route not in ROUTES:
@@ -91,6 +99,29 @@ def job_cutoff(
     if route == "auto" and deadline is not None:
         return min(deadline + grace, by_age)
     return by_age
+
+
+#: The Batch API's target turnaround, assumed for planning until this output's own jobs have shown theirs.
+DEFAULT_BATCH_TURNAROUND = timedelta(hours=24)
+ON_UNREACHABLE_DEADLINE = ("warn", "fail")
+
+
+def late_rows_outlook(
+    rows: int, rows_per_s: float | None, seconds_left: float, turnaround_s: float
+) -> tuple[int, float] | None:
+    """Return (rows that will be late, about how late in seconds) for ``rows`` due in ``seconds_left``, or None.
+
+    Flex reaches ``flex_reach`` of them; the rest wait for a batch job that takes ``turnaround_s``, or, when
+    that is past the deadline, for the watchdog to cut the job at the deadline plus grace and flex to serve
+    them. None when the rate is unknown (nothing to say yet) or every row can be on time.
+    """
+    if rows_per_s is None or rows_per_s <= 0:
+        return None
+    late = rows - flex_reach(seconds_left, rows_per_s)
+    if late <= 0 or turnaround_s <= seconds_left:
+        return None
+    by_watchdog = DEADLINE_GRACE.total_seconds() + late / rows_per_s
+    return late, min(turnaround_s - seconds_left, by_watchdog)
 
 
 def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: float | None) -> float | None:

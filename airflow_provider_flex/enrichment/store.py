@@ -30,6 +30,9 @@ BATCH_PREFIX = "batch-"
 REQUEST_FILE = "request.json"
 #: The run's explicit context cache (see ``context_cache``): its name, checkpointed before first use.
 CACHE_CHECKPOINT_FILE = "context_cache.json"
+#: How long this output's finished batch jobs took (seconds), for planning the next runs' deadlines.
+TURNAROUNDS_FILE = "batch_turnarounds.json"
+TURNAROUNDS_KEPT = 20
 SUPERSEDED_DIR = "superseded"
 
 
@@ -141,6 +144,21 @@ class OutputStore:
         for name, entry in self._entries():
             if name == f"{BATCH_PREFIX}{checkpoint_id}.json":
                 entry.unlink()
+
+    def batch_turnarounds(self) -> list[float]:
+        """Return the seconds this output's finished batch jobs took, oldest first (``batch_turnarounds.json``)."""
+        for name, entry in self._entries():
+            if name == TURNAROUNDS_FILE:
+                try:
+                    return [float(x) for x in json.loads(entry.read_text())]
+                except (ValueError, TypeError):
+                    return []
+        return []
+
+    def record_batch_turnaround(self, seconds: float) -> None:
+        """Add a finished job's turnaround to what the next runs plan with (the last 20 are kept)."""
+        kept = [*self.batch_turnarounds(), round(seconds, 1)][-TURNAROUNDS_KEPT:]
+        write_whole(f"{self.output_path}/{TURNAROUNDS_FILE}", json.dumps(kept))
 
     def read_cache_checkpoint(self) -> dict[str, Any] | None:
         """Return the run's context-cache checkpoint (``context_cache.json``: its name and digest), or None."""

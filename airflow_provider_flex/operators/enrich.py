@@ -26,10 +26,13 @@ from airflow_provider_flex.enrichment.context_cache import check_context_cache
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import (
     DEFAULT_BATCH_MAX_WAIT,
+    DEFAULT_BATCH_TURNAROUND,
+    ON_UNREACHABLE_DEADLINE,
     as_finish_by,
     check_route,
     deadline_of,
     is_template,
+    positive_duration,
 )
 from airflow_provider_flex.hooks.request import check_schema_at_parse_time
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
@@ -131,6 +134,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param batch_max_wait: how long a batch job may live (a ``timedelta`` or seconds; default 24 hours, the
         Batch API's target turnaround) before it is cancelled and its rows are served on flex. With
         ``route="auto"`` a job still unfinished 15 s past ``finish_by`` is cancelled the same way.
+    :param batch_turnaround: how long a batch job is expected to take (default 24 hours, the Batch API's target;
+        once this output's jobs have finished, the median of what they took). With ``route="auto"``, when flex
+        plus that turnaround cannot meet ``finish_by``, the task says before the first call how many rows will
+        be late and by about how much, and goes on (``on_unreachable_deadline="warn"``) or fails (``"fail"``).
+    :param on_unreachable_deadline: ``"warn"`` (default) or ``"fail"``, see ``batch_turnaround``.
     :param sql_conn_id: with ``table``, load the results into that table through this common-sql
         connection once the run succeeds: the key (primary key), one column per top-level property of
         ``response_schema`` (``text`` without one; JSON text for objects and arrays), ``service_tier``,
@@ -210,6 +218,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         finish_by: timedelta | datetime | float | str | None = None,
         batch_poll_interval: float = 60.0,
         batch_max_wait: timedelta | float = DEFAULT_BATCH_MAX_WAIT,
+        batch_turnaround: timedelta | float = DEFAULT_BATCH_TURNAROUND,
+        on_unreachable_deadline: str = "warn",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         sql_conn_id: str | None = None,
         table: str | None = None,
@@ -251,10 +261,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.route = route
         self.finish_by = finish_by
         self.batch_poll_interval = batch_poll_interval
-        wait = batch_max_wait if isinstance(batch_max_wait, timedelta) else timedelta(seconds=float(batch_max_wait))
-        if wait <= timedelta(0):
-            raise ValueError(f"Task {self.task_id!r}: batch_max_wait must be positive, got {batch_max_wait!r}")
-        self.batch_max_wait = wait
+        self.batch_max_wait = positive_duration(self.task_id, "batch_max_wait", batch_max_wait)
+        self.batch_turnaround = positive_duration(self.task_id, "batch_turnaround", batch_turnaround)
+        if on_unreachable_deadline not in ON_UNREACHABLE_DEADLINE:
+            raise ValueError(f"Task {self.task_id!r}: on_unreachable_deadline must be one of "
+                             f"{list(ON_UNREACHABLE_DEADLINE)}, got {on_unreachable_deadline!r}")  # fmt: skip
+        self.on_unreachable_deadline = on_unreachable_deadline
         self.deferrable = deferrable
         self.media_fields = list(media_fields or [])
         self.media_root = media_root

@@ -28,9 +28,10 @@ ROWS = [{"id": f"p{i:04d}", "title": f"product {i}"} for i in range(150)]
 
 def _operator(output: Path, **kwargs) -> GeminiFlexEnrichOperator:
     kwargs.setdefault("records", ROWS)
+    kwargs.setdefault("batch_poll_interval", 60)
     return GeminiFlexEnrichOperator(
         task_id="enrich", key_field="id", prompt_template="Categorise {{ row.title }}", output_path=str(output),
-        retry_policy=POLICY, batch_poll_interval=60, deferrable=False, model="gemini-2.5-flash-lite",
+        retry_policy=POLICY, deferrable=False, model="gemini-2.5-flash-lite",
         **kwargs,
     )  # fmt: skip
 
@@ -95,3 +96,34 @@ def test_the_cutoff_is_the_deadline_plus_grace_or_the_jobs_max_wait():
         created + timedelta(minutes=5)
     )
     assert job_cutoff(route="batch", deadline=None, created=created, max_wait=day) == created + day
+
+
+def test_an_unreachable_deadline_is_said_before_the_first_call_and_fails_if_asked(set_connection, tmp_path):
+    from airflow_provider_flex.exceptions import FlexError
+
+    with FlexEmulator(seed=3, rpm=600, quota_window="sliding") as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        strict = {"route": "auto", "finish_by": timedelta(seconds=6), "requests_per_minute": 600,
+                  "on_unreachable_deadline": "fail"}  # fmt: skip
+        try:
+            _operator(tmp_path / "strict", **strict).execute(context={})
+            raise AssertionError("the task should have failed before its first call")
+        except FlexError as refused:
+            message = str(refused)
+        assert "cannot be met" in message and "rows will be about" in message and "no call was made" in message
+        assert emulator.admin.stats()["requests"] == 0 and emulator.admin.batches() == []
+        # this output's own jobs took a second: planned with that, the deadline can be met
+        (tmp_path / "known").mkdir()
+        (tmp_path / "known" / "batch_turnarounds.json").write_text("[1.0, 1.2, 0.8]")
+        summary = _operator(tmp_path / "known", batch_poll_interval=0.2, **strict).execute(context={})
+    assert summary["succeeded"] == 150
+
+
+def test_the_outlook_of_late_rows_is_a_pure_rule():
+    from airflow_provider_flex.enrichment.routing import late_rows_outlook
+
+    assert late_rows_outlook(900, None, 60, 86_400) is None, "an unknown rate: nothing to say yet"
+    assert late_rows_outlook(100, 5.0, 60, 86_400) is None, "flex reaches every row"
+    assert late_rows_outlook(900, 5.0, 60, 30) is None, "batch answers in time"
+    late, late_by = late_rows_outlook(900, 5.0, 60, 86_400)
+    assert late == 900 - 270 and late_by == DEADLINE_GRACE.total_seconds() + 630 / 5.0
