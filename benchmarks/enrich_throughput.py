@@ -20,7 +20,9 @@ Scenarios (``--scenario``):
   that lets flex serve a third of them by ``--finish-by`` seconds, batch jobs that take
   ``--batch-turnaround`` seconds: ``route="auto"`` against ``route="flex"`` alone. Reports
   when the last row was done against the deadline plus one turnaround, rows answered
-  twice, and cost against the same tokens at the standard price.
+  twice, and cost against the same tokens at the standard price. Then a stuck-job case
+  (``stuck_batch.py``: 900 rows, 300 requests/min, ``finish_by`` 60 s, a Batch API that never
+  finishes a job): the last row's time against ``finish_by``, rows per route and late, none twice.
 - ``cache``: ``--rows`` rows (use 600) sharing a 2,000-token instruction, implicit cache hits on only
   ``--implicit-hits`` of the calls: ``context_cache="auto"`` against ``"off"``, cost as a fraction of the
   same tokens at standard price uncached, and rows/s (``cache_scenario.py``).
@@ -50,6 +52,7 @@ from cache_scenario import cache_scenario
 from emulator_process import emulator_process, use_connection
 from google import genai
 from google.genai import types
+from stuck_batch import print_stuck_case, run_stuck_case
 
 from airflow_provider_flex.emulator import FlexEmulator
 from airflow_provider_flex.enrichment.run import quiet_http_client_logs
@@ -342,6 +345,8 @@ def deadline_scenario(args: argparse.Namespace) -> None:
             f"{route:<6} {r['rows']:>5} {r['by_route']['flex']:>5} {r['by_route']['batch']:>5} {r['elapsed']:>8.1f}s "
             f"{r['elapsed'] / target:>9.0%} {r['twice']:>5} {r['cost_vs_standard']:>8.3f}"
         )
+    if not args.no_stuck:
+        print_stuck_case(run_stuck_case(MODEL))
 
 
 def main() -> None:
@@ -365,6 +370,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="quota scenario: rows = rpm x minutes")
     parser.add_argument("--rounds", type=int, default=3, help="cpu scenario: alternating rounds")
     parser.add_argument("--implicit-hits", type=float, default=0.3, help="cache scenario: implicit hit rate")
+    parser.add_argument("--no-stuck", action="store_true", help="deadline scenario: leave out the stuck-job case")
     args = parser.parse_args()
     if args.scenario == "cache":
         cache_scenario(args, MODEL)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.batch_route import BatchRoute, BatchRouteStats
 from airflow_provider_flex.enrichment.routing import DEADLINE_GRACE, DeadlineRouter, late_rows_outlook, quota_rate
+from airflow_provider_flex.enrichment.summary import BatchJobsSeen
 from airflow_provider_flex.exceptions import FlexError
 
 if TYPE_CHECKING:
@@ -126,9 +127,16 @@ class Routing:
             await self._serve_on_flex(self.batch.late_rows.get_nowait())
         return self.batch.stats
 
-    def cutoff(self) -> datetime | None:
-        """Return when the watchdog next looks at an unfinished job (a deferred task wakes then)."""
-        return self.batch.next_cutoff()
+    def jobs_seen(self) -> BatchJobsSeen:
+        """Return the run's jobs for its summary: each with its state and ``batchStats``, those still running,
+        those the watchdog cancelled, and when it next looks at one (a deferred task wakes then)."""
+        stats = self.batch.stats
+        return BatchJobsSeen(
+            jobs=[{"name": name, "state": state, **stats.counts.get(name, {})} for name, state in stats.jobs.items()],
+            waiting=self.batch.job_names(),
+            late=dict(stats.late),
+            cutoff=self.batch.next_cutoff(),
+        )
 
     async def stop(self) -> None:
         """Cancel the loops (the run ended or failed); a job being created is not left half done."""

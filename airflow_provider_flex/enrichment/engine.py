@@ -118,7 +118,6 @@ class Enrichment:
                 while self._row_tasks:  # rows of jobs the watchdog cancelled, served on flex
                     await asyncio.wait(set(self._row_tasks))
                 self.stats.in_batch = self.routing.pending_rows
-                self.stats.late_rows = sum(batch.late.values())
                 self.stats.add_batch(batch.answered, batch.unusable, len(batch.dead_letters))
                 self._failed.extend(batch.dead_letters)
         finally:
@@ -197,18 +196,12 @@ class Enrichment:
 
     def summary(self) -> EnrichSummary:
         """Return the run's summary as it stands (finished once :meth:`run` returned)."""
-        batch_stats = self.routing.batch.stats if self.routing is not None else None
-        jobs = batch_stats.jobs if batch_stats is not None else {}
-        counts = batch_stats.counts if batch_stats is not None else {}
         return self.stats.summary(
             self.request,
             self.pacer.counts(),
             dead_letters=self._failed,
             earlier=self.earlier,
-            batch_jobs=[{"name": name, "state": state, **counts.get(name, {})} for name, state in jobs.items()],
-            waiting_jobs=self.routing.job_names() if self.routing is not None else [],
-            late_jobs=dict(self.routing.batch.stats.late) if self.routing is not None else {},
-            cutoff=self.routing.cutoff() if self.routing is not None else None,
+            jobs=self.routing.jobs_seen() if self.routing is not None else None,
             context_cache=self.context_cache.to_dict() if self.context_cache is not None else None,
         )
 

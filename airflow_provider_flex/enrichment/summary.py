@@ -240,8 +240,6 @@ class EnrichStats:
     orphaned: bool = False
     #: What the run's explicit context cache cost to keep (known once it is deleted).
     cache_storage_usd: float = 0.0
-    #: Rows of batch jobs the watchdog cancelled, handed to flex.
-    late_rows: int = 0
 
     def add_batch(self, answered: RouteFigures, unusable: RouteFigures, dead_letters: int) -> None:
         """Fold the batch route's answers and dead letters into the run's figures (once, at the end)."""
@@ -277,14 +275,12 @@ class EnrichStats:
         *,
         dead_letters: list[dict[str, Any]],
         earlier: OutputTotals,
-        batch_jobs: list[dict[str, str]] | None = None,
-        waiting_jobs: list[str] | None = None,
+        jobs: BatchJobsSeen | None = None,
         context_cache: dict[str, Any] | None = None,
-        late_jobs: dict[str, int] | None = None,
-        cutoff: datetime | None = None,
     ) -> EnrichSummary:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
         and this run's answers, all of them in the output now)."""
+        jobs = jobs or BatchJobsSeen()
         top_errors, failed_keys = error_digest(dead_letters)
         routes = (self.flex, self.batch, self.unusable)
         answers = (self.flex, self.batch)  # what the output holds: answers, not unusable ones
@@ -320,20 +316,29 @@ class EnrichStats:
             top_errors=top_errors,
             failed_keys_sample=failed_keys,
             output_path=request.output_path,
-            output_rows=earlier.rows + self.succeeded,
-            output_cost_usd=round(earlier.cost_usd + sum(r.cost_usd for r in answers), 6),
-            output_standard_cost_usd=round(earlier.standard_cost_usd + sum(r.standard_cost_usd for r in answers), 6),
+            **_output_totals(earlier, answers),
             route=request.route,
             finish_by=request.deadline.isoformat() if request.deadline and request.route != "flex" else None,
-            batch_jobs=batch_jobs or [],
+            batch_jobs=jobs.jobs,
             run_refused=self.run_refused,
             quota_exhausted=self.quota_exhausted,
             supervisor_gone=self.orphaned,
-            waiting_jobs=waiting_jobs or [],
-            cutoff=cutoff,
-            late_rows=self.late_rows,
-            late_jobs=dict(late_jobs or {}),
+            waiting_jobs=jobs.waiting,
+            cutoff=jobs.cutoff,
+            late_rows=sum(jobs.late.values()),
+            late_jobs=dict(jobs.late),
         )
+
+
+@dataclass(frozen=True)
+class BatchJobsSeen:
+    """The run's batch jobs as its summary tells them: every job (name, state, ``batchStats``), those still
+    running, those the watchdog cancelled (rows each held), and the next cutoff."""
+
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    late: dict[str, int] = field(default_factory=dict)
+    cutoff: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -344,6 +349,16 @@ class CallCounts:
     unavailable_503: int = 0
     peak_in_flight: int = 0
     api_requests: int = 0
+
+
+def _output_totals(earlier: OutputTotals, answers: Iterable[RouteFigures]) -> dict[str, Any]:
+    """Return the output's totals over every run: ``earlier`` ones and this run's ``answers``."""
+    answers = list(answers)
+    return {
+        "output_rows": earlier.rows + sum(r.rows for r in answers),
+        "output_cost_usd": round(earlier.cost_usd + sum(r.cost_usd for r in answers), 6),
+        "output_standard_cost_usd": round(earlier.standard_cost_usd + sum(r.standard_cost_usd for r in answers), 6),
+    }
 
 
 def _tokens_of(routes: Iterable[RouteFigures]) -> TokenTotals:
