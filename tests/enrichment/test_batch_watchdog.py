@@ -127,3 +127,37 @@ def test_the_outlook_of_late_rows_is_a_pure_rule():
     assert late_rows_outlook(900, 5.0, 60, 30) is None, "batch answers in time"
     late, late_by = late_rows_outlook(900, 5.0, 60, 86_400)
     assert late == 900 - 270 and late_by == DEADLINE_GRACE.total_seconds() + 630 / 5.0
+
+
+def test_a_deferred_task_is_woken_at_the_cutoff_and_flex_serves_the_stuck_jobs_rows(
+    set_connection, run_dag_file, tmp_path
+):
+    output = tmp_path / "out"
+    with FlexEmulator(seed=3, batch=BatchSettings(stuck=True)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        dag_run = run_dag_file(
+            f"""
+            from datetime import datetime
+            from airflow.sdk import DAG
+            from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+
+            with DAG("flex_batch_deferred_stuck", schedule=None, start_date=datetime(2026, 1, 1)):
+                GeminiFlexEnrichOperator(
+                    task_id="enrich",
+                    records=[{{"id": f"r{{i}}", "title": f"thing {{i}}"}} for i in range(12)],
+                    key_field="id",
+                    prompt_template="Describe {{{{ row.title }}}}",
+                    output_path={str(output)!r},
+                    model="gemini-2.5-flash-lite",
+                    route="batch",
+                    batch_max_wait=2,
+                    batch_poll_interval=60,
+                    deferrable=True,
+                )
+            """,
+            "flex_batch_deferred_stuck",
+        )
+        jobs, flex_ok = emulator.admin.batches(), emulator.admin.stats()["calls"]["flex"]["ok"]
+    assert dag_run.state == "success"
+    assert sorted(r["key"] for r in _results(output)) == sorted(f"r{i}" for i in range(12))
+    assert jobs == [] and flex_ok == 12, "the stuck job was cancelled; flex answered its rows, each once"
