@@ -36,6 +36,7 @@ from airflow_provider_flex.enrichment.summary import RouteFigures
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.batch import BatchEnqueueRefused, BatchRequest, FlexBatches
 from airflow_provider_flex.hooks.schema import AnswerSchema
+from airflow_provider_flex.hooks.tracing import record_batch_job_event
 
 if TYPE_CHECKING:
     from airflow_provider_flex.enrichment.request import EnrichRequest
@@ -266,6 +267,8 @@ class BatchRoute:
             self.log.warning("Batch route: could not look at job %s now (%s).", checkpoint.job_name, unavailable)
             return
         self.stats.jobs[job.name] = job.state
+        if job.state != checkpoint.state or dict(job.counts) != self.stats.counts.get(job.name):
+            record_batch_job_event(job.name, job.state, time.time() - checkpoint.created, job.counts)
         self.stats.counts[job.name] = dict(job.counts)
         if job.state != checkpoint.state:
             checkpoint.state = job.state

@@ -122,6 +122,20 @@ def job_state(job: Any) -> BatchJobState:
     )
 
 
+def batch_stats_of(body: Mapping[str, Any]) -> dict[str, int]:
+    """Return a job's ``metadata.batchStats`` (pending, successful, failed requests) from the API's JSON.
+
+    google-genai 3.6 drops ``batchStats`` from a Gemini API job (its ``BatchJob`` has only Vertex AI's
+    ``completion_stats``), so :meth:`FlexBatches.get` reads the job's JSON for them.
+    """
+    stats = (body.get("metadata") or {}).get("batchStats") or {}
+    return {
+        name: int(stats[f"{name}RequestCount"])
+        for name in ("pending", "successful", "failed")
+        if f"{name}RequestCount" in stats
+    }
+
+
 def batch_line_config(config: types.GenerateContentConfig | None) -> types.GenerateContentConfig | None:
     """Return the per-request config of a batch line: the caller's, without a tier or HTTP options (a job has neither)."""
     if config is None:
@@ -217,7 +231,14 @@ class FlexBatches:
         return dataclasses.replace(job_state(job), input_file=str(uploaded.name))
 
     def get(self, name: str) -> BatchJobState:
-        return job_state(self._call(lambda c: c.batches.get(name=name)))
+        """Return where job ``name`` stands, with the API's ``batchStats`` counts when it reports them."""
+        state = job_state(self._call(lambda c: c.batches.get(name=name)))
+        if state.counts:
+            return state
+        counts = self._quietly(
+            lambda c: batch_stats_of(json.loads(c._api_client.request("get", name, {}).body or "{}"))
+        )
+        return dataclasses.replace(state, counts=counts) if counts else state
 
     def find(self, display_name: str) -> BatchJobState | None:
         """Return the newest job of this project named ``display_name`` (how a rerun finds the job a crash hid)."""

@@ -121,3 +121,16 @@ def record_call_span(
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
     span.end(end_time=time.time_ns())
+
+
+def record_batch_job_event(job: str, state: str, age_s: float, counts: Mapping[str, int]) -> None:
+    """Add a ``gemini_flex.batch_job`` event (name, state, age, ``batchStats``) to the current span (the task's),
+    when tracing is on; nothing otherwise."""
+    if live_tracer() is None:
+        return
+    from opentelemetry import trace
+
+    attributes: dict[str, Any] = {"gemini_flex.batch.job": job, "gemini_flex.batch.state": state,
+                                  "gemini_flex.batch.age_s": round(age_s, 1)}  # fmt: skip
+    attributes.update({f"gemini_flex.batch.{name}_requests": int(value) for name, value in counts.items()})
+    trace.get_current_span().add_event("gemini_flex.batch_job", attributes)

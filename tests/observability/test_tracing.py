@@ -117,3 +117,45 @@ def test_nothing_is_traced_or_imported_when_tracing_is_off():
     with FlexEmulator(api_key=API_KEY, seed=3, preempt_rate=0.0) as emulator:
         found = _probe(emulator, "off")
     assert found["new_otel_modules"] == []
+
+
+BATCH_PROBE = r"""
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
+
+with trace.get_tracer("task").start_as_current_span("task run"):
+    GeminiFlexEnrichOperator(
+        task_id="enrich", key_field="id", prompt_template="Describe {{ row.title }}", output_path=sys.argv[1],
+        records=[{"id": f"r{i}", "title": f"thing {i}"} for i in range(6)], route="batch",
+        model="gemini-2.5-flash-lite", batch_poll_interval=0.2, deferrable=False,
+    ).execute(context={})
+(task,) = [s for s in exporter.get_finished_spans() if s.name == "task run"]
+print(json.dumps([{"name": e.name, **dict(e.attributes)} for e in task.events]))
+"""
+
+
+def test_a_batch_job_is_an_event_on_the_task_span_with_the_apis_counts(tmp_path):
+    from airflow_provider_flex.emulator.batch import BatchSettings
+
+    with FlexEmulator(api_key=API_KEY, seed=3, batch=BatchSettings(turnaround_s=0.5)) as emulator:
+        result = subprocess.run(
+            [sys.executable, "-c", BATCH_PROBE, str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**__import__("os").environ, "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": emulator.connection_json(API_KEY)},
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = json.loads(result.stdout.strip().splitlines()[-1])
+    assert events and {e["name"] for e in events} == {"gemini_flex.batch_job"}
+    assert events[-1]["gemini_flex.batch.state"] == "succeeded"
+    assert events[-1]["gemini_flex.batch.successful_requests"] == 6 and events[-1]["gemini_flex.batch.age_s"] >= 0
