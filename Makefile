@@ -56,23 +56,29 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two test groups side by side: the 2,000-row load test spends ~7 minutes waiting on the emulator's rate
-# limit and the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat
-# (little CPU), so they run beside the rest instead of after it. Their output follows the main group's;
-# the target fails if either group fails.
+# Test groups side by side: the 2,000-row load test spends ~7 minutes waiting on the emulator's rate
+# limit; the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat, and
+# the batch watchdog's tests ~2 minutes waiting for deadlines and cutoffs (little CPU), so they run beside
+# the rest instead of after it, in two groups of their own. Their output follows the main group's; the
+# target fails if any group fails.
 # The compatibility matrix runs beside them too (its output in .matrix.log, each leg's in .pytest-matrix-*.log).
-SIDE_TESTS := tests/reliability/test_load.py tests/integration/test_celery_deployment.py
+LOAD_TESTS := tests/reliability/test_load.py
+WAITING_TESTS := tests/integration/test_celery_deployment.py tests/enrichment/test_batch_watchdog.py
+SIDE_TESTS := $(LOAD_TESTS) $(WAITING_TESTS)
 test: lint redis-server chromium postgresql dist
-	@rm -f .pytest-load.log .pytest-main.log .pytest-matrix-*.log .matrix.log
-	@$(BIN)/python -m pytest -p no:cacheprovider $(SIDE_TESTS) > .pytest-load.log 2>&1 & load=$$!; \
+	@rm -f .pytest-load.log .pytest-waiting.log .pytest-main.log .pytest-matrix-*.log .matrix.log
+	@$(BIN)/python -m pytest -p no:cacheprovider $(LOAD_TESTS) > .pytest-load.log 2>&1 & load=$$!; \
+	$(BIN)/python -m pytest -p no:cacheprovider $(WAITING_TESTS) > .pytest-waiting.log 2>&1 & waiting=$$!; \
 	$(BIN)/python scripts/compat_matrix.py dist/*.whl > .matrix.log 2>&1 & matrix=$$!; \
 	$(BIN)/python -m pytest $(addprefix --ignore=,$(SIDE_TESTS)) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \
-	wait $$load; loaded=$$?; wait $$matrix; matrixed=$$?; \
-	echo "---- side group ($(SIDE_TESTS)) ----"; cat .pytest-load.log; \
+	wait $$load; loaded=$$?; wait $$waiting; waited=$$?; wait $$matrix; matrixed=$$?; \
+	echo "---- side group ($(LOAD_TESTS)) ----"; cat .pytest-load.log; \
+	echo "---- side group ($(WAITING_TESTS)) ----"; cat .pytest-waiting.log; \
 	echo "---- compatibility matrix (each leg's log: .pytest-matrix-<leg>.log) ----"; cat .matrix.log; \
 	for log in .pytest-matrix-*.log; do grep -E "^(FAILED|ERROR) " $$log | sed "s|^|$$log: |"; done; \
-	echo "---- all groups ----"; $(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log .pytest-matrix-*.log; \
-	test $$main -eq 0 -a $$loaded -eq 0 -a $$matrixed -eq 0
+	echo "---- all groups ----"; \
+	$(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log .pytest-waiting.log .pytest-matrix-*.log; \
+	test $$main -eq 0 -a $$loaded -eq 0 -a $$waited -eq 0 -a $$matrixed -eq 0
 
 # The reliability suite alone (it is part of `make test` as well).
 reliability: $(INSTALLED) redis-server
