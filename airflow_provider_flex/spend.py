@@ -54,11 +54,15 @@ class Spend:
     cost_by_tier: dict[str, float] = field(default_factory=dict)
     rate_limited_429: int = 0
     unavailable_503: int = 0
+    #: The batch jobs of enrichments: ``{"name", "state", "pending", "successful", "failed"}`` each.
+    jobs: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, other: Spend) -> None:
         """Add ``other``'s figures to these."""
         for name, value in asdict(other).items():
-            if isinstance(value, dict):
+            if isinstance(value, list):
+                getattr(self, name).extend(value)
+            elif isinstance(value, dict):
                 mine = getattr(self, name)
                 for key, amount in value.items():
                     mine[key] = mine.get(key, 0) + amount
@@ -139,6 +143,7 @@ def _enrichment_spend(summary: Mapping[str, Any]) -> Spend:
         cost_by_tier={tier: float(cost) for tier, cost in (summary.get("cost_by_tier") or {}).items() if cost},
         rate_limited_429=int(summary.get("rate_limited_429") or 0),
         unavailable_503=int(summary.get("unavailable_503") or 0),
+        jobs=[dict(job) for job in summary.get("batch_jobs") or [] if isinstance(job, Mapping)],
     )
 
 

@@ -17,7 +17,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.batch_route import BatchRoute, BatchRouteStats
-from airflow_provider_flex.enrichment.routing import DEADLINE_GRACE, DeadlineRouter, late_rows_outlook, quota_rate
+from airflow_provider_flex.enrichment.routing import (
+    DEADLINE_GRACE,
+    DeadlineRouter,
+    late_rows_outlook,
+    quota_rate,
+    rows_for_a_job,
+)
 from airflow_provider_flex.enrichment.summary import BatchJobsSeen
 from airflow_provider_flex.exceptions import FlexError
 
@@ -28,9 +34,6 @@ if TYPE_CHECKING:
 
 #: Seconds between two looks at whether flex can still finish its rows by the deadline (route="auto").
 ROUTE_SECONDS = 2.0
-#: Fewer rows than this moved past flex's reach are held for the next move, not made a job of their own
-#: (a job of a handful of rows waits as long as a large one); held rows left at the end are served on flex.
-MIN_BATCH_JOB_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Routing:
         #: Rows flex gave up before their call went (a spent day): they go to batch with the next move.
         self._given_back: list[str] = []
         self._late: asyncio.Task[None] | None = None
-        #: Rows moved past flex's reach, too few for a job yet (see MIN_BATCH_JOB_ROWS).
+        #: Rows moved past flex's reach, too few for a job yet (see ``routing.MIN_BATCH_JOB_ROWS``).
         self._held: list[str] = []
         self._flex_stopped = False
         self._serve_on_flex: Callable[[list[str]], Awaitable[None]] | None = None
@@ -171,14 +174,10 @@ class Routing:
         self._send(self.router.move(flex.next_position, flex.rows_per_s, in_progress=flex.in_progress))
 
     def _send(self, keys: list[str], *, small_too: bool = False) -> None:
-        """Hand ``keys`` (with rows given back and rows held) to batch; fewer than MIN_BATCH_JOB_ROWS are held
-        for the next move unless ``small_too`` (flex has stopped: batch is their only way)."""
-        keys = self._held + keys + self._given_back
+        """Hand ``keys`` (with rows given back and rows held) to batch, or hold them while too few for a job
+        (see ``routing.rows_for_a_job``)."""
+        keys, self._held = rows_for_a_job(self._held, keys + self._given_back, small_too=small_too)
         self._given_back = []
-        if keys and len(keys) < MIN_BATCH_JOB_ROWS and not small_too:
-            self._held = keys
-            return
-        self._held = []
         if keys:
             self.log.info("Routing %d rows to the Batch API (flex cannot finish them by the deadline).", len(keys))
             self.batch.take(keys)

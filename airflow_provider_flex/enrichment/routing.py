@@ -124,6 +124,20 @@ def late_rows_outlook(
     return late, min(turnaround_s - seconds_left, by_watchdog)
 
 
+#: Fewer rows than this moved past flex's reach are held for the next move, not made a job of their own
+#: (a job of a handful of rows waits as long as a large one); rows still held at the end are served on flex.
+MIN_BATCH_JOB_ROWS = 50
+
+
+def rows_for_a_job(held: list[str], moved: list[str], *, small_too: bool) -> tuple[list[str], list[str]]:
+    """Return (rows to hand to batch now, rows to hold): ``held`` and ``moved`` together, held while fewer than
+    :data:`MIN_BATCH_JOB_ROWS` unless ``small_too`` (flex has stopped: batch is their only way)."""
+    rows = held + moved
+    if rows and len(rows) < MIN_BATCH_JOB_ROWS and not small_too:
+        return [], rows
+    return rows, []
+
+
 def quota_rate(limits: Mapping[str, tuple[int, str]], prompt_tokens_per_row: float | None) -> float | None:
     """Return rows per second the known per-minute quotas allow (requests, and input tokens per row), or None."""
     rates = []

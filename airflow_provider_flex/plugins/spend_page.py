@@ -55,7 +55,8 @@ _TEMPLATE = """<!doctype html>
 <table id="runs">
 <thead><tr><th>DAG</th><th>run</th><th>state</th><th>tasks</th><th title="API requests (retries included) and batch jobs">calls</th><th>rows</th><th>cost (USD)</th>
 <th>standard (USD)</th><th>saved (USD)</th><th>by route (USD)</th><th>by tier (USD)</th><th>input tokens</th><th>cached tokens</th>
-<th title="cached tokens at the input price less the cached price">cache saved (USD)</th><th>cache storage (USD)</th><th>output tokens</th><th>tiers</th><th>429</th><th>503</th></tr></thead>
+<th title="cached tokens at the input price less the cached price">cache saved (USD)</th><th>cache storage (USD)</th><th>output tokens</th><th>tiers</th><th>429</th><th>503</th>
+<th title="state and the API's batchStats: successful / failed / pending requests">batch jobs</th></tr></thead>
 <tbody>
 {% for run in runs %}
 <tr class="run {{ run.state or '' }}" data-dag-id="{{ run.dag_id }}" data-run-id="{{ run.run_id }}">
@@ -71,6 +72,7 @@ _TEMPLATE = """<!doctype html>
  <td>{{ run.output_tokens }}</td>
  <td>{% for tier, count in run.tiers|dictsort %}{{ tier }} {{ count }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
  <td>{{ run.rate_limited_429 }}</td><td>{{ run.unavailable_503 }}</td>
+ <td class="jobs">{% for job in run.jobs %}<span class="job {{ job.state }}" title="{{ job.name }}">{{ job.state }}{% if job.successful is defined %} {{ job.successful }}/{{ job.failed }}/{{ job.pending }}{% endif %}</span>{% if not loop.last %}, {% endif %}{% endfor %}</td>
 </tr>
 {% endfor %}
 </tbody>

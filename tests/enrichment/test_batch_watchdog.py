@@ -161,3 +161,14 @@ def test_a_deferred_task_is_woken_at_the_cutoff_and_flex_serves_the_stuck_jobs_r
     assert dag_run.state == "success"
     assert sorted(r["key"] for r in _results(output)) == sorted(f"r{i}" for i in range(12))
     assert jobs == [] and flex_ok == 12, "the stuck job was cancelled; flex answered its rows, each once"
+
+
+def test_a_handful_of_rows_is_held_for_the_next_job_not_made_a_job_of_its_own():
+    from airflow_provider_flex.enrichment.routing import MIN_BATCH_JOB_ROWS, rows_for_a_job
+
+    few = [f"k{i}" for i in range(3)]
+    assert rows_for_a_job([], few, small_too=False) == ([], few), "held"
+    more = [f"m{i}" for i in range(MIN_BATCH_JOB_ROWS)]
+    assert rows_for_a_job(few, more, small_too=False) == (few + more, []), "held rows join the next job"
+    assert rows_for_a_job(few, [], small_too=True) == (few, []), "flex stopped: batch is their only way"
+    assert rows_for_a_job([], [], small_too=False) == ([], [])

@@ -108,3 +108,14 @@ def test_a_batch_task_counts_with_what_the_adapter_recorded():
     spend = {"kind": "llm_batch", "batch_jobs": 1, "rows": 6, "cost_usd": 0.003, "standard_cost_usd": 0.006}
     runs = runs_spend([record("r1", "classify", manifest), record("r1", "classify", spend, key="gemini_flex_spend")])
     assert runs[0]["cost_usd"] == 0.003 and runs[0]["tasks"] == 1 and runs[0]["calls"] == 1
+
+
+def test_a_runs_batch_jobs_show_their_state_and_the_apis_counts():
+    jobs = [
+        {"name": "batches/a", "state": "succeeded", "successful": 5, "failed": 1, "pending": 0},
+        {"name": "batches/b", "state": "cancelled"},
+    ]
+    runs = runs_spend([record("r1", "enrich", {**ENRICH, "batch_jobs": jobs})])
+    assert runs[0]["jobs"] == jobs and runs[0]["batch_jobs"] == 2
+    page = render_spend_page(runs, spend_by_day(runs))
+    assert "succeeded 5/1/0" in page and 'class="job cancelled"' in page
