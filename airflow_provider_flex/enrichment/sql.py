@@ -1,10 +1,14 @@
 """Results into SQL: an enrichment's output loaded into a table through any common-sql connection.
 
 Columns: the key (``key_field``, the primary key), one column per top-level property of the
-response schema (JSON text for objects and arrays), or ``text`` without a schema, then
-``service_tier``, ``route``, ``model`` and ``cost_usd``. Rows are upserted by key, so a rerun
-replaces its rows instead of duplicating them. The table is created when missing (TEXT and REAL
-columns: portable across SQLite, PostgreSQL and MySQL); an existing table must have these columns.
+response schema, or ``text`` without a schema, then ``service_tier``, ``route``, ``model``,
+``cost_usd``, ``status`` (``ok`` or ``failed``) and ``error`` (a failed row's reason). Answer columns
+take the database's natural type for the property's JSON type (:data:`COLUMN_TYPES`: booleans as
+BOOLEAN, integers, numbers, strings; objects and arrays as JSON, JSONB on PostgreSQL), so ``WHERE
+needs_reply`` finds the rows it should. Rows are upserted by key, so a rerun replaces its rows instead
+of duplicating them, and a row that failed and was answered later turns ``ok``. With ``load_failed``
+the failed rows (dead letters) are loaded too, with their error and empty answer columns. The table is
+created when missing; an older table without ``status`` and ``error`` gets them added.
 """
 
 from __future__ import annotations
@@ -17,6 +21,25 @@ from typing import Any
 from airflow_provider_flex.enrichment.store import OutputStore
 
 META_COLUMNS = ("service_tier", "route", "model", "cost_usd")
+STATUS_COLUMNS = ("status", "error")
+#: A property's JSON Schema type -> its column type, by connection type (``default`` for the others).
+COLUMN_TYPES: Mapping[str, Mapping[str, str]] = {
+    "sqlite": {"boolean": "BOOLEAN", "integer": "INTEGER", "number": "REAL", "object": "JSON", "array": "JSON"},
+    "postgres": {
+        "boolean": "BOOLEAN",
+        "integer": "BIGINT",
+        "number": "DOUBLE PRECISION",
+        "object": "JSONB",
+        "array": "JSONB",
+    },
+    "default": {
+        "boolean": "BOOLEAN",
+        "integer": "BIGINT",
+        "number": "DOUBLE PRECISION",
+        "object": "JSON",
+        "array": "JSON",
+    },
+}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -32,6 +55,29 @@ def schema_columns(response_schema: Any) -> list[str]:
     return ["text"]
 
 
+def column_types(response_schema: Any, conn_type: str) -> dict[str, str]:
+    """Return each answer column's SQL type on ``conn_type``'s database (TEXT for strings and anything else)."""
+    from airflow_provider_flex.hooks.request import response_json_schema
+
+    types = COLUMN_TYPES.get(conn_type, COLUMN_TYPES["default"])
+    schema = response_json_schema(response_schema) if response_schema is not None else None
+    properties = (schema or {}).get("properties") or {}
+    return {
+        column: types.get(str((properties.get(column) or {}).get("type")), "TEXT")
+        for column in schema_columns(response_schema)
+    }
+
+
+def cell(value: Any, conn_type: str) -> Any:
+    """Return an answer's value as its column takes it: JSON text for objects and arrays, 1/0 for SQLite's
+    booleans (common-sql writes SQLite cells as text, and ``'True'`` is no boolean there)."""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, bool) and conn_type == "sqlite":
+        return int(value)
+    return value
+
+
 def check_identifiers(task: str, table: str, columns: list[str]) -> None:
     """Table and column names go into SQL text: only plain identifiers are accepted."""
     for name in (table, *columns):
@@ -39,8 +85,8 @@ def check_identifiers(task: str, table: str, columns: list[str]) -> None:
             raise ValueError(f"{task}: {name!r} is not a plain SQL identifier (letters, digits, underscores)")
 
 
-def table_rows(store: OutputStore, key_field: str, columns: list[str]) -> Iterator[tuple[Any, ...]]:
-    """Yield one row per result: key, answer columns, then the META_COLUMNS."""
+def table_rows(store: OutputStore, columns: list[str], conn_type: str) -> Iterator[tuple[Any, ...]]:
+    """Yield one row per result: key, answer columns, the META_COLUMNS, then status ``ok`` and no error."""
     for entry in store.result_files():
         for line in entry.read_text().splitlines():
             if not line.strip():
@@ -49,36 +95,78 @@ def table_rows(store: OutputStore, key_field: str, columns: list[str]) -> Iterat
             parsed = result.get("parsed") if isinstance(result.get("parsed"), Mapping) else {}
             values = [result["key"]]
             for column in columns:
-                value = result.get("text") if columns == ["text"] else parsed.get(column)
-                values.append(json.dumps(value) if isinstance(value, dict | list) else value)
-            values += [result.get(name) for name in META_COLUMNS]
-            yield tuple(values)
+                values.append(cell(result.get("text") if columns == ["text"] else parsed.get(column), conn_type))
+            yield (*values, *(result.get(name) for name in META_COLUMNS), "ok", None)
+
+
+def failed_rows(store: OutputStore, columns: list[str], answered: set[str]) -> Iterator[tuple[Any, ...]]:
+    """Yield one row per dead letter whose key has no result: key, empty answers, status ``failed``, the error."""
+    seen: set[str] = set()
+    for entry in store.failed_files():
+        for line in entry.read_text().splitlines():
+            if not line.strip():
+                continue
+            letter = json.loads(line)
+            key = str(letter["key"])
+            if key in answered or key in seen:
+                continue
+            seen.add(key)
+            yield (key, *([None] * len(columns)), None, letter.get("route"), letter.get("model"),
+                   letter.get("cost_usd"), "failed", str(letter.get("error") or "")[:2000])  # fmt: skip
 
 
 def load_results(
-    *, store: OutputStore, sql_conn_id: str, table: str, key_field: str, response_schema: Any, task: str
-) -> int:
-    """Upsert every result under ``store`` into ``table``; the number of rows loaded."""
+    *,
+    store: OutputStore,
+    sql_conn_id: str,
+    table: str,
+    key_field: str,
+    response_schema: Any,
+    task: str,
+    load_failed: bool = False,
+) -> tuple[int, int]:
+    """Upsert every result under ``store`` into ``table`` (and, with ``load_failed``, every dead letter);
+    return (rows answered, rows failed) loaded."""
     from airflow_provider_flex.compat import BaseHook
 
     columns = schema_columns(response_schema)
     check_identifiers(task, table, [key_field, *columns])
-    clashing = sorted({key_field, *META_COLUMNS} & set(columns))
+    clashing = sorted({key_field, *META_COLUMNS, *STATUS_COLUMNS} & set(columns))
     if clashing:
         raise ValueError(f"{task}: response schema properties {clashing} clash with the table's own columns")
-    hook = BaseHook.get_connection(sql_conn_id).get_hook()
+    connection = BaseHook.get_connection(sql_conn_id)
+    hook = connection.get_hook()
     if not hasattr(hook, "insert_rows"):
         raise ValueError(f"{task}: connection {sql_conn_id!r} is not a common-sql (DB-API) connection")
-    types = {column: "TEXT" for column in columns} | {"service_tier": "TEXT", "route": "TEXT", "model": "TEXT"}
-    definitions = ", ".join([f"{key_field} TEXT PRIMARY KEY", *(f"{c} {t}" for c, t in types.items()), "cost_usd REAL"])
-    hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({definitions})")
-    rows = list(table_rows(store, key_field, columns))
-    if rows:
-        hook.insert_rows(
-            table,
-            rows,
-            target_fields=[key_field, *columns, *META_COLUMNS],
-            replace=True,
-            replace_index=key_field,
-        )
-    return len(rows)
+    conn_type = str(connection.conn_type or "")
+    _create_or_extend(hook, table, key_field, column_types(response_schema, conn_type))
+    rows = list(table_rows(store, columns, conn_type))
+    failed = list(failed_rows(store, columns, {row[0] for row in rows})) if load_failed else []
+    fields = [key_field, *columns, *META_COLUMNS, *STATUS_COLUMNS]
+    for batch in (failed, rows):  # answers last: a key answered on a rerun is ok, whatever failed before
+        if batch:
+            hook.insert_rows(table, batch, target_fields=fields, replace=True, replace_index=key_field)
+    return len(rows), len(failed)
+
+
+def _create_or_extend(hook: Any, table: str, key_field: str, types: Mapping[str, str]) -> None:
+    """Create the table when missing; give an older one (without ``status`` and ``error``) those columns."""
+    meta = {"service_tier": "TEXT", "route": "TEXT", "model": "TEXT", "cost_usd": "REAL"}
+    status = {"status": "TEXT", "error": "TEXT"}
+    definitions = [f"{key_field} TEXT PRIMARY KEY", *(f"{c} {t}" for c, t in {**types, **meta, **status}.items())]
+    hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(definitions)})")
+    existing = set(_columns_of(hook, table))
+    for column, kind in status.items():
+        if column not in existing:
+            hook.run(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _columns_of(hook: Any, table: str) -> list[str]:
+    """Return the table's column names (a query that selects no row, read through DB-API's description)."""
+    conn = hook.get_conn()
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        return [str(d[0]).lower() for d in cursor.description or []]
+    finally:
+        conn.close()

@@ -144,7 +144,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
         ``response_schema`` (``text`` without one; JSON text for objects and arrays), ``service_tier``,
         ``route``, ``model``, ``cost_usd``; upserted by key, so a rerun does not duplicate rows. The table is
         created when missing.
-    :param table: the table to load into (a plain identifier, optionally ``schema.table``).
+    :param table: the table to load into (a plain identifier, optionally ``schema.table``). Every row loaded has
+        ``status`` (``ok``) and ``error`` columns; answer columns take the database's type for their JSON type.
+    :param load_failed: also load the rows that failed (dead letters), with ``status`` ``failed`` and their
+        ``error``, so the table tells a failed row from one not yet done; a rerun that answers one turns it ``ok``.
     :param shared_contents: text or files every row's prompt starts with, after the system instruction (a
         string, or a list of strings, ``{"file": location}`` and paths; text files as text, images and PDFs
         inline). Read before any call: a missing file fails the task naming it. Templated.
@@ -229,6 +232,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         include_prompt: bool = False,
         context_cache: str = "auto",
         shared_contents: Any = None,
+        load_failed: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -236,6 +240,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         check_context_cache(f"Task {self.task_id!r}", context_cache)
         self.context_cache = context_cache
         self.shared_contents = shared_contents
+        self.load_failed = load_failed
         self.on_changed_request = on_changed_request
         self.include_prompt = include_prompt
         check_enrichment_arguments(
@@ -406,20 +411,21 @@ class GeminiFlexEnrichOperator(BaseOperator):
         )
 
     def _load_table(self, store: Any) -> int:
-        """Upsert every result into ``table`` through ``sql_conn_id``; return the rows loaded."""
+        """Upsert every result (and with ``load_failed`` every dead letter) into ``table``; return the rows loaded."""
         from airflow_provider_flex.enrichment.sql import load_results
 
-        loaded = load_results(
+        answered, failed = load_results(
             store=store,
             sql_conn_id=self.sql_conn_id,
             table=self.table,
             key_field=self.key_field,
             response_schema=self.response_schema,
             task=f"Task {self.task_id!r}",
+            load_failed=self.load_failed,
         )
-        self.log.info("Loaded %d rows into %s (%s), upserted by %s.", loaded, self.table, self.sql_conn_id,
-                      self.key_field)  # fmt: skip
-        return loaded
+        self.log.info("Loaded %d answered and %d failed rows into %s (%s), upserted by %s.", answered, failed,
+                      self.table, self.sql_conn_id, self.key_field)  # fmt: skip
+        return answered + failed
 
 
 def _task_instance(context: Any) -> Any:
