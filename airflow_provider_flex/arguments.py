@@ -79,6 +79,8 @@ def check_enrichment_arguments(
     *,
     has_records: bool,
     has_input_path: bool,
+    has_input_sql: bool = False,
+    input_conn_id: str | None = None,
     max_concurrency: int,
     max_failed_fraction: float,
     on_daily_quota: str,
@@ -90,8 +92,11 @@ def check_enrichment_arguments(
     estimated_output_tokens: int | None,
 ) -> None:
     """GeminiFlexEnrichOperator's arguments that can be checked when the DAG is parsed; ValueError names the one."""
-    if has_records == has_input_path:
-        raise ValueError(f"{task}: give records or input_path" + (", not both" if has_records else ""))
+    sources = has_records + has_input_path + has_input_sql
+    if sources != 1:
+        raise ValueError(f"{task}: give one of records, input_path and input_sql" + (", not more" if sources else ""))
+    if has_input_sql and not input_conn_id:
+        raise ValueError(f"{task}: input_sql needs input_conn_id (a common-sql connection: PostgreSQL, SQLite...)")
     if max_concurrency < 1:
         raise ValueError(f"{task}: max_concurrency must be at least 1, got {max_concurrency}")
     if not 0.0 <= max_failed_fraction <= 1.0:

@@ -32,9 +32,18 @@ def open_text(path: str, mode: str = "r") -> Iterator[TextIO]:
 
 
 def iter_rows(
-    records: Sequence[Mapping[str, Any]] | None, input_path: str | None
+    records: Sequence[Mapping[str, Any]] | None,
+    input_path: str | None,
+    *,
+    input_sql: str | None = None,
+    input_conn_id: str | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(row number, row)`` pairs, streaming from the input; numbers start at 1 (CSV: the data row)."""
+    if input_sql is not None:
+        from airflow_provider_flex.enrichment.sql_source import iter_sql_rows
+
+        yield from iter_sql_rows(input_conn_id or "", input_sql)
+        return
     if records is not None:
         for number, row in enumerate(records, start=1):
             if not isinstance(row, Mapping):
@@ -42,7 +51,7 @@ def iter_rows(
             yield number, dict(row)
         return
     if input_path is None:
-        raise EnrichInputError("give either records or input_path")
+        raise EnrichInputError("give records, input_path or input_sql")
     suffix = Path(input_path.split("?", 1)[0]).suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".csv"):
         raise EnrichInputError(f"input_path {input_path!r}: expected a .jsonl, .ndjson or .csv file")

@@ -43,6 +43,8 @@ class EnrichRequest:
     output_path: str
     records: Sequence[Mapping[str, Any]] | None = None
     input_path: str | None = None
+    input_sql: str | None = None
+    input_conn_id: str | None = None
     model: str | None = None
     system_instruction: str | None = None
     response_schema: Any = None
@@ -99,7 +101,7 @@ class EnrichRequest:
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """Return a fresh pass over the input: ``(row number, row)`` pairs, streamed."""
-        return iter_rows(self.records, self.input_path)
+        return iter_rows(self.records, self.input_path, input_sql=self.input_sql, input_conn_id=self.input_conn_id)
 
     @property
     def price_tier(self) -> str:

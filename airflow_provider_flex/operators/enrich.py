@@ -58,7 +58,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
     tasks sharing a key share one pool and split ``max_concurrency``. See ``docs/enrichment.md``.
 
     :param records: rows as a list of dicts (e.g. an upstream XCom); or
-    :param input_path: a JSONL or CSV file, local path or ``ObjectStoragePath`` URL, read as a stream.
+    :param input_path: a JSONL or CSV file, local path or ``ObjectStoragePath`` URL, read as a stream; or
+    :param input_sql: a query whose result rows are the input (columns are the fields), streamed in chunks
+        (PostgreSQL: a server-side cursor) through ``input_conn_id``, any common-sql connection. Templated.
+    :param input_conn_id: the connection ``input_sql`` runs on.
     :param key_field: the field holding each row's unique id.
     :param prompt_template: the Jinja template of each row's prompt (``{{ row.field }}``; also ``params``,
         ``ds`` and the rest of the task context). Not an Airflow template field.
@@ -171,6 +174,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "records",
         "input_path",
+        "input_sql",
         "output_path",
         "model",
         "system_instruction",
@@ -194,6 +198,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         *,
         records: Any = None,
         input_path: str | None = None,
+        input_sql: str | None = None,
+        input_conn_id: str | None = None,
         key_field: str,
         prompt_template: str,
         output_path: str,
@@ -247,6 +253,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
             f"Task {self.task_id!r}",
             has_records=records is not None,
             has_input_path=input_path is not None,
+            has_input_sql=input_sql is not None,
+            input_conn_id=input_conn_id,
             max_concurrency=max_concurrency,
             max_failed_fraction=max_failed_fraction,
             on_daily_quota=on_daily_quota,
@@ -279,6 +287,8 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.max_media_bytes = max_media_bytes
         self.records = records
         self.input_path = input_path
+        self.input_sql = input_sql
+        self.input_conn_id = input_conn_id
         self.key_field = key_field
         self.prompt_template = prompt_template
         self.output_path = output_path
