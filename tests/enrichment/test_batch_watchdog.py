@@ -172,3 +172,35 @@ def test_a_handful_of_rows_is_held_for_the_next_job_not_made_a_job_of_its_own():
     assert rows_for_a_job(few, more, small_too=False) == (few + more, []), "held rows join the next job"
     assert rows_for_a_job(few, [], small_too=True) == (few, []), "flex stopped: batch is their only way"
     assert rows_for_a_job([], [], small_too=False) == ([], [])
+
+
+def test_a_job_whose_cancel_lost_the_race_is_collected_not_sent_to_flex(set_connection, tmp_path):
+    import logging
+
+    from airflow_provider_flex.enrichment.batch_route import BatchRoute
+    from airflow_provider_flex.enrichment.records import PromptTemplate
+    from airflow_provider_flex.enrichment.request import EnrichRequest
+    from airflow_provider_flex.enrichment.store import OutputStore
+
+    rows = ROWS[:5]
+    with FlexEmulator(seed=3, batch=BatchSettings(stuck=True)) as emulator:
+        set_connection(host=emulator.base_url, password=API_KEY)
+        hook = GeminiFlexHook(retry_policy=POLICY)
+        request = EnrichRequest(
+            task="Task 'enrich'", key_field="id", template=PromptTemplate("Categorise {{ row.title }}"),
+            output_path=str(tmp_path), records=rows, route="batch", batch_max_wait=timedelta(seconds=1),
+        ).resolved("gemini-2.5-flash-lite")  # fmt: skip
+        store = OutputStore(str(tmp_path))
+        route = BatchRoute(request, batches=hook.batches, store=store, max_attempts=3, log=logging.getLogger("t"))
+        route.take([row["id"] for row in rows])
+
+        async def race() -> None:
+            await route.step()  # the job is created
+            (checkpoint,) = route.checkpoints.values()
+            checkpoint.cancel_requested = True  # the watchdog asked to cancel it...
+            emulator.admin.end_batch(checkpoint.job_name, "SUCCEEDED")  # ...but it succeeded first
+            await route.step()
+
+        asyncio.run(race())
+    assert sorted(r["key"] for r in _results(tmp_path)) == [row["id"] for row in rows], "its answers were collected"
+    assert route.late_rows.empty() and route.stats.late == {} and not route.checkpoints
