@@ -17,7 +17,7 @@ from airflow_provider_flex.enrichment.outcome import (
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate
 from airflow_provider_flex.enrichment.request import EnrichRequest, find_rows_to_do
 from airflow_provider_flex.enrichment.store import OutputTotals
-from airflow_provider_flex.enrichment.summary import CallCounts, EnrichStats
+from airflow_provider_flex.enrichment.summary import BatchJobsSeen, CallCounts, EnrichStats
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError
 
 RESET = datetime(2026, 12, 3, 8, 0, tzinfo=timezone.utc)
@@ -95,11 +95,13 @@ def test_a_spent_day_on_flex_fails_or_waits_for_the_reset(on_daily_quota, action
 def test_rows_in_batch_jobs_defer_before_anything_else_is_decided():
     request = _request(route="auto", deadline=RESET + timedelta(hours=1))
     stats = EnrichStats(total=10, failed=9, in_batch=1)
-    summary = stats.summary(request, CallCounts(), dead_letters=[], earlier=OutputTotals(), waiting_jobs=["batches/1"])
+    jobs = BatchJobsSeen(waiting=["batches/1"])
+    summary = stats.summary(request, CallCounts(), dead_letters=[], earlier=OutputTotals(), jobs=jobs)
     step = next_step(summary, request)
     assert step.action == DEFER_FOR_BATCHES and "batches/1" in step.log_lines[0][1]
     assert summary.finish_by == (RESET + timedelta(hours=1)).isoformat()
     assert "waiting_jobs" not in summary.to_dict() and "run_refused" not in summary.to_dict()
+    assert "cutoff" not in summary.to_dict()
 
 
 def test_one_pass_checks_every_row_and_finds_the_rows_still_to_do():
