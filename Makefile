@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples,report,redis,common-ai,openlineage]'
+	$(BIN)/python -m pip install --quiet -e '.[test,examples,report,redis,common-ai,openlineage,parquet]'
 	@touch $(INSTALLED)
 
 # The shared-quota tests run a real redis-server (Debian's package); installed here when missing.
@@ -59,13 +59,14 @@ lint: $(INSTALLED)
 # Test groups side by side: the 2,000-row load test spends ~7 minutes waiting on the emulator's rate
 # limit; the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat, the
 # batch watchdog's and batch route's tests ~3 minutes waiting for deadlines, cutoffs and jobs, and the
-# spend view's deployment ~2 minutes waiting for its DAG runs (little CPU), so they run beside the rest
-# instead of after it, in two groups of their own. Their output follows the main group's; the
+# real deployment of the integration tests (spend view, DAG runs, fast answers) ~3 minutes waiting for its
+# DAG runs (little CPU), so they run beside the rest instead of after it, in two groups of their own. Their output follows the main group's; the
 # target fails if any group fails.
 # The compatibility matrix runs beside them too (its output in .matrix.log, each leg's in .pytest-matrix-*.log).
 LOAD_TESTS := tests/reliability/test_load.py
 WAITING_TESTS := tests/integration/test_celery_deployment.py tests/enrichment/test_batch_watchdog.py \
-	tests/enrichment/test_batch_route.py tests/integration/test_spend_view.py
+	tests/enrichment/test_batch_route.py tests/integration/test_spend_view.py \
+	tests/integration/test_real_airflow.py tests/integration/test_fast_answers.py
 SIDE_TESTS := $(LOAD_TESTS) $(WAITING_TESTS)
 test: lint redis-server chromium postgresql dist
 	@rm -f .pytest-load.log .pytest-waiting.log .pytest-main.log .pytest-matrix-*.log .matrix.log

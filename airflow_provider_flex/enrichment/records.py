@@ -53,8 +53,13 @@ def iter_rows(
     if input_path is None:
         raise EnrichInputError("give records, input_path or input_sql")
     suffix = Path(input_path.split("?", 1)[0]).suffix.lower()
+    if suffix == ".parquet":
+        from airflow_provider_flex.enrichment.parquet import iter_parquet_rows
+
+        yield from iter_parquet_rows(input_path)
+        return
     if suffix not in (".jsonl", ".ndjson", ".csv"):
-        raise EnrichInputError(f"input_path {input_path!r}: expected a .jsonl, .ndjson or .csv file")
+        raise EnrichInputError(f"input_path {input_path!r}: expected a .jsonl, .ndjson, .csv or .parquet file")
     try:
         with open_text(input_path) as handle:
             if suffix == ".csv":

@@ -145,6 +145,9 @@ class EnrichSummary:
     #: With ``sql_conn_id``: the table loaded and the rows upserted into it.
     table: str | None = None
     loaded_rows: int | None = None
+    #: With ``results_parquet``: the Parquet file written and the rows in it.
+    results_parquet: str | None = None
+    exported_rows: int | None = None
     #: Why the run stopped before its rows were done, for the task to act on (not in XCom): the API refused
     #: the run, the day's quota was spent (also in ``daily_quota_exhausted``), or the task's supervisor went away.
     run_refused: FlexRequestError | None = field(default=None, repr=False)

@@ -149,6 +149,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         created when missing.
     :param table: the table to load into (a plain identifier, optionally ``schema.table``). Every row loaded has
         ``status`` (``ok``) and ``error`` columns; answer columns take the database's type for their JSON type.
+    :param results_parquet: once the run succeeds, write its results (and dead letters, ``status`` and
+        ``error`` columns) to this Parquet file, local or an ``ObjectStoragePath`` URL (the ``parquet``
+        extra). Templated.
     :param load_failed: also load the rows that failed (dead letters), with ``status`` ``failed`` and their
         ``error``, so the table tells a failed row from one not yet done; a rerun that answers one turns it ``ok``.
     :param shared_contents: text or files every row's prompt starts with, after the system instruction (a
@@ -190,6 +193,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         "sql_conn_id",
         "table",
         "shared_contents",
+        "results_parquet",
     )
     ui_color = "#e8f0fe"
 
@@ -239,6 +243,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         context_cache: str = "auto",
         shared_contents: Any = None,
         load_failed: bool = False,
+        results_parquet: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -247,6 +252,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.context_cache = context_cache
         self.shared_contents = shared_contents
         self.load_failed = load_failed
+        self.results_parquet = results_parquet
         self.on_changed_request = on_changed_request
         self.include_prompt = include_prompt
         check_enrichment_arguments(
@@ -406,6 +412,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         if run.request.loads_table:
             summary.table = self.table
             summary.loaded_rows = self._load_table(run.store)
+        if self.results_parquet:
+            from airflow_provider_flex.enrichment.parquet import export_parquet
+
+            summary.results_parquet = self.results_parquet
+            summary.exported_rows = export_parquet(run.request.output_path, self.results_parquet)
+            self.log.info("Wrote %d rows to %s.", summary.exported_rows, self.results_parquet)
         return summary.to_dict()
 
     def _defer_for_batches(self, job_names: list[str], deadline: datetime | None, cutoff: datetime | None) -> None:
