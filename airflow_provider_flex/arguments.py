@@ -113,3 +113,17 @@ def check_enrichment_arguments(
         raise ValueError(f"{task}: give sql_conn_id and table together, to load results into SQL")
     if estimated_output_tokens is not None and estimated_output_tokens < 0:
         raise ValueError(f"{task}: estimated_output_tokens must be >= 0")
+
+
+#: ``context_cache``: one explicit cache per enrichment run when it pays (``auto``), or none (``off``).
+CONTEXT_CACHE_MODES = ("auto", "off")
+#: What a repeated key in the input does: stop the run, keep its first row (skip the others), or make the
+#: others dead letters; what a row whose prompt does not render (or renders empty) does.
+ON_DUPLICATE_KEY = ("fail", "keep_first", "dead_letter")
+ON_BAD_ROW = ("fail", "dead_letter")
+
+
+def check_choice(task_id: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Fail with a clear error naming the task and the argument when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"Task {task_id!r}: {name} must be one of {list(choices)}, got {value!r}")

@@ -34,7 +34,6 @@ from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.caches import CacheInfo, FlexCaches, is_gone
 from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost, min_cache_tokens
 
-CONTEXT_CACHE_MODES = ("auto", "off")
 #: TTL bounds (seconds), and how much longer than the expected run a cache is kept at first.
 MIN_TTL_S = 600.0
 MAX_TTL_S = 6 * 3600.0
@@ -44,12 +43,6 @@ ASSUMED_ROWS_PER_S = 1.0
 #: How often the keeper looks at the cache's expiry (at most), and the share of the TTL left that makes it extend.
 KEEP_ALIVE_CHECK_S = 30.0
 EXTEND_WHEN_LEFT = 0.5
-
-
-def check_context_cache(task: str, value: str) -> None:
-    """Fail with a clear error on a ``context_cache`` other than ``auto`` or ``off``."""
-    if value not in CONTEXT_CACHE_MODES:
-        raise ValueError(f"{task}: context_cache must be one of {list(CONTEXT_CACHE_MODES)}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class Enrichment:
         routing: Routing | None = None,
         media: RowMedia | None = None,
         context_cache: RunCache | None = None,
+        dead_letters: list[dict[str, Any]] | None = None,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -85,12 +86,13 @@ class Enrichment:
         self.context_cache = context_cache
         self.earlier = earlier or OutputTotals()
         self.model = request.model
-        self.stats = EnrichStats(total=total)
+        #: Dead letters of this run: rows set aside by the checking pass first (no call made for them).
+        self._failed: list[dict[str, Any]] = list(dead_letters or [])
+        self.stats = EnrichStats(total=total, failed=len(self._failed))
         self._next_position = 0
         #: Keys of the rows refused with each 400 message before any row succeeded (a run-wide 400 shows here).
         self._early_400s: dict[str, list[str]] = {}
         self._pending_results: list[dict[str, Any]] = []
-        self._failed: list[dict[str, Any]] = []
         self._last_checkpoint = time.monotonic()
         self._rows_in_progress = 0
         self._parent_pid = os.getppid()

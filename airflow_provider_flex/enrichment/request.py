@@ -76,6 +76,11 @@ class EnrichRequest:
     table: str | None = None
     context_cache: str = "auto"
     shared_contents: Any = None
+    on_duplicate_key: str = "keep_first"
+    on_bad_row: str = "dead_letter"
+    #: Input row numbers the one checking pass set aside (a repeated key, a row whose prompt does not render):
+    #: every later pass skips them (see :func:`find_rows_to_do`).
+    set_aside: frozenset[int] = frozenset()
     #: Filled by :meth:`resolved` once the connection is read: the model every call names, its config, and
     #: the part every row's prompt starts with (``shared_contents``' files read).
     model_id: str = ""
@@ -100,7 +105,14 @@ class EnrichRequest:
         return self.shared.row_contents(prompt)
 
     def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Return a fresh pass over the input: ``(row number, row)`` pairs, streamed."""
+        """Return a fresh pass over the input: ``(row number, row)`` pairs, streamed, rows set aside left out."""
+        rows = iter_rows(self.records, self.input_path, input_sql=self.input_sql, input_conn_id=self.input_conn_id)
+        if not self.set_aside:
+            return rows
+        return ((number, row) for number, row in rows if number not in self.set_aside)
+
+    def all_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Return a fresh pass over every input row, those set aside included (the checking pass)."""
         return iter_rows(self.records, self.input_path, input_sql=self.input_sql, input_conn_id=self.input_conn_id)
 
     @property
@@ -143,7 +155,18 @@ _SAME_NAME_ON_THE_TASK = tuple(
     f.name
     for f in fields(EnrichRequest)
     if f.name
-    not in {"task", "template", "deadline", "media", "wait_for_batches", "quotas", "model_id", "config", "shared"}
+    not in {
+        "task",
+        "template",
+        "deadline",
+        "media",
+        "wait_for_batches",
+        "quotas",
+        "model_id",
+        "config",
+        "shared",
+        "set_aside",
+    }
 )
 
 
@@ -159,6 +182,11 @@ class RowsToDo:
     todo: int = 0
     positions: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    #: Rows set aside (``on_duplicate_key``, ``on_bad_row``): their numbers, and the dead letters of those
+    #: that become one (a repeated key kept first is only skipped, with a warning).
+    set_aside: set[int] = field(default_factory=set)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    duplicates_skipped: int = 0
 
     def without(self, keys: set[str]) -> None:
         """Drop ``keys`` (rows already in batch jobs) from the positions and keys still to do."""
@@ -172,22 +200,48 @@ class RowsToDo:
 def find_rows_to_do(request: EnrichRequest, done: set[str], *, keep_positions: bool) -> RowsToDo:
     """Return the rows still to do, in one pass that also checks every row.
 
-    A missing or duplicate key, or a prompt that does not render, raises :class:`EnrichInputError`
-    naming the row, before any call; only the keys are held in memory.
+    A missing key raises :class:`EnrichInputError` naming the row, before any call. A repeated key and a
+    prompt that does not render fail the same way, or set the row aside as ``on_duplicate_key`` and
+    ``on_bad_row`` say (its number in ``set_aside``; a dead letter naming the row and the reason). Only keys
+    (and the rows set aside) are held in memory.
     """
     found = RowsToDo()
     first_seen: dict[str, int] = {}
-    for position, (number, row) in enumerate(request.rows()):
+    position = 0
+    for number, row in request.all_rows():
         key = row_key(row, request.key_field, number)
+        problem = None
         if key in first_seen:
-            raise EnrichInputError(f"duplicate key {key!r} in rows {first_seen[key]} and {number}")
-        first_seen[key] = number
-        request.template.render(row, number=number, key=key)
-        if key in done:
+            problem = f"duplicate key {key!r} in rows {first_seen[key]} and {number}"
+            if request.on_duplicate_key == "fail":
+                raise EnrichInputError(problem)
+            found.set_aside.add(number)
+            if request.on_duplicate_key == "dead_letter" and key not in done:
+                found.dead_letters.append(_set_aside_letter(key, number, problem, "DuplicateKey"))
+            found.duplicates_skipped += request.on_duplicate_key == "keep_first"
             continue
-        found.todo += 1
-        if keep_positions:
-            found.positions.append(position)
-            found.keys.append(key)
-    found.total = len(first_seen)
+        first_seen[key] = number
+        try:
+            request.template.render(row, number=number, key=key)
+        except EnrichInputError as bad:
+            if request.on_bad_row == "fail":
+                raise
+            problem = str(bad)
+        if problem is not None:
+            found.set_aside.add(number)
+            if key not in done:
+                found.dead_letters.append(_set_aside_letter(key, number, problem, "BadRow"))
+            continue
+        if key not in done:
+            found.todo += 1
+            if keep_positions:
+                found.positions.append(position)
+                found.keys.append(key)
+        position += 1
+    found.total = len(first_seen) + sum(letter["error_type"] == "DuplicateKey" for letter in found.dead_letters)
     return found
+
+
+def _set_aside_letter(key: str, number: int, reason: str, kind: str) -> dict[str, Any]:
+    """Return the dead letter of a row set aside before any call (no call was made for it, nothing spent)."""
+    return {"key": key, "row": number, "error": reason, "error_type": kind, "error_kind": "input"}

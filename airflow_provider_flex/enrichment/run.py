@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from airflow_provider_flex.enrichment.context_cache import CachePlan, RunCache, plan_cache
@@ -126,6 +126,7 @@ class PreparedRun:
             if media is not None
             else None,
             context_cache=context_cache,
+            dead_letters=self.rows.dead_letters,
         )
 
         async def main() -> EnrichSummary:
@@ -167,6 +168,9 @@ def prepare_run(request: EnrichRequest, *, log: Any, host: str) -> PreparedRun:
         raise FlexError(decision.error)
     done, earlier = (set(), OutputTotals()) if decision.action == "set_aside" else store.scan()
     rows = find_rows_to_do(request, done, keep_positions=request.route != "flex")
+    if rows.set_aside:
+        request = replace(request, set_aside=frozenset(rows.set_aside))
+        _log_set_aside(log, request, rows)
     if decision.action == "set_aside":
         folder = store.set_aside()
         log.warning(
@@ -189,6 +193,18 @@ def prepare_run(request: EnrichRequest, *, log: Any, host: str) -> PreparedRun:
         os.getpid(),
     )
     return PreparedRun(request, store, pacer, hook, done, earlier, rows, log)
+
+
+def _log_set_aside(log: Any, request: EnrichRequest, rows: RowsToDo) -> None:
+    """Say which rows the checking pass set aside, and why (the first few reasons)."""
+    if rows.duplicates_skipped:
+        log.warning("%d rows repeat a key already in the input: only each key's first row is enriched "
+                    "(on_duplicate_key='keep_first').", rows.duplicates_skipped)  # fmt: skip
+    if rows.dead_letters:
+        reasons = "; ".join(letter["error"] for letter in rows.dead_letters[:3])
+        log.warning("%d rows set aside as dead letters before any call (on_duplicate_key=%r, on_bad_row=%r): %s%s",
+                    len(rows.dead_letters), request.on_duplicate_key, request.on_bad_row, reasons,
+                    "; ..." if len(rows.dead_letters) > 3 else "")  # fmt: skip
 
 
 def _fingerprint(request: EnrichRequest) -> dict[str, str]:

@@ -15,14 +15,17 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_flex import DEFAULT_CONN_ID
 from airflow_provider_flex.arguments import (
+    CONTEXT_CACHE_MODES,
     INLINE_LIMIT_BYTES,
     MAX_MEDIA_BYTES,
+    ON_BAD_ROW,
+    ON_DUPLICATE_KEY,
     QuotaLimits,
+    check_choice,
     check_enrichment_arguments,
     normalize_tier,
 )
 from airflow_provider_flex.compat import conf
-from airflow_provider_flex.enrichment.context_cache import check_context_cache
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import (
     DEFAULT_BATCH_MAX_WAIT,
@@ -149,6 +152,12 @@ class GeminiFlexEnrichOperator(BaseOperator):
         created when missing.
     :param table: the table to load into (a plain identifier, optionally ``schema.table``). Every row loaded has
         ``status`` (``ok``) and ``error`` columns; answer columns take the database's type for their JSON type.
+    :param on_duplicate_key: a key that repeats in the input: ``"keep_first"`` (default: the first row is
+        enriched, the others skipped with a warning), ``"dead_letter"`` (the others are dead letters naming both
+        rows) or ``"fail"`` (the task fails before any call, naming the rows).
+    :param on_bad_row: a row whose prompt does not render (a field missing) or renders empty:
+        ``"dead_letter"`` (default: a dead letter naming the row and the reason, no call made for it) or
+        ``"fail"`` (the task fails before any call). A row without a key always fails the task.
     :param results_parquet: once the run succeeds, write its results (and dead letters, ``status`` and
         ``error`` columns) to this Parquet file, local or an ``ObjectStoragePath`` URL (the ``parquet``
         extra). Templated.
@@ -244,15 +253,20 @@ class GeminiFlexEnrichOperator(BaseOperator):
         shared_contents: Any = None,
         load_failed: bool = False,
         results_parquet: str | None = None,
+        on_duplicate_key: str = "keep_first",
+        on_bad_row: str = "dead_letter",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_on_changed_request(f"Task {self.task_id!r}", on_changed_request)
-        check_context_cache(f"Task {self.task_id!r}", context_cache)
+        check_choice(self.task_id, "context_cache", context_cache, CONTEXT_CACHE_MODES)
         self.context_cache = context_cache
         self.shared_contents = shared_contents
         self.load_failed = load_failed
         self.results_parquet = results_parquet
+        check_choice(self.task_id, "on_duplicate_key", on_duplicate_key, ON_DUPLICATE_KEY)
+        check_choice(self.task_id, "on_bad_row", on_bad_row, ON_BAD_ROW)
+        self.on_duplicate_key, self.on_bad_row = on_duplicate_key, on_bad_row
         self.on_changed_request = on_changed_request
         self.include_prompt = include_prompt
         check_enrichment_arguments(
@@ -282,9 +296,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         self.batch_poll_interval = batch_poll_interval
         self.batch_max_wait = positive_duration(self.task_id, "batch_max_wait", batch_max_wait)
         self.batch_turnaround = positive_duration(self.task_id, "batch_turnaround", batch_turnaround)
-        if on_unreachable_deadline not in ON_UNREACHABLE_DEADLINE:
-            raise ValueError(f"Task {self.task_id!r}: on_unreachable_deadline must be one of "
-                             f"{list(ON_UNREACHABLE_DEADLINE)}, got {on_unreachable_deadline!r}")  # fmt: skip
+        check_choice(self.task_id, "on_unreachable_deadline", on_unreachable_deadline, ON_UNREACHABLE_DEADLINE)
         self.on_unreachable_deadline = on_unreachable_deadline
         self.deferrable = deferrable
         self.media_fields = list(media_fields or [])

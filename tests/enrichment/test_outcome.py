@@ -112,6 +112,6 @@ def test_one_pass_checks_every_row_and_finds_the_rows_still_to_do():
     found.without({"0", "9"})
     assert found.positions == [2, 4, 5, 6, 7, 8] and found.keys == ["2", "4", "5", "6", "7", "8"]
     assert find_rows_to_do(request, set(), keep_positions=False).positions == []  # flex keeps no positions
-    doubled = _request(records=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
+    doubled = _request(records=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], on_duplicate_key="fail")
     with pytest.raises(EnrichInputError, match="duplicate key 'a' in rows 1 and 2"):
         find_rows_to_do(doubled, set(), keep_positions=False)

@@ -140,8 +140,9 @@ def test_file_input_with_schema_output(connection, tmp_path, fmt):
 )
 def test_bad_records_fail_before_any_call(connection, tmp_path, records, template, message):
     operator = GeminiFlexEnrichOperator(
-        task_id="enrich", records=records, key_field="id", prompt_template=template, output_path=str(tmp_path)
-    )
+        task_id="enrich", records=records, key_field="id", prompt_template=template, output_path=str(tmp_path),
+        on_duplicate_key="fail", on_bad_row="fail",
+    )  # fmt: skip
     with pytest.raises(EnrichInputError, match=re.escape(message)):
         operator.execute(context={})
     assert connection.admin.stats()["api_requests"] == 0
@@ -153,7 +154,7 @@ def test_bad_records_fail_before_any_call(connection, tmp_path, records, templat
         ("rows.jsonl", '{"id": "a", "title": "x"}\n{"id": "b", "title": \n', "rows.jsonl line 2: not valid JSON"),
         ("rows.jsonl", '{"id": "a", "title": "x"}\n[1, 2]\n', "line 2: expected a JSON object"),
         ("rows.csv", "id,title\na,x\nb,y,extra\n", "row 2 (line 3): expected 2 fields"),
-        ("rows.txt", "whatever", "expected a .jsonl, .ndjson or .csv file"),
+        ("rows.txt", "whatever", "expected a .jsonl, .ndjson, .csv or .parquet file"),
         ("missing.jsonl", None, "cannot read input_path"),
     ],
 )

@@ -140,6 +140,8 @@ def test_bad_enrichment_input_fails_before_any_call_and_writes_nothing(api, tmp_
         key_field="id",
         prompt_template=template or "Describe {{ row.title }}",
         output_path=str(output),
+        on_duplicate_key="fail",
+        on_bad_row="fail",
     )
     with pytest.raises(EnrichInputError, match=re.escape(message)):
         operator.execute(context={})
