@@ -158,6 +158,10 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param on_bad_row: a row whose prompt does not render (a field missing) or renders empty:
         ``"dead_letter"`` (default: a dead letter naming the row and the reason, no call made for it) or
         ``"fail"`` (the task fails before any call). A row without a key always fails the task.
+    :param output_asset: declare the output as an Airflow Asset in ``outlets`` (default True): a local
+        ``output_path`` (``file://`` URI) and, with ``sql_conn_id`` and ``table``, the table
+        (``x-gemini-flex-table://<conn>/<table>``), when they are not templated. Each asset event (yours in
+        ``outlets`` too) carries ``rows``, ``succeeded``, ``failed``, ``cost_usd``, ``output_path``, ``table``.
     :param results_parquet: once the run succeeds, write its results (and dead letters, ``status`` and
         ``error`` columns) to this Parquet file, local or an ``ObjectStoragePath`` URL (the ``parquet``
         extra). Templated.
@@ -255,9 +259,14 @@ class GeminiFlexEnrichOperator(BaseOperator):
         results_parquet: str | None = None,
         on_duplicate_key: str = "keep_first",
         on_bad_row: str = "dead_letter",
+        output_asset: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if output_asset:
+            from airflow_provider_flex.enrichment.assets import output_assets
+
+            self.outlets = [*self.outlets, *output_assets(output_path, sql_conn_id, table)]
         check_on_changed_request(f"Task {self.task_id!r}", on_changed_request)
         check_choice(self.task_id, "context_cache", context_cache, CONTEXT_CACHE_MODES)
         self.context_cache = context_cache
@@ -424,6 +433,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
         if run.request.loads_table:
             summary.table = self.table
             summary.loaded_rows = self._load_table(run.store)
+        from airflow_provider_flex.enrichment.assets import record_asset_events
+
+        record_asset_events(context, list(self.outlets), summary)
         if self.results_parquet:
             from airflow_provider_flex.enrichment.parquet import export_parquet
 

@@ -222,3 +222,18 @@ def test_model_comparison_judges_every_answer_and_writes_the_report(tmp_path):
     assert (run / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the report extra is installed here
     assert re.search(r"gemini-2\.5-flash-lite: mean score [1-5](\.\d+)? over \d+ answers", output)
     assert stats["calls"]["flex"]["ok"] >= 3 * questions
+
+
+def test_reviews_table_loads_every_rows_status_and_its_asset_schedules_the_report(tmp_path):
+    with FlexEmulator(seed=6) as emulator:
+        env = _airflow_env(emulator, tmp_path)
+        output = _dags_test("flex_reviews_table", env)
+        report = _dags_test("flex_reviews_report", env)
+    assert "state=success" in output and "state=success" in report
+    with sqlite3.connect(tmp_path / "demo.db") as conn:
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM reviews_enriched GROUP BY status").fetchall())
+        errors = conn.execute("SELECT error FROM reviews_enriched WHERE status = 'failed'").fetchall()
+        flags = {row[0] for row in conn.execute("SELECT needs_reply FROM reviews_enriched WHERE status = 'ok'")}
+    assert statuses == {"ok": 25, "failed": 5}, "every row of the table, the empty reviews as failed"
+    assert all("empty prompt" in error for (error,) in errors) and flags <= {0, 1}
+    assert "Reviews enriched:" in report and "'statuses': {" in report
