@@ -67,21 +67,26 @@ LOAD_TESTS := tests/reliability/test_load.py
 WAITING_TESTS := tests/integration/test_celery_deployment.py tests/enrichment/test_batch_watchdog.py \
 	tests/enrichment/test_batch_route.py tests/integration/test_spend_view.py \
 	tests/integration/test_real_airflow.py tests/integration/test_fast_answers.py
-SIDE_TESTS := $(LOAD_TESTS) $(WAITING_TESTS)
+# The example DAGs run through the Airflow CLI, a process per DAG run: a group of their own beside the rest.
+DAG_TESTS := tests/dags/test_example_dags.py
+SIDE_TESTS := $(LOAD_TESTS) $(WAITING_TESTS) $(DAG_TESTS)
 test: lint redis-server chromium postgresql dist
-	@rm -f .pytest-load.log .pytest-waiting.log .pytest-main.log .pytest-matrix-*.log .matrix.log
+	@rm -f .pytest-load.log .pytest-waiting.log .pytest-dags.log .pytest-main.log .pytest-matrix-*.log .matrix.log
 	@$(BIN)/python -m pytest -p no:cacheprovider $(LOAD_TESTS) > .pytest-load.log 2>&1 & load=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider $(WAITING_TESTS) > .pytest-waiting.log 2>&1 & waiting=$$!; \
+	$(BIN)/python -m pytest -p no:cacheprovider $(DAG_TESTS) > .pytest-dags.log 2>&1 & dags=$$!; \
 	$(BIN)/python scripts/compat_matrix.py dist/*.whl > .matrix.log 2>&1 & matrix=$$!; \
 	$(BIN)/python -m pytest $(addprefix --ignore=,$(SIDE_TESTS)) 2>&1 | tee .pytest-main.log; main=$${PIPESTATUS[0]}; \
-	wait $$load; loaded=$$?; wait $$waiting; waited=$$?; wait $$matrix; matrixed=$$?; \
+	wait $$load; loaded=$$?; wait $$waiting; waited=$$?; wait $$dags; dagged=$$?; wait $$matrix; matrixed=$$?; \
 	echo "---- side group ($(LOAD_TESTS)) ----"; cat .pytest-load.log; \
 	echo "---- side group ($(WAITING_TESTS)) ----"; cat .pytest-waiting.log; \
+	echo "---- side group ($(DAG_TESTS)) ----"; cat .pytest-dags.log; \
 	echo "---- compatibility matrix (each leg's log: .pytest-matrix-<leg>.log) ----"; cat .matrix.log; \
 	for log in .pytest-matrix-*.log; do grep -E "^(FAILED|ERROR) " $$log | sed "s|^|$$log: |"; done; \
 	echo "---- all groups ----"; \
-	$(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log .pytest-waiting.log .pytest-matrix-*.log; \
-	test $$main -eq 0 -a $$loaded -eq 0 -a $$waited -eq 0 -a $$matrixed -eq 0
+	$(BIN)/python scripts/test_summary.py .pytest-main.log .pytest-load.log .pytest-waiting.log .pytest-dags.log \
+		.pytest-matrix-*.log; \
+	test $$main -eq 0 -a $$loaded -eq 0 -a $$waited -eq 0 -a $$dagged -eq 0 -a $$matrixed -eq 0
 
 # The reliability suite alone (it is part of `make test` as well).
 reliability: $(INSTALLED) redis-server

@@ -6,6 +6,10 @@ its own with no limits. Aim (issue 13): peak RSS under 300 MB at 100,000 rows. A
 1,000-row run beside it shows what the process costs before the rows do.
 
     .venv/bin/python benchmarks/enrich_memory.py [--rows 100000]
+    .venv/bin/python benchmarks/enrich_memory.py --source sql --rows 20000   # a PostgreSQL query, 2,000 beside it
+
+With ``--source sql`` the rows come from ``SELECT`` on a table in a real PostgreSQL (Debian's package, started
+for the run) through ``input_sql``, streamed through a server-side cursor; the small run has 2,000 rows.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ WORKER = """
 import json, resource, sys, time
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 started = time.monotonic()
+source = {"input_path": sys.argv[1]} if not sys.argv[1].startswith("SELECT") else {
+    "input_sql": sys.argv[1], "input_conn_id": "bench_pg"}
 summary = GeminiFlexEnrichOperator(
-    task_id="enrich", input_path=sys.argv[1], key_field="id", model="gemini-2.5-flash-lite",
+    task_id="enrich", **source, key_field="id", model="gemini-2.5-flash-lite",
     prompt_template="Categorise {{ row.title }} ({{ row.brand }})", output_path=sys.argv[2],
     max_concurrency=32, max_failed_fraction=1.0,
 ).execute(context={})
@@ -35,19 +41,26 @@ print("RESULT " + json.dumps({"summary": summary, "peak_mb": peak_kb / 1024, "se
 """
 
 
-def run(rows: int, base_url: str, workdir: Path) -> dict:
-    source = workdir / f"input-{rows}.jsonl"
-    with source.open("w") as handle:
-        for i in range(rows):
-            handle.write(json.dumps({"id": f"sku-{i:07d}", "title": f"product {i}", "brand": f"brand {i % 97}"}) + "\n")
+def run(rows: int, base_url: str, workdir: Path, pg_port: int | None = None) -> dict:
+    if pg_port is None:
+        source = str(workdir / f"input-{rows}.jsonl")
+        with open(source, "w") as handle:
+            for i in range(rows):
+                row = {"id": f"sku-{i:07d}", "title": f"product {i}", "brand": f"brand {i % 97}"}
+                handle.write(json.dumps(row) + "\n")
+    else:
+        source = f"SELECT id, title, brand FROM products WHERE n <= {rows}"
     env = {
         **os.environ,
         "AIRFLOW_CONN_GEMINI_FLEX_DEFAULT": json.dumps(
             {"conn_type": "gemini_flex", "host": base_url, "password": "bench-key"}
         ),
+        "AIRFLOW_CONN_BENCH_PG": json.dumps(
+            {"conn_type": "postgres", "host": "127.0.0.1", "port": pg_port, "login": "airflow", "schema": "airflow"}
+        ),
     }
     result = subprocess.run(
-        [sys.executable, "-c", WORKER, str(source), str(workdir / f"out-{rows}")],
+        [sys.executable, "-c", WORKER, source, str(workdir / f"out-{rows}")],
         env=env,
         capture_output=True,
         text=True,
@@ -60,17 +73,43 @@ def run(rows: int, base_url: str, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--source", choices=["jsonl", "sql"], default="jsonl")
     args = parser.parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as root, emulator_process("--slots", "64") as admin:
-        small = run(1_000, admin.base_url, Path(root))
-        large = run(args.rows, admin.base_url, Path(root))
-    print(f"enrichment of a streamed JSONL input, emulator in its own process ({time.monotonic() - started:.0f}s)")
+    if args.source == "sql":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.postgres_server
+        from tests.postgres_server import PostgresServer
+
+        with PostgresServer() as server, tempfile.TemporaryDirectory() as root:
+            _fill_products(server, args.rows)
+            with emulator_process("--slots", "64") as admin:
+                small = run(2_000, admin.base_url, Path(root), server.port)
+                large = run(args.rows, admin.base_url, Path(root), server.port)
+        what = "a PostgreSQL query (server-side cursor)"
+    else:
+        with tempfile.TemporaryDirectory() as root, emulator_process("--slots", "64") as admin:
+            small = run(1_000, admin.base_url, Path(root))
+            large = run(args.rows, admin.base_url, Path(root))
+        what = "a streamed JSONL input"
+    print(f"enrichment of {what}, emulator in its own process ({time.monotonic() - started:.0f}s)")
     for result in (small, large):
         s = result["summary"]
         print(
             f"{s['total']:>7} rows: peak RSS {result['peak_mb']:6.1f} MB, {s['succeeded']} succeeded, "
             f"{s['failed']} failed, {s['total'] / result['seconds']:.0f} rows/s"
+        )
+
+    print(f"peak RSS difference: {large['peak_mb'] - small['peak_mb']:.1f} MB")
+
+
+def _fill_products(server: object, rows: int) -> None:
+    """Create the ``products`` table of ``rows`` rows in the benchmark's PostgreSQL (``n`` numbers them)."""
+    import psycopg2
+
+    with psycopg2.connect(server.dsn) as conn, conn.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(
+            "CREATE TABLE products AS SELECT g AS n, 'sku-' || lpad(g::text, 7, '0') AS id, 'product ' || g AS title, "
+            f"'brand ' || (g % 97) AS brand FROM generate_series(1, {int(rows)}) AS g"
         )
 
 
