@@ -25,7 +25,7 @@ from airflow_provider_flex.arguments import (
     check_enrichment_arguments,
     normalize_tier,
 )
-from airflow_provider_flex.compat import conf
+from airflow_provider_flex.compat import AIRFLOW_V_3_1_PLUS, conf
 from airflow_provider_flex.enrichment.fingerprint import check_on_changed_request
 from airflow_provider_flex.enrichment.routing import (
     DEFAULT_BATCH_MAX_WAIT,
@@ -158,7 +158,9 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param on_bad_row: a row whose prompt does not render (a field missing) or renders empty:
         ``"dead_letter"`` (default: a dead letter naming the row and the reason, no call made for it) or
         ``"fail"`` (the task fails before any call). A row without a key always fails the task.
-    :param output_asset: declare the output as an Airflow Asset in ``outlets`` (default True): a local
+    :param output_asset: declare the output as an Airflow Asset in ``outlets`` (default True; Airflow 3.1 and
+        newer: 3.0's ``dags test`` fails a task whose outlets it has not activated, so there give ``outlets``
+        yourself): a local
         ``output_path`` (``file://`` URI) and, with ``sql_conn_id`` and ``table``, the table
         (``x-gemini-flex-table://<conn>/<table>``), when they are not templated. Each asset event (yours in
         ``outlets`` too) carries ``rows``, ``succeeded``, ``failed``, ``cost_usd``, ``output_path``, ``table``.
@@ -263,7 +265,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if output_asset:
+        if output_asset and AIRFLOW_V_3_1_PLUS:  # 3.0's `dags test` refuses outlets its DAG run has not activated
             from airflow_provider_flex.enrichment.assets import output_assets
 
             self.outlets = [*self.outlets, *output_assets(output_path, sql_conn_id, table)]
