@@ -156,10 +156,7 @@ class Enrichment:
                 self._row_slots.release()
                 self.stats.stopped_by_cost_cap = True
                 return
-            self._rows_in_progress += 1
-            task = asyncio.create_task(self._enrich(key, number, row))
-            self._row_tasks.add(task)
-            task.add_done_callback(self._row_tasks.discard)
+            self._launch(key, number, row)
         self._next_position += 1
 
     async def _serve_late(self, keys: list[str]) -> None:
@@ -171,19 +168,26 @@ class Enrichment:
             if key not in wanted:
                 continue
             await self._row_slots.acquire()
-            stats = self.stats
-            if stats.quota_exhausted is not None or stats.run_refused is not None or stats.orphaned:
+            if self._stopped():
                 self._row_slots.release()  # left for a rerun: no result, no checkpoint
                 return
-            self._rows_in_progress += 1
-            task = asyncio.create_task(self._enrich(key, number, row))
-            self._row_tasks.add(task)
-            task.add_done_callback(self._row_tasks.discard)
+            self._launch(key, number, row)
+
+    def _launch(self, key: str, number: int, row: dict[str, Any]) -> None:
+        """Start the row's task (its call slot already taken); the task frees the slot when it ends."""
+        self._rows_in_progress += 1
+        task = asyncio.create_task(self._enrich(key, number, row))
+        self._row_tasks.add(task)
+        task.add_done_callback(self._row_tasks.discard)
+
+    def _stopped(self) -> bool:
+        """Return whether the run starts no new row: a spent day, a refused run, or its supervisor gone."""
+        stats = self.stats
+        return stats.quota_exhausted is not None or stats.run_refused is not None or stats.orphaned
 
     def _may_start(self, position: int) -> bool:
         """Return whether the row at ``position`` may start: the run goes on, and the row is still flex's."""
-        stats = self.stats
-        if stats.quota_exhausted is not None or stats.run_refused is not None or stats.orphaned:
+        if self._stopped():
             return False
         return self.routing is None or self.routing.flex_may_take(position)
 
