@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -124,7 +124,7 @@ class BatchRoute:
 
     # ---- taking rows, and resuming
 
-    def resume(self, done: set[str]) -> None:
+    def resume(self, done: Collection[str]) -> None:
         """Take up the checkpoints an earlier run (or try) left under the output path.
 
         A crash can leave a row both answered and in a checkpoint (answers written, checkpoint

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -184,7 +184,7 @@ class Routing:
 
 
 def start_routing(
-    request: EnrichRequest, *, hook: GeminiFlexHook, store: OutputStore, rows: RowsToDo, done: set[str], log: Any
+    request: EnrichRequest, *, hook: GeminiFlexHook, store: OutputStore, rows: RowsToDo, done: Collection[str], log: Any
 ) -> Routing:
     """Return the run's routing: the model checked for batch support, an earlier run's jobs taken up,
     and the rows still to do split between flex and batch.

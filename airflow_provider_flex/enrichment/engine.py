@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from airflow_provider_flex.enrichment.context_cache import RunCache
 from airflow_provider_flex.enrichment.deadline_routing import FlexProgress, Routing
+from airflow_provider_flex.enrichment.failures import dead_letter
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.progress import describe_pacing, log_progress
@@ -29,13 +30,7 @@ from airflow_provider_flex.enrichment.request import EnrichRequest
 from airflow_provider_flex.enrichment.routing import measured_rate, quota_rate
 from airflow_provider_flex.enrichment.store import OutputStore, OutputTotals, result_record
 from airflow_provider_flex.enrichment.summary import EnrichStats, EnrichSummary
-from airflow_provider_flex.exceptions import (
-    FlexError,
-    FlexQuotaExhausted,
-    FlexRequestError,
-    FlexResponseError,
-    error_payload,
-)
+from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError, FlexResponseError
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
 from airflow_provider_flex.hooks.results import json_safe
 
@@ -101,7 +96,7 @@ class Enrichment:
         self._row_slots = asyncio.Semaphore(pacer.limit.maximum * (1 if routing is not None else ROWS_PER_CALL_SLOT))
         pacer.watch_quota(hook.quota_limiter(self.model))
 
-    async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: set[str]) -> EnrichSummary:
+    async def run(self, rows: Iterator[tuple[int, dict[str, Any]]], done_keys: Collection[str]) -> EnrichSummary:
         """Enrich every row not in ``done_keys`` (nor in a batch job); return the finished summary."""
         watchers = [asyncio.create_task(self._report_progress()), asyncio.create_task(self._watch_supervisor())]
         if self.context_cache is not None:  # found or made before the first row; deleted in the finally below
@@ -138,7 +133,9 @@ class Enrichment:
         self._log_progress()
         return self.summary()
 
-    async def _start_rows(self, rows: Iterator[tuple[int, dict[str, Any]]], done: set[str], in_batch: set[str]) -> None:
+    async def _start_rows(
+        self, rows: Iterator[tuple[int, dict[str, Any]]], done: Collection[str], in_batch: set[str]
+    ) -> None:
         """Start a task per row still to do, as call slots free up, until the rows end or the run must stop."""
         for position, (number, row) in enumerate(rows):
             self._next_position = position
@@ -312,14 +309,8 @@ class Enrichment:
         """Count the row as failed and keep its dead letter (the reason, and what an unusable answer cost)."""
         if not isinstance(exc, FlexError | ValueError | TypeError):
             self.log.exception("Row %d (key %s) failed unexpectedly", number, key)
-        payload = error_payload(exc)
         self.stats.failed += 1
-        letter = {"key": key, "row": number, "error": payload["message"], "error_type": payload["error_type"]}
-        if isinstance(exc, FlexResponseError):  # what went wrong with the answer, and what it cost
-            letter["error_kind"] = exc.reason
-            if exc.spend is not None:
-                letter.update(model=exc.spend["model"], cost_usd=exc.spend["cost_usd"], usage=exc.spend["usage"])
-        self._failed.append(letter)
+        self._failed.append(dead_letter(key, number, exc))
 
     def _checkpoint(self, *, force: bool = False) -> None:
         """Write the answers gathered so far, every few hundred rows or seconds (``force``: now)."""

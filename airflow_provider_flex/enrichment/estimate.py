@@ -9,7 +9,7 @@ files of a row are not counted (258 tokens per image up to 384 px, more for larg
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,7 @@ def sample_positions(rows: int, sample: int = SAMPLE_ROWS) -> set[int]:
 
 
 def estimate_cost(
-    request: EnrichRequest, *, hook: Any, done: set[str], todo: int, cache_plan: CachePlan | None = None
+    request: EnrichRequest, *, hook: Any, done: Collection[str], todo: int, cache_plan: CachePlan | None = None
 ) -> CostEstimate:
     """Return the cost of the ``todo`` rows not in ``done``, their prompts counted on a sample of them.
 

@@ -8,6 +8,7 @@ enrichment's results (and, if asked, its dead letters) as one Parquet file, a ro
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -59,17 +60,19 @@ def export_parquet(output_path: str, target: str, *, include_failed: bool = True
     pq = _pyarrow(f"results_parquet {target!r}")
     import pyarrow as pa
 
-    from airflow_provider_flex.enrichment.store import read_results
+    from airflow_provider_flex.enrichment.store import iter_results
 
     schema = pa.schema([(name, pa.float64() if name == "cost_usd" else pa.string()) for name in EXPORT_COLUMNS])
-    rows = [_export_row(row) for row in read_results(output_path, include_failed=include_failed)]
+    rows = (_export_row(row) for row in iter_results(output_path, include_failed=include_failed))
     partial = target if is_remote(target) else str(local_path(target).with_name(f".{local_path(target).name}.partial"))
+    written = 0
     with _open(partial, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
-        for start in range(0, len(rows), ROWS_PER_GROUP):
-            writer.write_table(pa.Table.from_pylist(rows[start : start + ROWS_PER_GROUP], schema=schema))
+        while group := list(itertools.islice(rows, ROWS_PER_GROUP)):  # a row group at a time, never the whole
+            writer.write_table(pa.Table.from_pylist(group, schema=schema))
+            written += len(group)
     if not is_remote(target):
         local_path(partial).replace(local_path(target))
-    return len(rows)
+    return written
 
 
 def _export_row(row: dict[str, Any]) -> dict[str, Any]:

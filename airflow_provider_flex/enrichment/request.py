@@ -7,12 +7,13 @@ over the input that checks every row (key, duplicate, prompt) and finds the rows
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
+from airflow_provider_flex.enrichment.keys import KeySet, key_hash
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
 from airflow_provider_flex.enrichment.routing import DEFAULT_BATCH_MAX_WAIT, DEFAULT_BATCH_TURNAROUND
 from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, load_shared_contents
@@ -78,6 +79,8 @@ class EnrichRequest:
     shared_contents: Any = None
     on_duplicate_key: str = "keep_first"
     on_bad_row: str = "dead_letter"
+    #: Ask the API again for rows it refused in an earlier run on this output (see ``failures.is_final``).
+    retry_refused: bool = False
     #: Input row numbers the one checking pass set aside (a repeated key, a row whose prompt does not render):
     #: every later pass skips them (see :func:`find_rows_to_do`).
     set_aside: frozenset[int] = frozenset()
@@ -187,6 +190,9 @@ class RowsToDo:
     set_aside: set[int] = field(default_factory=set)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     duplicates_skipped: int = 0
+    #: Rows the API refused in an earlier run, not asked again (``retry_refused=False``): their dead letters
+    #: are among ``dead_letters``.
+    refused_earlier: int = 0
 
     def without(self, keys: set[str]) -> None:
         """Drop ``keys`` (rows already in batch jobs) from the positions and keys still to do."""
@@ -197,30 +203,62 @@ class RowsToDo:
         self.keys = [k for _, k in kept]
 
 
-def find_rows_to_do(request: EnrichRequest, done: set[str], *, keep_positions: bool) -> RowsToDo:
+def find_rows_to_do(
+    request: EnrichRequest,
+    done: Collection[str],
+    *,
+    keep_positions: bool,
+    refused: Mapping[str, Mapping[str, Any]] | None = None,
+) -> RowsToDo:
     """Return the rows still to do, in one pass that also checks every row.
 
     A missing key raises :class:`EnrichInputError` naming the row, before any call. A repeated key and a
     prompt that does not render fail the same way, or set the row aside as ``on_duplicate_key`` and
-    ``on_bad_row`` say (its number in ``set_aside``; a dead letter naming the row and the reason). Only keys
-    (and the rows set aside) are held in memory.
+    ``on_bad_row`` say (its number in ``set_aside``; a dead letter naming the row and the reason). A key in
+    ``refused`` (the API refused it in an earlier run: its dead letter) is set aside too, its dead letter
+    carried over. Only hashes of the keys are held (see :class:`~.keys.KeySet`); when a key repeats, a second
+    pass finds its rows, so the first pass never keeps the keys themselves.
     """
+    seen = KeySet()
+    found = _check_rows(request, done, refused or {}, keep_positions=keep_positions, seen=seen)
+    repeated = seen.repeated()
+    if repeated:
+        found = _check_rows(request, done, refused or {}, keep_positions=keep_positions, repeated=repeated)
+    return found
+
+
+def _check_rows(
+    request: EnrichRequest,
+    done: Collection[str],
+    refused: Mapping[str, Mapping[str, Any]],
+    *,
+    keep_positions: bool,
+    seen: KeySet | None = None,
+    repeated: set[tuple[int, int]] | None = None,
+) -> RowsToDo:
+    """Return the rows to do from one pass: every key's hash goes into ``seen``; a key whose hash is in
+    ``repeated`` is looked for again (its first row kept, the later ones set aside)."""
     found = RowsToDo()
     first_seen: dict[str, int] = {}
     position = 0
     for number, row in request.all_rows():
         key = row_key(row, request.key_field, number)
         problem = None
-        if key in first_seen:
-            problem = f"duplicate key {key!r} in rows {first_seen[key]} and {number}"
-            if request.on_duplicate_key == "fail":
-                raise EnrichInputError(problem)
-            found.set_aside.add(number)
-            if request.on_duplicate_key == "dead_letter" and key not in done:
-                found.dead_letters.append(_set_aside_letter(key, number, problem, "DuplicateKey"))
-            found.duplicates_skipped += request.on_duplicate_key == "keep_first"
-            continue
-        first_seen[key] = number
+        if seen is not None:
+            seen.add(key)
+        elif repeated and key_hash(key) in repeated:
+            if key in first_seen:
+                problem = f"duplicate key {key!r} in rows {first_seen[key]} and {number}"
+                if request.on_duplicate_key == "fail":
+                    raise EnrichInputError(problem)
+                found.set_aside.add(number)
+                if request.on_duplicate_key == "dead_letter" and key not in done:
+                    found.dead_letters.append(_set_aside_letter(key, number, problem, "DuplicateKey"))
+                    found.total += 1
+                found.duplicates_skipped += request.on_duplicate_key == "keep_first"
+                continue
+            first_seen[key] = number
+        found.total += 1
         try:
             request.template.render(row, number=number, key=key)
         except EnrichInputError as bad:
@@ -232,13 +270,17 @@ def find_rows_to_do(request: EnrichRequest, done: set[str], *, keep_positions: b
             if key not in done:
                 found.dead_letters.append(_set_aside_letter(key, number, problem, "BadRow"))
             continue
+        if key in refused and key not in done:
+            found.set_aside.add(number)
+            found.dead_letters.append({**refused[key], "row": number, "carried_over": True})
+            found.refused_earlier += 1
+            continue
         if key not in done:
             found.todo += 1
             if keep_positions:
                 found.positions.append(position)
                 found.keys.append(key)
         position += 1
-    found.total = len(first_seen) + sum(letter["error_type"] == "DuplicateKey" for letter in found.dead_letters)
     return found
 
 

@@ -20,7 +20,9 @@ from typing import Any
 from airflow_provider_flex.enrichment.context_cache import CachePlan, RunCache, plan_cache
 from airflow_provider_flex.enrichment.engine import Enrichment
 from airflow_provider_flex.enrichment.estimate import CostEstimate, estimate_cost
+from airflow_provider_flex.enrichment.failures import refused_rows
 from airflow_provider_flex.enrichment.fingerprint import decide_on_output, request_fingerprint
+from airflow_provider_flex.enrichment.keys import KeySet
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.request import EnrichRequest, RowsToDo, find_rows_to_do
@@ -42,7 +44,7 @@ class PreparedRun:
     store: OutputStore
     pacer: EnrichmentPacer
     hook: GeminiFlexHook
-    done: set[str]
+    done: KeySet
     earlier: OutputTotals
     rows: RowsToDo
     log: Any
@@ -166,8 +168,10 @@ def prepare_run(request: EnrichRequest, *, log: Any, host: str) -> PreparedRun:
     )
     if decision.action == "refuse":
         raise FlexError(decision.error)
-    done, earlier = (set(), OutputTotals()) if decision.action == "set_aside" else store.scan()
-    rows = find_rows_to_do(request, done, keep_positions=request.route != "flex")
+    fresh = decision.action == "set_aside"
+    done, earlier = (KeySet(), OutputTotals()) if fresh else store.scan()
+    refused = {} if fresh or request.retry_refused else refused_rows(store.dead_letters())
+    rows = find_rows_to_do(request, done, keep_positions=request.route != "flex", refused=refused)
     if rows.set_aside:
         request = replace(request, set_aside=frozenset(rows.set_aside))
         _log_set_aside(log, request, rows)
@@ -200,11 +204,15 @@ def _log_set_aside(log: Any, request: EnrichRequest, rows: RowsToDo) -> None:
     if rows.duplicates_skipped:
         log.warning("%d rows repeat a key already in the input: only each key's first row is enriched "
                     "(on_duplicate_key='keep_first').", rows.duplicates_skipped)  # fmt: skip
-    if rows.dead_letters:
-        reasons = "; ".join(letter["error"] for letter in rows.dead_letters[:3])
+    if rows.refused_earlier:
+        log.warning("%d rows the API refused in an earlier run (a 4xx for the row, a blocked prompt) stay dead "
+                    "letters without a call; retry_refused=True asks again.", rows.refused_earlier)  # fmt: skip
+    if len(rows.dead_letters) > rows.refused_earlier:
+        letters = [letter for letter in rows.dead_letters if not letter.get("carried_over")]
+        reasons = "; ".join(letter["error"] for letter in letters[:3])
         log.warning("%d rows set aside as dead letters before any call (on_duplicate_key=%r, on_bad_row=%r): %s%s",
-                    len(rows.dead_letters), request.on_duplicate_key, request.on_bad_row, reasons,
-                    "; ..." if len(rows.dead_letters) > 3 else "")  # fmt: skip
+                    len(letters), request.on_duplicate_key, request.on_bad_row, reasons,
+                    "; ..." if len(letters) > 3 else "")  # fmt: skip
 
 
 def _fingerprint(request: EnrichRequest) -> dict[str, str]:

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_flex.enrichment.store import OutputStore
 
 META_COLUMNS = ("service_tier", "route", "model", "cost_usd")
 STATUS_COLUMNS = ("status", "error")
+#: Rows sent and committed at a time when loading (the results are streamed from the output's files).
+LOAD_CHUNK_ROWS = 1000
 #: A property's JSON Schema type -> its column type, by connection type (``default`` for the others).
 COLUMN_TYPES: Mapping[str, Mapping[str, str]] = {
     "sqlite": {"boolean": "BOOLEAN", "integer": "INTEGER", "number": "REAL", "object": "JSON", "array": "JSON"},
@@ -99,20 +101,16 @@ def table_rows(store: OutputStore, columns: list[str], conn_type: str) -> Iterat
             yield (*values, *(result.get(name) for name in META_COLUMNS), "ok", None)
 
 
-def failed_rows(store: OutputStore, columns: list[str], answered: set[str]) -> Iterator[tuple[Any, ...]]:
+def failed_rows(store: OutputStore, columns: list[str], answered: Container[str]) -> Iterator[tuple[Any, ...]]:
     """Yield one row per dead letter whose key has no result: key, empty answers, status ``failed``, the error."""
     seen: set[str] = set()
-    for entry in store.failed_files():
-        for line in entry.read_text().splitlines():
-            if not line.strip():
-                continue
-            letter = json.loads(line)
-            key = str(letter["key"])
-            if key in answered or key in seen:
-                continue
-            seen.add(key)
-            yield (key, *([None] * len(columns)), None, letter.get("route"), letter.get("model"),
-                   letter.get("cost_usd"), "failed", str(letter.get("error") or "")[:2000])  # fmt: skip
+    for letter in store.dead_letters():
+        key = str(letter["key"])
+        if key in answered or key in seen:
+            continue
+        seen.add(key)
+        yield (key, *([None] * len(columns)), None, letter.get("route"), letter.get("model"),
+               letter.get("cost_usd"), "failed", str(letter.get("error") or "")[:2000])  # fmt: skip
 
 
 def load_results(
@@ -140,13 +138,25 @@ def load_results(
         raise ValueError(f"{task}: connection {sql_conn_id!r} is not a common-sql (DB-API) connection")
     conn_type = str(connection.conn_type or "")
     _create_or_extend(hook, table, key_field, column_types(response_schema, conn_type))
-    rows = list(table_rows(store, columns, conn_type))
-    failed = list(failed_rows(store, columns, {row[0] for row in rows})) if load_failed else []
     fields = [key_field, *columns, *META_COLUMNS, *STATUS_COLUMNS]
-    for batch in (failed, rows):  # answers last: a key answered on a rerun is ok, whatever failed before
-        if batch:
-            hook.insert_rows(table, batch, target_fields=fields, replace=True, replace_index=key_field)
-    return len(rows), len(failed)
+    loaded = [0, 0]
+
+    def counted(rows: Iterator[tuple[Any, ...]], slot: int) -> Iterator[tuple[Any, ...]]:
+        for row in rows:
+            loaded[slot] += 1
+            yield row
+
+    # Streamed, a chunk committed at a time (a million results never sit in memory); answers last, so a key
+    # answered on a rerun is ok whatever failed before.
+    if load_failed:
+        answered, _ = store.scan()
+        failed = counted(failed_rows(store, columns, answered), 1)
+        hook.insert_rows(table, failed, target_fields=fields, replace=True, replace_index=key_field,
+                         commit_every=LOAD_CHUNK_ROWS)  # fmt: skip
+    answers = counted(table_rows(store, columns, conn_type), 0)
+    hook.insert_rows(table, answers, target_fields=fields, replace=True, replace_index=key_field,
+                     commit_every=LOAD_CHUNK_ROWS)  # fmt: skip
+    return loaded[0], loaded[1]
 
 
 def _create_or_extend(hook: Any, table: str, key_field: str, types: Mapping[str, str]) -> None:

@@ -120,6 +120,9 @@ class EnrichSummary:
     #: counted in ``cost_usd`` and ``tokens`` too, since they were billed.
     unusable_answers: int = 0
     unusable_cost_usd: float = 0.0
+    #: Rows the API refused in an earlier run on this output (a 4xx for the row, a blocked prompt), carried
+    #: over as dead letters without a call (among ``failed``); ``retry_refused=True`` asks again.
+    refused_earlier: int = 0
     #: Generate requests sent (every attempt, retries included): with the batch jobs, the API's calls, not rows.
     api_requests: int = 0
     #: Spend by the tier that served it (``flex``, ``standard``, ``batch``), unusable answers included.
@@ -174,7 +177,8 @@ class EnrichSummary:
             return FlexError(
                 f"{self.failed} of {self.total} rows failed ({self.failed / self.total:.1%}), more than "
                 f"max_failed_fraction={max_failed_fraction:.1%}; dead letters are in the failed*.jsonl "
-                f"files under {self.output_path}, and a rerun retries them."
+                f"files under {self.output_path}; a rerun retries those another try may answer "
+                "(the rows the API refused only with retry_refused=True)."
             )
         return None
 
@@ -305,6 +309,7 @@ class EnrichStats:
             cost_by_tier=_cost_by_tier(*routes),
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
+            refused_earlier=sum(1 for letter in dead_letters if letter.get("carried_over")),
             cache_saved_usd=round(sum(route.cache_saved_usd for route in routes), 6),
             cache_storage_usd=round(self.cache_storage_usd, 9),  # seconds of a small cache: fractions of a cent
             context_cache=context_cache,

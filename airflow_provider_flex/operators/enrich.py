@@ -158,6 +158,11 @@ class GeminiFlexEnrichOperator(BaseOperator):
     :param on_bad_row: a row whose prompt does not render (a field missing) or renders empty:
         ``"dead_letter"`` (default: a dead letter naming the row and the reason, no call made for it) or
         ``"fail"`` (the task fails before any call). A row without a key always fails the task.
+    :param retry_refused: ask the API again for rows it refused in an earlier run on this output (a 400 or
+        other 4xx for the row's request, a prompt its safety filters blocked). Default False: the same request
+        gets the same refusal, so a rerun carries those dead letters over without a call (``refused_earlier``
+        in the summary). Rows that failed for want of capacity, or with an answer cut short or off the schema,
+        are retried on every rerun; a changed prompt, model or config asks every row anew.
     :param output_asset: declare the output as an Airflow Asset in ``outlets`` (default True; Airflow 3.1 and
         newer: 3.0's ``dags test`` fails a task whose outlets it has not activated, so there give ``outlets``
         yourself): a local
@@ -261,6 +266,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         results_parquet: str | None = None,
         on_duplicate_key: str = "keep_first",
         on_bad_row: str = "dead_letter",
+        retry_refused: bool = False,
         output_asset: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -278,6 +284,7 @@ class GeminiFlexEnrichOperator(BaseOperator):
         check_choice(self.task_id, "on_duplicate_key", on_duplicate_key, ON_DUPLICATE_KEY)
         check_choice(self.task_id, "on_bad_row", on_bad_row, ON_BAD_ROW)
         self.on_duplicate_key, self.on_bad_row = on_duplicate_key, on_bad_row
+        self.retry_refused = retry_refused
         self.on_changed_request = on_changed_request
         self.include_prompt = include_prompt
         check_enrichment_arguments(

@@ -99,8 +99,14 @@ def test_every_rows_status_and_natural_types_on_sqlite(connection, tmp_path, mon
     assert all(error and label is None for _, error, label in failed), "a failed row says why, with no answer"
     assert replied == 8, "WHERE needs_reply works: booleans are 1/0, not the text 'True'"
     assert kinds == ("integer", "integer", "real", "text", "array", "object")
-    second = _typed_run(tmp_path, "typed_db", records)  # the rerun answers the two failed rows
-    assert (second["succeeded"], second["skipped"]) == (2, 8)
+    calls = connection.admin.stats()["requests"]
+    second = _typed_run(tmp_path, "typed_db", records)  # refused as they stand: carried over without a call
+    assert (second["succeeded"], second["failed"], second["refused_earlier"]) == (0, 2, 2)
+    assert connection.admin.stats()["requests"] == calls
+    with sqlite3.connect(db) as conn:
+        assert dict(conn.execute("SELECT status, COUNT(*) FROM reviews GROUP BY status").fetchall()) == by_status
+    third = _typed_run(tmp_path, "typed_db", records, retry_refused=True)  # asked again: answered this time
+    assert (third["succeeded"], third["skipped"]) == (2, 8)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status, COUNT(*) FROM reviews GROUP BY status").fetchall() == [("ok", 10)]
         assert conn.execute("SELECT COUNT(*) FROM reviews WHERE error IS NOT NULL").fetchone()[0] == 0

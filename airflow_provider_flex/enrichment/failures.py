@@ -1,0 +1,58 @@
+"""A row's dead letter, and whether asking again could change it.
+
+A rerun on the same output retries the dead letters that another try may answer (capacity that ran
+out, a spent quota day, an answer cut short or off the schema, which the model may write differently
+next time). A row the API *refused* as it stands, a 4xx for that row's request or a prompt its safety
+filters blocked, gets the same refusal for the same request: its dead letter is ``final`` and a rerun
+carries it over without a call (``retry_refused=True`` asks again, say once the API's policy changed).
+A changed prompt, model or config changes the request fingerprint, and then every row is asked anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airflow_provider_flex.exceptions import FlexRequestError, FlexResponseError, error_payload
+
+#: Unusable answers that the same request gets again: a prompt blocked by the API's safety filters.
+#: (``max_tokens``, ``invalid_json``, ``off_schema``: a model sampling anew may write a usable answer.)
+FINAL_RESPONSE_REASONS = frozenset({"blocked"})
+
+
+def is_final(exc: BaseException) -> bool:
+    """Return whether the API refused this row's request as it stands (asking again gets the same answer).
+
+    Only refusals of one row reach here: one about the run (a wrong key, a model that does not exist) stops
+    the run instead (see ``engine.refuses_the_run``).
+    """
+    if isinstance(exc, FlexRequestError):
+        return exc.code is not None and 400 <= exc.code < 500 and exc.code not in (408, 429)
+    return isinstance(exc, FlexResponseError) and exc.reason in FINAL_RESPONSE_REASONS
+
+
+def dead_letter(key: str, number: int, exc: BaseException) -> dict[str, Any]:
+    """Return a row's dead letter: key, row number, the reason, whether it is ``final``, and for an unusable
+    answer what went wrong with it (``error_kind``) and what it cost."""
+    payload = error_payload(exc)
+    letter = {
+        "key": key,
+        "row": number,
+        "error": payload["message"],
+        "error_type": payload["error_type"],
+        "final": is_final(exc),
+    }
+    if isinstance(exc, FlexResponseError):
+        letter["error_kind"] = exc.reason
+        if exc.spend is not None:
+            letter.update(model=exc.spend["model"], cost_usd=exc.spend["cost_usd"], usage=exc.spend["usage"])
+    return letter
+
+
+def refused_rows(letters: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return the ``final`` dead letters by key: the rows a rerun carries over instead of asking again.
+
+    A letter keeps what its answer cost (the table's ``cost_usd`` for the row); the run that carries it
+    over spends nothing on it.
+    """
+    return {str(letter["key"]): dict(letter) for letter in letters if letter.get("final")}
