@@ -57,13 +57,13 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 
 # Test groups side by side: the 2,000-row load test spends ~7 minutes waiting on the emulator's rate
-# limit; the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat, the
+# limit (the 20,000-row PostgreSQL table run, ~1.5 minutes, goes with it); the CeleryExecutor deployment ~4 minutes waiting on its quota and a lost worker's heartbeat, the
 # batch watchdog's and batch route's tests ~3 minutes waiting for deadlines, cutoffs and jobs, and the
 # real deployment of the integration tests (spend view, DAG runs, fast answers) ~3 minutes waiting for its
 # DAG runs (little CPU), so they run beside the rest instead of after it, in two groups of their own. Their output follows the main group's; the
 # target fails if any group fails.
 # The compatibility matrix runs beside them too (its output in .matrix.log, each leg's in .pytest-matrix-*.log).
-LOAD_TESTS := tests/reliability/test_load.py
+LOAD_TESTS := tests/reliability/test_load.py tests/enrichment/test_table_at_scale.py
 WAITING_TESTS := tests/integration/test_celery_deployment.py tests/enrichment/test_batch_watchdog.py \
 	tests/enrichment/test_batch_route.py tests/integration/test_spend_view.py \
 	tests/integration/test_real_airflow.py tests/integration/test_fast_answers.py
