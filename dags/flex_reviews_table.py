@@ -6,7 +6,9 @@ chunks), enriches them on the **flex** tier (sentiment, whether a reply is neede
 **every** row into `reviews_enriched` through the same connection: answered rows with `status = 'ok'`,
 rows that failed with `status = 'failed'` and their `error` (`load_failed=True`), columns in the
 database's own types (`needs_reply` is a BOOLEAN, so `WHERE needs_reply` works). Reviews whose text is
-empty are set aside as dead letters before any call (`on_bad_row`), not a failed run.
+empty are set aside as dead letters before any call (`on_bad_row`), not a failed run. Every run writes to
+the same output folder, so a scheduled run calls only for reviews not answered yet; a review the API refused
+stays `failed` without a new call (`retry_refused=True` asks again).
 
 The table is an Airflow Asset; `flex_reviews_report` is scheduled on it and runs after each enrichment,
 reading what the run did from the asset event (rows, succeeded, failed, cost) and the statuses from the
@@ -74,7 +76,8 @@ with DAG(
         prompt_template="{% if row.text %}Classify this customer review: {{ row.text }}{% endif %}",
         system_instruction="You triage customer reviews for a garden and kitchen shop.",
         response_schema=SCHEMA,
-        output_path="{{ var.value.get('flex_output_root', '/tmp/flex_output') }}/reviews/{{ run_id }}",
+        # one output for every run: the next run calls only for reviews not answered yet
+        output_path="{{ var.value.get('flex_output_root', '/tmp/flex_output') }}/reviews",
         model="gemini-2.5-flash",
         sql_conn_id=CONN_ID,
         table=TABLE,  # declared as an asset: flex_reviews_report runs after each load

@@ -9,6 +9,7 @@ metadata database with its XComs, rendered fields and triggers).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -74,6 +75,29 @@ def test_api_key_is_in_no_file_the_deployment_wrote(airflow, judge_run):
     assert any(path.name == "airflow.db" for path in files)
     leaks = [str(path) for path in files if API_KEY.encode() in path.read_bytes()]
     assert leaks == []
+
+
+def test_the_reviews_tables_asset_event_schedules_the_report(airflow):
+    """flex_reviews_report is scheduled on the table flex_reviews_table loads: the scheduler starts it from the
+    asset event, whose extra carries what the enrichment did."""
+    airflow.wait_for_dag("flex_reviews_report")
+    airflow.cli("dags", "unpause", "flex_reviews_report")
+    run_id = airflow.trigger("flex_reviews_table")
+    assert airflow.wait_for_run("flex_reviews_table", run_id, timeout=300) == "success", _consoles(airflow)
+
+    def report_run() -> tuple | None:
+        rows = airflow.query(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = 'flex_reviews_report' AND run_type = 'asset_triggered'"
+        )
+        return rows[0] if rows and rows[0][1] in ("success", "failed") else None
+
+    report = airflow._wait(report_run, 240, "flex_reviews_report's run from the asset event")
+    (extra,) = airflow.query(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri LIKE 'x-gemini-flex-table%'"
+    )[0]
+    event = json.loads(extra)
+    assert report[1] == "success", _consoles(airflow)
+    assert (event["rows"], event["succeeded"], event["failed"], event["table"]) == (25, 25, 5, "reviews_enriched")
 
 
 def _consoles(airflow: AirflowDeployment) -> str:
