@@ -7,16 +7,16 @@ derived from the output location, by which a rerun finds a job whose name a cras
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_flex.enrichment.store import location_digest
+
 
 def display_name_for(output_path: str, checkpoint_id: str) -> str:
     """Return a job's display name: the output location's fingerprint and the checkpoint, so a rerun knows its own."""
-    fingerprint = hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:12]
-    return f"flex-enrich-{fingerprint}-{checkpoint_id}"
+    return f"flex-enrich-{location_digest(output_path, 12)}-{checkpoint_id}"
 
 
 @dataclass

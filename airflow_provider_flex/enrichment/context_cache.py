@@ -21,7 +21,6 @@ Pure decisions (:func:`plan_cache`, :func:`cache_ttl`, :func:`display_name_for`)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, digest_of
-from airflow_provider_flex.enrichment.store import OutputStore
+from airflow_provider_flex.enrichment.store import OutputStore, location_digest
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.caches import CacheInfo, FlexCaches, is_gone
 from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost, min_cache_tokens
@@ -101,8 +100,7 @@ def plan_cache(
 
 def display_name_for(output_path: str) -> str:
     """Return the display name of caches made for ``output_path`` (a rerun finds its cache by it)."""
-    digest = hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:16]
-    return f"airflow-flex-enrich {digest} {output_path.rstrip('/')[-60:]}"[:128]
+    return f"airflow-flex-enrich {location_digest(output_path, 16)} {output_path.rstrip('/')[-60:]}"[:128]
 
 
 class RunCache:

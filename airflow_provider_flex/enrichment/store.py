@@ -46,6 +46,12 @@ class OutputTotals:
     standard_cost_usd: float = 0.0
 
 
+def location_digest(output_path: str, chars: int) -> str:
+    """Return the first ``chars`` hex digits of the output location's SHA-256: what names the run's batch jobs
+    and context cache at the API, so a rerun after a crash finds its own (never the location itself)."""
+    return hashlib.sha256(output_path.rstrip("/").encode()).hexdigest()[:chars]
+
+
 def result_record(key: str, response: Any, route: str, images: list[str] | None = None) -> dict[str, Any]:
     """Return one line of a results file: the row's answer, usage, cost, served tier and the route that answered it."""
     return {
