@@ -47,11 +47,14 @@ def test_a_query_is_the_input_and_a_rerun_skips_the_answered_keys(connection, tm
     assert any("(15.0)" in call["prompt"] for call in connection.admin.calls()), "columns are the row's fields"
 
 
-def test_a_failing_query_or_a_missing_key_column_fails_before_any_call(connection, tmp_path, sqlite_source):
+def test_a_failing_query_a_missing_key_column_or_a_repeated_key_fails_before_any_call(connection, tmp_path, sqlite_source):
     with pytest.raises(EnrichInputError, match="input_sql on 'source_db' failed: OperationalError: no such table"):
         _operator(tmp_path, input_sql="SELECT * FROM nowhere").execute(context={})
     with pytest.raises(EnrichInputError, match="row 1 has no value for key_field 'id'"):
         _operator(tmp_path, input_sql="SELECT title, price FROM items").execute(context={})
+    doubled = "SELECT id, title, price FROM items UNION ALL SELECT 7, 'again', 1.0"
+    with pytest.raises(EnrichInputError, match="duplicate key '7' in rows 7 and 41"):
+        _operator(tmp_path, input_sql=doubled, on_duplicate_key="fail").execute(context={})
     with pytest.raises(ValueError, match="input_sql needs input_conn_id"):
         GeminiFlexEnrichOperator(
             task_id="e", key_field="id", prompt_template="x", output_path="o", input_sql="SELECT 1"
