@@ -2,7 +2,9 @@
 
 Any common-sql (DB-API) connection: PostgreSQL reads through a server-side (named) cursor, so the
 server holds the result and the worker fetches ``CHUNK_ROWS`` at a time; other databases fetch in
-chunks from an ordinary cursor (SQLite steps through its result as it is fetched). A row's fields
+chunks from an ordinary cursor (SQLite steps through its result as it is fetched; MySQL's mysqlclient
+buffers the whole result in the client unless the connection's extra names a streaming cursor,
+``{"cursor": "sscursor"}``, as the MySQL provider documents, and a warning says so). A row's fields
 are its columns. Each pass over the input (the one pass that checks every row, the engine's, a
 batch job's prompts) runs the query again, so a rerun reads the table as it is then and skips the
 keys already answered.
@@ -10,6 +12,7 @@ keys already answered.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +22,10 @@ from airflow_provider_flex.enrichment.records import EnrichInputError
 CHUNK_ROWS = 1000
 #: Connection types whose DB-API driver keeps a named cursor's result on the server (psycopg2).
 SERVER_SIDE_CURSORS = frozenset({"postgres"})
+#: The MySQL provider's ``cursor`` extras that stream a result (mysqlclient's SSCursor family).
+MYSQL_STREAMING_CURSORS = frozenset({"sscursor", "ssdictcursor"})
+
+log = logging.getLogger(__name__)
 
 
 def sql_hook(conn_id: str) -> tuple[Any, str]:
@@ -32,7 +39,16 @@ def sql_hook(conn_id: str) -> tuple[Any, str]:
         raise EnrichInputError(f"input_conn_id {conn_id!r}: {exc}") from None
     if not hasattr(hook, "get_conn"):
         raise EnrichInputError(f"input_conn_id {conn_id!r} is not a common-sql (DB-API) connection")
-    return hook, str(connection.conn_type or "")
+    conn_type = str(connection.conn_type or "")
+    if buffers_whole_result(conn_type, connection.extra_dejson):
+        log.warning("input_conn_id %r is MySQL without a streaming cursor: the client holds the whole result of "
+                    "input_sql in memory; set the connection extra {\"cursor\": \"sscursor\"}.", conn_id)  # fmt: skip
+    return hook, conn_type
+
+
+def buffers_whole_result(conn_type: str, extra: dict[str, Any]) -> bool:
+    """Return whether this connection's driver holds a query's whole result in the client (MySQL's default)."""
+    return conn_type == "mysql" and str(extra.get("cursor", "")).lower() not in MYSQL_STREAMING_CURSORS
 
 
 def iter_sql_rows(conn_id: str, sql: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, dict[str, Any]]]:

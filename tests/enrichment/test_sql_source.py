@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from airflow_provider_flex.enrichment.records import EnrichInputError
-from airflow_provider_flex.enrichment.sql_source import iter_sql_rows
+from airflow_provider_flex.enrichment.sql_source import buffers_whole_result, iter_sql_rows
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy
 from airflow_provider_flex.operators.gemini_flex import GeminiFlexEnrichOperator
 
@@ -47,7 +47,9 @@ def test_a_query_is_the_input_and_a_rerun_skips_the_answered_keys(connection, tm
     assert any("(15.0)" in call["prompt"] for call in connection.admin.calls()), "columns are the row's fields"
 
 
-def test_a_failing_query_a_missing_key_column_or_a_repeated_key_fails_before_any_call(connection, tmp_path, sqlite_source):
+def test_a_failing_query_a_missing_key_column_or_a_repeated_key_fails_before_any_call(
+    connection, tmp_path, sqlite_source
+):
     with pytest.raises(EnrichInputError, match="input_sql on 'source_db' failed: OperationalError: no such table"):
         _operator(tmp_path, input_sql="SELECT * FROM nowhere").execute(context={})
     with pytest.raises(EnrichInputError, match="row 1 has no value for key_field 'id'"):
@@ -84,3 +86,9 @@ def test_a_real_postgresql_query_streams_through_a_server_side_cursor(connection
         "title": "thing 2500",
     }
     assert summary["succeeded"] == 60 and cursors == [(0,)]
+
+
+def test_a_mysql_connection_without_a_streaming_cursor_is_named_as_holding_the_whole_result():
+    assert buffers_whole_result("mysql", {}) and buffers_whole_result("mysql", {"cursor": "dictcursor"})
+    assert not buffers_whole_result("mysql", {"cursor": "SSCursor"})
+    assert not buffers_whole_result("postgres", {}) and not buffers_whole_result("sqlite", {})
