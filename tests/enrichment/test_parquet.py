@@ -56,3 +56,40 @@ def test_parquet_without_pyarrow_or_a_broken_file_fails_before_any_call(connecti
     with pytest.raises(EnrichInputError, match=r"needs pyarrow: pip install 'airflow-provider-flex\[parquet\]'"):
         operator(source).execute(context={})
     assert connection.admin.stats()["requests"] == 0
+
+
+@pytest.fixture
+def object_storage():
+    """An in-memory fsspec filesystem attached as ``memory://``, as a deployment attaches s3:// or gs://."""
+    import fsspec
+    from airflow.sdk.io import attach
+
+    memory = fsspec.filesystem("memory")
+    attach(protocol="memory", fs=memory)
+    yield memory
+    memory.store.clear()
+
+
+def test_parquet_in_and_out_and_the_output_on_object_storage_resume_without_paying_twice(connection, object_storage):
+    import io
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": [f"r{i:03d}" for i in range(300)], "title": [f"t {i}" for i in range(300)]}),
+                   buffer, row_group_size=100)  # fmt: skip
+    object_storage.pipe("/lake/rows.parquet", buffer.getvalue())
+
+    def enrich() -> dict:
+        return GeminiFlexEnrichOperator(
+            task_id="enrich", input_path="memory://lake/rows.parquet", key_field="id",
+            prompt_template="Label {{ row.title }}", output_path="memory://lake/out", response_schema=SCHEMA,
+            retry_policy=POLICY, max_concurrency=16, results_parquet="memory://lake/results.parquet",
+        ).execute(context={})  # fmt: skip
+
+    first = enrich()
+    second = enrich()
+    exported = pq.read_table(io.BytesIO(object_storage.cat("/lake/results.parquet")))
+    names = {path.rsplit("/", 1)[-1] for path in object_storage.ls("/lake/out", detail=False)}
+    assert (first["succeeded"], second["succeeded"], second["skipped"]) == (300, 0, 300)
+    assert connection.admin.stats()["calls"]["flex"]["ok"] == 300, "the rerun read its answers from the bucket"
+    assert exported.num_rows == 300 and set(exported.column("status").to_pylist()) == {"ok"}
+    assert "request.json" in names and any(name.startswith("results-") for name in names)
