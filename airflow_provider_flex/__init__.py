@@ -147,6 +147,18 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "True",
                         "default": "False",
                     },
+                    "fix_mmap_threshold": {
+                        "description": (
+                            "In the process of an enrichment, fix glibc's mmap threshold at 128 KiB (as "
+                            "MALLOC_MMAP_THRESHOLD_=131072 does), so large buffers are returned to the system "
+                            "when freed and a million-row run keeps a flat peak memory (without it: +52 MB). "
+                            "Linux with glibc only; False leaves the process's allocator as it is."
+                        ),
+                        "version_added": "0.3.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
                     "trace_content": {
                         "description": (
                             "Put each call's prompt and answer on its OpenTelemetry span "

@@ -31,6 +31,7 @@ from airflow_provider_flex.enrichment.store import OutputStore, OutputTotals
 from airflow_provider_flex.enrichment.summary import EnrichSummary
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
+from airflow_provider_flex.process_state import fix_mmap_threshold_once
 
 #: Loggers of google-genai's HTTP clients, which log every request at INFO.
 HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
@@ -91,6 +92,7 @@ class PreparedRun:
 
     def run(self) -> EnrichSummary:
         """Check the cost cap, route the rows, run the engine to the end; return the finished summary."""
+        fix_mmap_threshold_once()  # a million rows in flat memory (see there)
         request = self.request
         if request.max_cost_usd is not None and self.rows.todo:
             self.estimate().check_cap(request.task, request.max_cost_usd)

@@ -107,3 +107,16 @@ def test_the_triggerer_freezes_its_start_up_objects_only_when_asked(set_connecti
     assert frozen_first > 10_000  # Airflow's and google-genai's objects
     assert frozen_second <= frozen_first  # the second trigger froze nothing more (frozen objects can still die)
     assert asked_again is False  # once per process, not per trigger
+
+
+def test_the_mmap_threshold_is_fixed_once_per_process_unless_turned_off(monkeypatch):
+    """glibc only: the threshold is set once (mallopt answers 1), not again; the setting turns it off."""
+    import sys
+
+    from airflow_provider_flex.process_state import fix_mmap_threshold_once
+
+    expected = sys.platform.startswith("linux")
+    assert (fix_mmap_threshold_once(), fix_mmap_threshold_once()) == (expected, False)
+    PROCESS.reset()
+    monkeypatch.setenv("AIRFLOW__GEMINI_FLEX__FIX_MMAP_THRESHOLD", "False")
+    assert fix_mmap_threshold_once() is False
