@@ -226,11 +226,16 @@ class AirflowDeployment(StartedService):
         """Until the dag-processor has serialized ``dag_id``."""
         self._wait(lambda: self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id), timeout, dag_id)
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Unpause and trigger ``dag_id``; the new run's id."""
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None) -> str:
+        """Unpause and trigger ``dag_id`` (at ``logical_date``, an ISO time, if given); the new run's id.
+
+        Unpausing a scheduled DAG also lets the scheduler start its latest scheduled run; a run that must not
+        share that run's day (an output folder named by ``ds``) gives a ``logical_date`` of another day.
+        """
         self.wait_for_dag(dag_id)
         self.cli("dags", "unpause", dag_id)
-        output = self.cli("dags", "trigger", dag_id, "--conf", json.dumps(dict(conf or {})), "--output", "json")
+        when = ["--logical-date", logical_date] if logical_date else []
+        output = self.cli("dags", "trigger", dag_id, "--conf", json.dumps(dict(conf or {})), *when, "--output", "json")
         return json.loads(output[output.index("[{") :])[0]["dag_run_id"]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:

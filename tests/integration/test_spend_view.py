@@ -34,12 +34,16 @@ DAGS = (
     JUDGE_DAG,
 )
 FAILING = ("flex_partial_spend", "flex_failed_before_call")
+#: The logical date of the runs the spend view is checked on: not a day the scheduler runs here.
+SPEND_DAY = "2026-01-02T00:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
 def spend_runs(airflow) -> dict[str, str]:
-    """One run of each DAG, run side by side: {dag_id: run_id}."""
-    runs = {dag_id: airflow.trigger(dag_id) for dag_id in DAGS}
+    """One run of each DAG, run side by side: {dag_id: run_id}. Each runs on a day of its own: unpausing a daily
+    DAG starts its scheduled run for today too, and flex_product_enrichment's output folder is its day's, so a
+    run of today would find the rows that run answered and (rightly) pay nothing."""
+    runs = {dag_id: airflow.trigger(dag_id, logical_date=SPEND_DAY) for dag_id in DAGS}
     for dag_id, run_id in runs.items():
         expected = "failed" if dag_id in FAILING else "success"
         assert airflow.wait_for_run(dag_id, run_id, timeout=500) == expected, dag_id
