@@ -89,16 +89,12 @@ def check_identifiers(task: str, table: str, columns: list[str]) -> None:
 
 def table_rows(store: OutputStore, columns: list[str], conn_type: str) -> Iterator[tuple[Any, ...]]:
     """Yield one row per result: key, answer columns, the META_COLUMNS, then status ``ok`` and no error."""
-    for entry in store.result_files():
-        for line in entry.read_text().splitlines():
-            if not line.strip():
-                continue
-            result = json.loads(line)
-            parsed = result.get("parsed") if isinstance(result.get("parsed"), Mapping) else {}
-            values = [result["key"]]
-            for column in columns:
-                values.append(cell(result.get("text") if columns == ["text"] else parsed.get(column), conn_type))
-            yield (*values, *(result.get(name) for name in META_COLUMNS), "ok", None)
+    for result in store.results():
+        parsed = result.get("parsed") if isinstance(result.get("parsed"), Mapping) else {}
+        values = [result["key"]]
+        for column in columns:
+            values.append(cell(result.get("text") if columns == ["text"] else parsed.get(column), conn_type))
+        yield (*values, *(result.get(name) for name in META_COLUMNS), "ok", None)
 
 
 def failed_rows(store: OutputStore, columns: list[str], answered: Container[str]) -> Iterator[tuple[Any, ...]]:

@@ -109,15 +109,19 @@ class OutputStore:
         hashes (:class:`~.keys.KeySet`): a million answered keys take 16 MB, not the 100 MB of a set."""
         keys = KeySet()
         totals = OutputTotals()
+        for result in self.results():
+            keys.add(str(result["key"]))
+            totals.rows += 1
+            totals.cost_usd += result.get("cost_usd") or 0.0
+            totals.standard_cost_usd += result.get("standard_cost_usd") or 0.0
+        return keys, totals
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Return every result line written here, one at a time, in file order."""
         for entry in self.result_files():
             for line in entry.read_text().splitlines():
                 if line.strip():
-                    result = json.loads(line)
-                    keys.add(str(result["key"]))
-                    totals.rows += 1
-                    totals.cost_usd += result.get("cost_usd") or 0.0
-                    totals.standard_cost_usd += result.get("standard_cost_usd") or 0.0
-        return keys, totals
+                    yield json.loads(line)
 
     def dead_letters(self) -> Iterator[dict[str, Any]]:
         """Return the current dead letters (the last run's ``failed-*.jsonl``), one at a time."""
@@ -276,10 +280,8 @@ def iter_results(output_path: str, *, include_failed: bool = False) -> Iterator[
 
 
 def _results_of(store: OutputStore, include_failed: bool) -> Iterator[dict[str, Any]]:
-    for entry in store.result_files():
-        for line in entry.read_text().splitlines():
-            if line.strip():
-                yield {**json.loads(line), "status": "ok"}
+    for result in store.results():
+        yield {**result, "status": "ok"}
     if include_failed:
         for letter in store.dead_letters():
             yield {**letter, "status": "failed"}
