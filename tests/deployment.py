@@ -55,6 +55,29 @@ def link_dags(folder: Path, sources: Iterable[Path]) -> Path:
     return folder
 
 
+def files_holding(root: Path, needle: bytes) -> tuple[list[str], list[Path]]:
+    """Return the files under ``root`` whose bytes hold ``needle``, and every file read.
+
+    A running deployment's SQLite keeps ``-wal`` and ``-journal`` files that come and go between listing a
+    folder and reading it; a file gone by then is skipped and the whole folder read again, so the pages it
+    held are read in ``airflow.db`` once checkpointed there.
+    """
+    for _ in range(5):
+        holding, read, vanished = [], [], False
+        for path in (p for p in root.rglob("*") if p.is_file()):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                vanished = True
+                continue
+            read.append(path)
+            if needle in data:
+                holding.append(str(path))
+        if not vanished:
+            break
+    return holding, read
+
+
 def _postgres_errors() -> tuple[type[Exception], ...]:
     try:
         import psycopg2

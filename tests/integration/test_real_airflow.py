@@ -14,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from tests.deployment import AirflowDeployment
+from tests.deployment import AirflowDeployment, files_holding
 from tests.integration.conftest import API_KEY, POOL_SLOTS, REPO_DAGS
 
 DAGS = REPO_DAGS
@@ -70,10 +70,9 @@ def test_scores_land_in_the_sql_table(airflow, judge_run):
 
 def test_api_key_is_in_no_file_the_deployment_wrote(airflow, judge_run):
     """Task and trigger logs, component consoles, the metadata DB (XCom, rendered fields, triggers)."""
-    files = [path for path in airflow.home.parent.rglob("*") if path.is_file()]
+    leaks, files = files_holding(airflow.home.parent, API_KEY.encode())
     assert any("task_id=judge" in str(path) for path in files)
     assert any(path.name == "airflow.db" for path in files)
-    leaks = [str(path) for path in files if API_KEY.encode() in path.read_bytes()]
     assert leaks == []
 
 
