@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,18 +35,30 @@ def exists(location: str) -> bool:
 def write_whole(location: str, data: str | bytes) -> None:
     """Write a whole file at once: a local one appears under its name only when complete (write, then rename);
     an object is one put. Text is written as UTF-8."""
+    if isinstance(data, str):
+        write_lines(location, (data,))
+    elif is_remote(location):
+        object_path(location).write_bytes(data)
+    else:
+        with _complete_when_closed(local_path(location)) as partial:
+            partial.write_bytes(data)
+
+
+def write_lines(location: str, lines: Iterable[str]) -> None:
+    """Write text lines as they come, never the whole text in memory: a local file appears under its name
+    only when complete (write, then rename); an object is one upload when its writer closes."""
     if is_remote(location):
-        target = object_path(location)
-        if isinstance(data, bytes):
-            target.write_bytes(data)
-        else:
-            target.write_text(data)
+        with object_path(location).open("w", encoding="utf-8") as handle:
+            handle.writelines(lines)
         return
-    path = local_path(location)
+    with _complete_when_closed(local_path(location)) as partial, partial.open("w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+
+
+@contextlib.contextmanager
+def _complete_when_closed(path: Path) -> Iterator[Path]:
+    """Return a hidden partial file beside ``path``, renamed to ``path`` once written without an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    if isinstance(data, bytes):
-        partial.write_bytes(data)
-    else:
-        partial.write_text(data, encoding="utf-8")
+    yield partial
     partial.replace(path)

@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow_provider_flex.enrichment.context_cache import RunCache
 from airflow_provider_flex.enrichment.deadline_routing import FlexProgress, Routing
-from airflow_provider_flex.enrichment.failures import dead_letter
+from airflow_provider_flex.enrichment.failures import DeadLetters, dead_letter
 from airflow_provider_flex.enrichment.media import RowMedia
 from airflow_provider_flex.enrichment.pacing import EnrichmentPacer
 from airflow_provider_flex.enrichment.progress import describe_pacing, log_progress
@@ -67,7 +67,7 @@ class Enrichment:
         routing: Routing | None = None,
         media: RowMedia | None = None,
         context_cache: RunCache | None = None,
-        dead_letters: list[dict[str, Any]] | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         if hook.pacer is not pacer:
             raise ValueError("the hook must be built with the engine's pacer: GeminiFlexHook(..., pacer=pacer)")
@@ -82,7 +82,7 @@ class Enrichment:
         self.earlier = earlier or OutputTotals()
         self.model = request.model
         #: Dead letters of this run: rows set aside by the checking pass first (no call made for them).
-        self._failed: list[dict[str, Any]] = list(dead_letters or [])
+        self._failed = dead_letters if dead_letters is not None else DeadLetters()
         self.stats = EnrichStats(total=total, failed=len(self._failed))
         self._next_position = 0
         #: Keys of the rows refused with each 400 message before any row succeeded (a run-wide 400 shows here).
@@ -290,10 +290,7 @@ class Enrichment:
         if not refuses_the_run(exc.code, same_400_rows=len(alike), any_succeeded=bool(self.stats.succeeded)):
             return False
         self.stats.run_refused = exc
-        refused = set(alike)
-        kept = [row for row in self._failed if row["key"] not in refused]
-        self.stats.failed -= len(self._failed) - len(kept)  # the earlier rows with this 400 are no dead letters
-        self._failed = kept
+        self.stats.failed -= self._failed.withdraw(alike)  # the earlier rows with this 400 are no dead letters
         self.log.error("%s Stopping the run: calls in flight finish; no row is a dead letter for it.", exc)
         self._cancel_rows_not_in_call()
         return True
@@ -310,7 +307,7 @@ class Enrichment:
         if not isinstance(exc, FlexError | ValueError | TypeError):
             self.log.exception("Row %d (key %s) failed unexpectedly", number, key)
         self.stats.failed += 1
-        self._failed.append(dead_letter(key, number, exc))
+        self._failed.add(dead_letter(key, number, exc))
 
     def _checkpoint(self, *, force: bool = False) -> None:
         """Write the answers gathered so far, every few hundred rows or seconds (``force``: now)."""

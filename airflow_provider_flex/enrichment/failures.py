@@ -10,7 +10,9 @@ A changed prompt, model or config changes the request fingerprint, and then ever
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_flex.exceptions import FlexRequestError, FlexResponseError, error_payload
@@ -56,3 +58,54 @@ def refused_rows(letters: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, An
     over spends nothing on it.
     """
     return {str(letter["key"]): dict(letter) for letter in letters if letter.get("final")}
+
+
+class DeadLetters:
+    """A run's dead letters, written to a temporary file as they come instead of held in memory.
+
+    A million-row run with one row in a hundred refused has 10,000 of them, ten megabytes as dicts that
+    would grow with the rows until the run ends; here a run holds a count. Iterating reads them back in
+    the order they came (the dead-letter file, the summary's reasons). The file has no name (POSIX): it is
+    gone with the process, whatever ends it.
+    """
+
+    def __init__(self, letters: Iterable[Mapping[str, Any]] = ()) -> None:
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (lives as long as the letters)
+        self._count = 0
+        #: Of them, rows an earlier run's refusal set aside without a call (``retry_refused=False``).
+        self.carried_over = 0
+        self.extend(letters)
+
+    def add(self, letter: Mapping[str, Any]) -> None:
+        """Keep one dead letter."""
+        self._file.seek(0, 2)  # after a read, at the end again
+        self._file.write(json.dumps(letter, ensure_ascii=False) + "\n")
+        self._count += 1
+        self.carried_over += bool(letter.get("carried_over"))
+
+    def extend(self, letters: Iterable[Mapping[str, Any]]) -> None:
+        for letter in letters:
+            self.add(letter)
+
+    def withdraw(self, keys: Iterable[str]) -> int:
+        """Drop the letters of ``keys`` (rows refused with a 400 that turned out to be about the run, not the
+        row); return how many were dropped."""
+        keys = set(keys)
+        letters = [letter for letter in self if letter["key"] not in keys]
+        dropped = self._count - len(letters)
+        self._file.seek(0)
+        self._file.truncate()
+        self._count = self.carried_over = 0
+        self.extend(letters)
+        return dropped
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in iter(self._file.readline, ""):
+            position = self._file.tell()
+            yield json.loads(line)
+            self._file.seek(position)  # a letter added while the caller held this one went to the end
+
+    def __len__(self) -> int:
+        return self._count

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_flex.arguments import QuotaLimits
+from airflow_provider_flex.enrichment.failures import DeadLetters
 from airflow_provider_flex.enrichment.keys import KeySet, key_hash
 from airflow_provider_flex.enrichment.records import EnrichInputError, PromptTemplate, iter_rows, row_key
 from airflow_provider_flex.enrichment.routing import DEFAULT_BATCH_MAX_WAIT, DEFAULT_BATCH_TURNAROUND
@@ -188,7 +189,7 @@ class RowsToDo:
     #: Rows set aside (``on_duplicate_key``, ``on_bad_row``): their numbers, and the dead letters of those
     #: that become one (a repeated key kept first is only skipped, with a warning).
     set_aside: set[int] = field(default_factory=set)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: DeadLetters = field(default_factory=DeadLetters)
     duplicates_skipped: int = 0
     #: Rows the API refused in an earlier run, not asked again (``retry_refused=False``): their dead letters
     #: are among ``dead_letters``.
@@ -253,7 +254,7 @@ def _check_rows(
                     raise EnrichInputError(problem)
                 found.set_aside.add(number)
                 if request.on_duplicate_key == "dead_letter" and key not in done:
-                    found.dead_letters.append(_set_aside_letter(key, number, problem, "DuplicateKey"))
+                    found.dead_letters.add(_set_aside_letter(key, number, problem, "DuplicateKey"))
                     found.total += 1
                 found.duplicates_skipped += request.on_duplicate_key == "keep_first"
                 continue
@@ -268,11 +269,11 @@ def _check_rows(
         if problem is not None:
             found.set_aside.add(number)
             if key not in done:
-                found.dead_letters.append(_set_aside_letter(key, number, problem, "BadRow"))
+                found.dead_letters.add(_set_aside_letter(key, number, problem, "BadRow"))
             continue
         if key in refused and key not in done:
             found.set_aside.add(number)
-            found.dead_letters.append({**refused[key], "row": number, "carried_over": True})
+            found.dead_letters.add({**refused[key], "row": number, "carried_over": True})
             found.refused_earlier += 1
             continue
         if key not in done:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -209,12 +210,13 @@ def _log_set_aside(log: Any, request: EnrichRequest, rows: RowsToDo) -> None:
     if rows.refused_earlier:
         log.warning("%d rows the API refused in an earlier run (a 4xx for the row, a blocked prompt) stay dead "
                     "letters without a call; retry_refused=True asks again.", rows.refused_earlier)  # fmt: skip
-    if len(rows.dead_letters) > rows.refused_earlier:
-        letters = [letter for letter in rows.dead_letters if not letter.get("carried_over")]
-        reasons = "; ".join(letter["error"] for letter in letters[:3])
+    set_aside = len(rows.dead_letters) - rows.refused_earlier
+    if set_aside:
+        letters = (letter for letter in rows.dead_letters if not letter.get("carried_over"))
+        reasons = "; ".join(letter["error"] for letter in itertools.islice(letters, 3))
         log.warning("%d rows set aside as dead letters before any call (on_duplicate_key=%r, on_bad_row=%r): %s%s",
-                    len(letters), request.on_duplicate_key, request.on_bad_row, reasons,
-                    "; ..." if len(letters) > 3 else "")  # fmt: skip
+                    set_aside, request.on_duplicate_key, request.on_bad_row, reasons,
+                    "; ..." if set_aside > 3 else "")  # fmt: skip
 
 
 def _fingerprint(request: EnrichRequest) -> dict[str, str]:

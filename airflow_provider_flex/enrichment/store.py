@@ -12,14 +12,17 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_flex.enrichment.keys import KeySet
 from airflow_provider_flex.hooks.results import json_safe
-from airflow_provider_flex.storage import is_remote, local_path, object_path, write_whole
+from airflow_provider_flex.storage import is_remote, local_path, object_path, write_lines, write_whole
+
+if TYPE_CHECKING:
+    from airflow_provider_flex.enrichment.failures import DeadLetters
 
 RESULT_PREFIX = "results-"
 FAILED_PREFIX = "failed"
@@ -136,7 +139,7 @@ class OutputStore:
         self._write(name, rows)
         return name
 
-    def write_failed(self, rows: list[dict[str, Any]]) -> str | None:
+    def write_failed(self, rows: list[dict[str, Any]] | DeadLetters) -> str | None:
         """Replace earlier dead-letter files with this run's (their rows were retried in this run)."""
         earlier = self.failed_files()
         name = f"{FAILED_PREFIX}-{self.run_id}.jsonl"
@@ -247,8 +250,8 @@ class OutputStore:
     def _write_bytes(self, name: str, data: bytes) -> None:
         write_whole(f"{self.output_path}/{name}", data)
 
-    def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
-        write_whole(f"{self.output_path}/{name}", "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    def _write(self, name: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        write_lines(f"{self.output_path}/{name}", (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_results(output_path: str, *, include_failed: bool = False, as_dataframe: bool = False) -> Any:

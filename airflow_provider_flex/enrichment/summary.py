@@ -217,11 +217,15 @@ def _plain(value: Any) -> Any:
 
 
 def error_digest(dead_letters: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Return the most frequent dead-letter reasons and a sample of the keys that failed."""
-    letters = list(dead_letters)
-    reasons = Counter(str(letter.get("error", ""))[:300] for letter in letters)
+    """Return the most frequent dead-letter reasons and a sample of the keys that failed, in one pass."""
+    reasons: Counter[str] = Counter()
+    sample: list[str] = []
+    for letter in dead_letters:
+        reasons[str(letter.get("error", ""))[:300]] += 1
+        if len(sample) < FAILED_KEY_SAMPLE:
+            sample.append(str(letter["key"]))
     top = [{"reason": reason, "rows": rows} for reason, rows in reasons.most_common(TOP_REASONS)]
-    return top, [str(letter["key"]) for letter in letters[:FAILED_KEY_SAMPLE]]
+    return top, sample
 
 
 @dataclass
@@ -280,13 +284,14 @@ class EnrichStats:
         request: EnrichRequest,
         calls: CallCounts,
         *,
-        dead_letters: list[dict[str, Any]],
+        dead_letters: Iterable[Mapping[str, Any]],
         earlier: OutputTotals,
         jobs: BatchJobsSeen | None = None,
         context_cache: dict[str, Any] | None = None,
     ) -> EnrichSummary:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
-        and this run's answers, all of them in the output now)."""
+        and this run's answers, all of them in the output now). ``dead_letters`` is read twice (a list, or
+        the run's :class:`~.failures.DeadLetters`)."""
         jobs = jobs or BatchJobsSeen()
         top_errors, failed_keys = error_digest(dead_letters)
         routes = (self.flex, self.batch, self.unusable)

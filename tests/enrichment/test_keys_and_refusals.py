@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_flex.enrichment.failures import dead_letter, is_final, refused_rows
+from airflow_provider_flex.enrichment.failures import DeadLetters, dead_letter, is_final, refused_rows
 from airflow_provider_flex.enrichment.keys import KeySet, key_hash
 from airflow_provider_flex.enrichment.records import PromptTemplate
 from airflow_provider_flex.enrichment.request import EnrichRequest, find_rows_to_do
@@ -25,6 +25,22 @@ def test_a_key_set_answers_like_a_set_of_strings():
     keys.add("sku-7")
     assert keys.repeated() == {key_hash("sku-7")} and len(keys) == 5001
     assert key_hash("é") != key_hash("e") and all(0 <= word < 2**64 for word in key_hash("x"))
+
+
+def test_dead_letters_kept_in_a_file_come_back_in_order_and_a_withdrawn_key_is_gone():
+    letters = DeadLetters([{"key": "a", "row": 1, "error": "blocked", "carried_over": True}])
+    letters.add({"key": "b", "row": 2, "error": "é, not ASCII"})
+    read = []
+    for letter in letters:  # a letter added while reading goes to the end, and is read too
+        read.append(letter["key"])
+        if letter["key"] == "a":
+            letters.add({"key": "c", "row": 3, "error": "400"})
+    assert read == ["a", "b", "c"] and len(letters) == 3 and letters.carried_over == 1
+    assert [letter["error"] for letter in letters] == ["blocked", "é, not ASCII", "400"]  # read again, whole
+    assert letters.withdraw(["a", "c", "zz"]) == 2
+    assert list(letters) == [{"key": "b", "row": 2, "error": "é, not ASCII"}]
+    assert len(letters) == 1 and letters.carried_over == 0 and letters
+    assert not DeadLetters() and list(DeadLetters()) == []
 
 
 def test_refusals_of_the_row_are_final_and_capacity_or_a_sampled_answer_is_not():
@@ -57,7 +73,7 @@ def test_a_refused_row_is_set_aside_with_its_letter_carried_over_and_the_rest_st
     found = find_rows_to_do(_request(), KeySet(["0"]), keep_positions=True, refused=earlier)
     assert (found.total, found.todo, found.refused_earlier) == (6, 4, 1), "a key no longer in the input is dropped"
     assert found.set_aside == {3} and found.keys == ["1", "3", "4", "5"]
-    assert found.dead_letters == [{"key": "2", "row": 3, "error": "blocked", "final": True, "carried_over": True}]
+    assert list(found.dead_letters) == [{"key": "2", "row": 3, "error": "blocked", "final": True, "carried_over": True}]
 
 
 def test_repeated_keys_are_found_by_hash_then_named_by_a_second_pass():
