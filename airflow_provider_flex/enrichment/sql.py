@@ -135,24 +135,27 @@ def load_results(
     conn_type = str(connection.conn_type or "")
     _create_or_extend(hook, table, key_field, column_types(response_schema, conn_type))
     fields = [key_field, *columns, *META_COLUMNS, *STATUS_COLUMNS]
-    loaded = [0, 0]
-
-    def counted(rows: Iterator[tuple[Any, ...]], slot: int) -> Iterator[tuple[Any, ...]]:
-        for row in rows:
-            loaded[slot] += 1
-            yield row
-
     # Streamed, a chunk committed at a time (a million results never sit in memory); answers last, so a key
     # answered on a rerun is ok whatever failed before.
-    if load_failed:
-        answered, _ = store.scan()
-        failed = counted(failed_rows(store, columns, answered), 1)
-        hook.insert_rows(table, failed, target_fields=fields, replace=True, replace_index=key_field,
+    failed = CountedRows(failed_rows(store, columns, store.scan()[0]) if load_failed else iter(()))
+    answers = CountedRows(table_rows(store, columns, conn_type))
+    for rows in (failed, answers) if load_failed else (answers,):
+        hook.insert_rows(table, iter(rows), target_fields=fields, replace=True, replace_index=key_field,
                          commit_every=LOAD_CHUNK_ROWS)  # fmt: skip
-    answers = counted(table_rows(store, columns, conn_type), 0)
-    hook.insert_rows(table, answers, target_fields=fields, replace=True, replace_index=key_field,
-                     commit_every=LOAD_CHUNK_ROWS)  # fmt: skip
-    return loaded[0], loaded[1]
+    return answers.count, failed.count
+
+
+class CountedRows:
+    """Rows counted as they are read: ``insert_rows`` consumes a stream and says nothing of its length."""
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for row in self.rows:
+            self.count += 1
+            yield row
 
 
 def _create_or_extend(hook: Any, table: str, key_field: str, types: Mapping[str, str]) -> None:

@@ -76,12 +76,13 @@ def result_record(key: str, response: Any, route: str, images: list[str] | None 
 class OutputStore:
     """The files of one ``output_path``, local or on object storage."""
 
-    def __init__(self, output_path: str) -> None:
+    def __init__(self, output_path: str, *, create: bool = True) -> None:
+        """Open ``output_path``; a local folder is made unless ``create`` is false (a reader's store)."""
         self.output_path = output_path.rstrip("/")
         self.run_id = uuid.uuid4().hex[:12]
         self._next_part = 1
         self._is_remote = is_remote(output_path)
-        if not self._is_remote:
+        if create and not self._is_remote:
             self._local_dir().mkdir(parents=True, exist_ok=True)
 
     def _local_dir(self) -> Path:
@@ -275,9 +276,8 @@ def read_results(output_path: str, *, include_failed: bool = False, as_dataframe
 
 def iter_results(output_path: str, *, include_failed: bool = False) -> Iterator[dict[str, Any]]:
     """Return :func:`read_results`' rows one at a time (a million rows never in memory at once)."""
-    store = OutputStore.__new__(OutputStore)  # read only: no run id, no folder made
-    store.output_path, store._is_remote = output_path.rstrip("/"), is_remote(output_path)
-    if not store._is_remote and not store._local_dir().is_dir():
+    store = OutputStore(output_path, create=False)
+    if not is_remote(output_path) and not local_path(output_path).is_dir():
         raise FileNotFoundError(f"read_results: no enrichment output at {output_path}")
     return _results_of(store, include_failed)
 
