@@ -45,11 +45,11 @@ def write_whole(location: str, data: str | bytes) -> None:
 
 
 def write_lines(location: str, lines: Iterable[str]) -> None:
-    """Write text lines as they come, never the whole text in memory: a local file appears under its name
-    only when complete (write, then rename); an object is one upload when its writer closes."""
+    """Write text lines: to a local file as they come (it appears under its name only when complete: write,
+    then rename); to an object as one put once every line is made (a writer left open by an error would
+    still upload the part written, and an object store has no cheap rename)."""
     if is_remote(location):
-        with object_path(location).open("w", encoding="utf-8") as handle:
-            handle.writelines(lines)
+        object_path(location).write_text("".join(lines), encoding="utf-8")
         return
     with _complete_when_closed(local_path(location)) as partial, partial.open("w", encoding="utf-8") as handle:
         handle.writelines(lines)
