@@ -191,9 +191,12 @@ class RowsToDo:
     set_aside: set[int] = field(default_factory=set)
     dead_letters: DeadLetters = field(default_factory=DeadLetters)
     duplicates_skipped: int = 0
-    #: Rows the API refused in an earlier run, not asked again (``retry_refused=False``): their dead letters
-    #: are among ``dead_letters``.
-    refused_earlier: int = 0
+
+    @property
+    def refused_earlier(self) -> int:
+        """Return how many rows the API refused in an earlier run, not asked again (``retry_refused=False``):
+        their dead letters, carried over, are among ``dead_letters``."""
+        return self.dead_letters.carried_over
 
     def without(self, keys: set[str]) -> None:
         """Drop ``keys`` (rows already in batch jobs) from the positions and keys still to do."""
@@ -274,7 +277,6 @@ def _check_rows(
         if key in refused and key not in done:
             found.set_aside.add(number)
             found.dead_letters.add({**refused[key], "row": number, "carried_over": True})
-            found.refused_earlier += 1
             continue
         if key not in done:
             found.todo += 1

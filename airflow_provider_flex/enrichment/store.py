@@ -140,7 +140,7 @@ class OutputStore:
         self._write(name, rows)
         return name
 
-    def write_failed(self, rows: list[dict[str, Any]] | DeadLetters) -> str | None:
+    def write_failed(self, rows: DeadLetters) -> str | None:
         """Replace earlier dead-letter files with this run's (their rows were retried in this run)."""
         earlier = self.failed_files()
         name = f"{FAILED_PREFIX}-{self.run_id}.jsonl"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_flex.exceptions import FlexError, FlexQuotaExhausted, FlexRequestError
 
 if TYPE_CHECKING:
+    from airflow_provider_flex.enrichment.failures import DeadLetters
     from airflow_provider_flex.enrichment.request import EnrichRequest
     from airflow_provider_flex.enrichment.store import OutputTotals
 
@@ -284,14 +285,13 @@ class EnrichStats:
         request: EnrichRequest,
         calls: CallCounts,
         *,
-        dead_letters: Iterable[Mapping[str, Any]],
+        dead_letters: DeadLetters,
         earlier: OutputTotals,
         jobs: BatchJobsSeen | None = None,
         context_cache: dict[str, Any] | None = None,
     ) -> EnrichSummary:
         """Return the finished summary: this run's figures, and the output's over every run (``earlier`` ones
-        and this run's answers, all of them in the output now). ``dead_letters`` is read twice (a list, or
-        the run's :class:`~.failures.DeadLetters`)."""
+        and this run's answers, all of them in the output now)."""
         jobs = jobs or BatchJobsSeen()
         top_errors, failed_keys = error_digest(dead_letters)
         routes = (self.flex, self.batch, self.unusable)
@@ -314,7 +314,7 @@ class EnrichStats:
             cost_by_tier=_cost_by_tier(*routes),
             unusable_answers=self.unusable.rows,
             unusable_cost_usd=round(self.unusable.cost_usd, 6),
-            refused_earlier=sum(1 for letter in dead_letters if letter.get("carried_over")),
+            refused_earlier=dead_letters.carried_over,
             cache_saved_usd=round(sum(route.cache_saved_usd for route in routes), 6),
             cache_storage_usd=round(self.cache_storage_usd, 9),  # seconds of a small cache: fractions of a cent
             context_cache=context_cache,

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from airflow_provider_flex.enrichment.failures import DeadLetters
 from airflow_provider_flex.enrichment.outcome import (
     DEFER_FOR_BATCHES,
     FAIL,
@@ -36,7 +37,7 @@ def _request(**overrides) -> EnrichRequest:
 
 def _summary(request: EnrichRequest, **stats_fields):
     stats = EnrichStats(total=10, **stats_fields)
-    return stats.summary(request, CallCounts(), dead_letters=[], earlier=OutputTotals())
+    return stats.summary(request, CallCounts(), dead_letters=DeadLetters(), earlier=OutputTotals())
 
 
 def _exhausted() -> FlexQuotaExhausted:
@@ -50,7 +51,7 @@ def test_a_run_with_every_row_answered_finishes_and_logs_its_summary():
     request = _request()
     stats = EnrichStats(total=10)
     stats.flex.rows = 10
-    summary = stats.summary(request, CallCounts(), dead_letters=[], earlier=OutputTotals(rows=3))
+    summary = stats.summary(request, CallCounts(), dead_letters=DeadLetters(), earlier=OutputTotals(rows=3))
     step = next_step(summary, request)
     assert step.action == FINISH and step.error is None
     assert [level for level, _ in step.log_lines] == [logging.INFO]
@@ -96,7 +97,7 @@ def test_rows_in_batch_jobs_defer_before_anything_else_is_decided():
     request = _request(route="auto", deadline=RESET + timedelta(hours=1))
     stats = EnrichStats(total=10, failed=9, in_batch=1)
     jobs = BatchJobsSeen(waiting=["batches/1"])
-    summary = stats.summary(request, CallCounts(), dead_letters=[], earlier=OutputTotals(), jobs=jobs)
+    summary = stats.summary(request, CallCounts(), dead_letters=DeadLetters(), earlier=OutputTotals(), jobs=jobs)
     step = next_step(summary, request)
     assert step.action == DEFER_FOR_BATCHES and "batches/1" in step.log_lines[0][1]
     assert summary.finish_by == (RESET + timedelta(hours=1)).isoformat()
