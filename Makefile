@@ -5,12 +5,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test reliability lint install clean redis-server chromium postgresql dist matrix
+.PHONY: demo test reliability lint install clean redis-server chromium postgresql dist matrix matrix-latest lock lock-upgrade
 
-$(INSTALLED): pyproject.toml
+# The development environment is locks/dev.txt, exactly: uv (at its locked version) syncs the venv to the
+# lock, then the provider goes in editable with --no-deps. Nothing is resolved here (docs/compatibility.md).
+LOCK := locks/dev.txt
+UV_PIN := $(shell grep -m1 -E '^uv==' $(LOCK))
+$(INSTALLED): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,examples,report,redis,common-ai,openlineage,parquet]'
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet $(UV_PIN)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(INSTALLED)
+
+# Write every lock of locks/environments.toml again, keeping each pin that still fits (a new hold or
+# dependency moves only what it must); lock-upgrade takes the newest of everything within the holds.
+lock: $(INSTALLED)
+	$(BIN)/python scripts/locks.py
+lock-upgrade: $(INSTALLED)
+	$(BIN)/python scripts/locks.py --upgrade
 
 # The shared-quota tests run a real redis-server (Debian's package); installed here when missing.
 REDIS_SERVER := $(shell command -v redis-server 2>/dev/null)
@@ -41,13 +54,18 @@ install: $(INSTALLED)
 # The release a team pins: an sdist and a wheel, checked by twine. The compatibility matrix installs the wheel.
 dist: $(INSTALLED)
 	@rm -rf dist
-	$(BIN)/python -m build --outdir dist . > .build.log 2>&1 || { cat .build.log; exit 1; }
+	$(BIN)/python -m build --no-isolation --outdir dist . > .build.log 2>&1 || { cat .build.log; exit 1; }
 	$(BIN)/twine check --strict dist/*
 
 # The smoke suite (tests/compat) in one environment per supported Airflow minor and one with the oldest
-# google-genai and tenacity (scripts/compat_matrix.py; environments kept in .matrix/ while their inputs stay).
+# google-genai and tenacity (scripts/compat_matrix.py), each installed from its lock in locks/ (kept in .matrix/).
 matrix: dist
 	$(BIN)/python scripts/compat_matrix.py dist/*.whl
+
+# Not part of `make test`: each leg resolved afresh (its holds kept) and the smoke suite run, to learn
+# what the newest upstream releases break before a lock refresh brings them in. Reports per leg.
+matrix-latest: dist
+	$(BIN)/python scripts/compat_matrix.py --latest dist/*.whl
 
 demo: $(INSTALLED)
 	AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__LOAD_EXAMPLES=False $(BIN)/python scripts/demo.py
@@ -93,4 +111,4 @@ reliability: $(INSTALLED) redis-server
 	$(BIN)/python -m pytest tests/reliability tests/integration
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow .matrix dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache .airflow .matrix .matrix-latest dist

@@ -1,74 +1,38 @@
 """The compatibility matrix: the smoke suite (tests/compat) on each supported Airflow minor, from the wheel.
 
-Each leg is a virtual environment of its own, built with uv (a leg takes seconds with uv's cache, about
-two minutes with pip: docs/compatibility.md) and kept in ``.matrix/`` while what it installs stays the
-same; the provider's wheel is reinstalled into it on every run, so what is tested is what a team would
-install: ``pip install apache-airflow==X airflow-provider-flex``. Legs run one after another (they are
-light beside the main test group); each writes ``.pytest-matrix-<leg>.log``.
+Each leg is a virtual environment of its own (``locks/environments.toml`` names them), built with uv and
+kept in ``.matrix/``: ``uv pip sync locks/<leg>.txt`` installs exactly the leg's lock (a no-op while it
+is in place), then the provider's wheel with ``--no-deps``, so what is tested is the locked set and the
+wheel a team would install. Nothing is resolved: no upstream release can change what a leg runs on.
 
-Usage: ``python scripts/compat_matrix.py WHEEL [LEG ...]`` (all legs when none is named).
+``--latest`` resolves each leg afresh instead (the holds kept; ``.matrix-latest/``, rebuilt every time),
+runs the same suite and reports, per leg, what broke and which packages differ from the lock: an
+upstream break becomes a report to act on (``make matrix-latest``), never a red ``make test``.
+Legs run one after another; each writes ``.pytest-matrix-<leg>.log`` (``-latest-`` for ``--latest``).
+
+Usage: ``python scripts/compat_matrix.py [--latest] WHEEL [LEG ...]`` (all legs when none is named).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ENVS = ROOT / ".matrix"
-UV = Path(sys.executable).parent / "uv"
+from locks import ROOT, UV, Environment, differences, load_environments, parse_pins, read_lock
+
 #: Where pyenv keeps the interpreters of this machine's image; the running Python stands in for a missing one.
 PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+#: The legs: every environment of locks/environments.toml but the development one.
+LEGS = tuple(environment for name, environment in load_environments().items() if name != "dev")
 
 
-@dataclass(frozen=True)
-class Leg:
-    """One environment of the matrix: a Python version and what is pinned beside the wheel."""
-
-    name: str
-    python: str
-    pins: tuple[str, ...]
-    #: What that Airflow release's constraints file holds back, where a newer release of a library breaks it
-    #: (a team installs Airflow with its constraints file; these are the pins that matter, with the reason).
-    held_back: tuple[str, ...] = ()
-    #: Whether the leg also runs the real deployment (tests/compat/test_deployment.py, about a minute of CPU).
-    deployment: bool = False
-
-    @property
-    def suites(self) -> tuple[str, ...]:
-        return ("tests/compat",) if self.deployment else ("tests/compat/test_smoke.py",)
-
-
-#: The newest patch of each supported Airflow minor, and the floors of google-genai and tenacity. Python
-#: 3.10 (the oldest the provider declares) on 3.0, 3.12 on 3.2; 3.11 elsewhere.
-#: Airflow 3.0's Task SDK client sends JSON without a Content-Type, which FastAPI 0.132 and newer refuse
-#: (strict_content_type): no task can start. Airflow 3.2.2 declares no upper bound on FastAPI, and its
-#: execution API cannot be built with FastAPI 0.137+ (``TITerminalStatePayload needs a discriminator
-#: field``; Airflow 3.3 declares ``fastapi<0.137``), nor serve a task with svcs 26 (its in-process API
-#: never gets its ``svcs_registry``). None of these involves this provider.
-FASTAPI_FOR_AIRFLOW_3_0 = "fastapi<0.132"
-HELD_BACK_FOR_AIRFLOW_3_2 = ("fastapi<0.137", "svcs<26")
-#: A real deployment runs on 3.0 and 3.1: between them they take every branch of compat.py below 3.3
-#: (3.2 takes 3.1's); on 3.3 the main suite's tests/integration run one.
-LEGS = (
-    Leg("airflow-3.0", "3.10", ("apache-airflow==3.0.6",), (FASTAPI_FOR_AIRFLOW_3_0,), deployment=True),
-    Leg("airflow-3.1", "3.11", ("apache-airflow==3.1.8",), deployment=True),
-    Leg("airflow-3.2", "3.12", ("apache-airflow==3.2.2",), HELD_BACK_FOR_AIRFLOW_3_2),
-    Leg("airflow-3.3", "3.11", ("apache-airflow==3.3.2",)),
-    Leg(
-        "oldest-sdk",
-        "3.11",
-        ("apache-airflow==3.0.6", "google-genai==1.69.0", "tenacity==8.2.3"),
-        (FASTAPI_FOR_AIRFLOW_3_0,),
-    ),
-)
+def suites(leg: Environment) -> tuple[str, ...]:
+    """Return the test paths a leg runs: the real deployment too where the leg asks for it."""
+    return ("tests/compat",) if leg.deployment else ("tests/compat/test_smoke.py", "tests/compat/test_locked.py")
 
 
 #: The smoke suite alone, with no conftest above it (the main suite's) and pyproject's addopts less its
@@ -97,16 +61,6 @@ def interpreter(version: str) -> tuple[str, str]:
     return sys.executable, running
 
 
-def wheel_requirements(wheel: Path) -> list[str]:
-    """Return the wheel's Requires-Dist lines: a leg's environment is rebuilt when they change."""
-    import zipfile
-
-    with zipfile.ZipFile(wheel) as archive:
-        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
-        text = archive.read(metadata).decode()
-    return sorted(line for line in text.splitlines() if line.startswith("Requires-Dist:"))
-
-
 def run(*command: str | Path, log: Path) -> None:
     """Run a set-up command, its output appended to ``log``; raise with the log's tail when it fails."""
     with log.open("a") as handle:
@@ -117,61 +71,100 @@ def run(*command: str | Path, log: Path) -> None:
         raise RuntimeError(f"{' '.join(map(str, command[:3]))} ... failed:\n{log.read_text()[-3000:]}")
 
 
-def prepare(leg: Leg, wheel: Path, log: Path) -> Path:
-    """Return the leg's python, its environment built (or reused) with the wheel installed fresh."""
-    python, version = interpreter(leg.python)
-    key = hashlib.sha256(json.dumps([python, leg, wheel_requirements(wheel)], default=str).encode()).hexdigest()[:16]
-    env = ENVS / leg.name
-    stamp = env / ".matrix-key"
-    if not (stamp.exists() and stamp.read_text() == key):
+def environment_folder(leg: Environment, python: str, latest: bool) -> Path:
+    """Return the leg's virtual environment, made anew when missing, on another Python, or for ``--latest``."""
+    env = ROOT / (".matrix-latest" if latest else ".matrix") / leg.name
+    stamp = env / ".matrix-python"
+    if latest or not (stamp.exists() and stamp.read_text() == python):
         shutil.rmtree(env, ignore_errors=True)
-        run(UV, "venv", "--quiet", "--python", python, env, log=log)
+        env.mkdir(parents=True)
+    return env
+
+
+def prepare(leg: Environment, wheel: Path, log: Path, latest: bool) -> Path:
+    """Return the leg's python, its environment holding exactly the lock (or, ``latest``, the newest within the holds) and the wheel."""
+    python, version = interpreter(leg.python)
+    env = environment_folder(leg, python, latest)
+    target = env / "bin" / "python"
+    if not target.exists():
+        run(UV, "venv", "--quiet", "--allow-existing", "--python", python, env, log=log)
+        (env / ".matrix-python").write_text(python)
+    if latest:
         run(
             UV,
             "pip",
             "install",
+            "--refresh",
             "--python",
-            env / "bin" / "python",
-            f"{wheel}[examples]",
-            *leg.pins,
-            *leg.held_back,
-            "pytest",
+            target,
+            f"{wheel}[{','.join(leg.extras)}]",
+            *leg.requirements,
+            *leg.holds,
             log=log,
         )
-        stamp.write_text(key)
-    run(UV, "pip", "install", "--python", env / "bin" / "python", "--reinstall", "--no-deps", wheel, log=log)
-    run(UV, "pip", "check", "--python", env / "bin" / "python", log=log)
+    else:
+        run(UV, "pip", "sync", "--python", target, leg.lock, log=log)
+    run(UV, "pip", "install", "--python", target, "--reinstall", "--no-deps", wheel, log=log)
+    run(UV, "pip", "check", "--python", target, log=log)
     with log.open("a") as handle:
-        handle.write(f"leg {leg.name}: Python {version}, {' '.join((*leg.pins, *leg.held_back))}\n")
-    return env / "bin" / "python"
+        source = "newest releases within " + (" ".join(leg.holds) or "no holds") if latest else str(leg.lock)
+        handle.write(f"leg {leg.name}: Python {version}, {' '.join(leg.requirements)}, from {source}\n")
+    return target
 
 
-def run_leg(leg: Leg, wheel: Path) -> bool:
+def installed(python: Path) -> dict[str, str]:
+    """Return what a leg's environment holds, by canonical name (``uv pip freeze``)."""
+    frozen = subprocess.run([str(UV), "pip", "freeze", "--python", str(python)], capture_output=True, text=True)
+    return parse_pins("\n".join(line for line in frozen.stdout.splitlines() if "==" in line), origin=str(python))
+
+
+def run_leg(leg: Environment, wheel: Path, latest: bool = False) -> bool:
     """Build the leg's environment and run the smoke suite in it; return whether it passed."""
-    log = ROOT / f".pytest-matrix-{leg.name}.log"
+    log = ROOT / f".pytest-matrix-{'latest-' if latest else ''}{leg.name}.log"
     log.write_text("")
     started = time.monotonic()
     try:
-        python = prepare(leg, wheel, log)
+        python = prepare(leg, wheel, log, latest)
     except RuntimeError as failure:
         print(f"[{leg.name}] environment could not be built: {failure}", flush=True)
         return False
     built = time.monotonic() - started
+    # the locked leg's own test (tests/compat/test_locked.py) checks the installed set against this file
+    lock_env = {} if latest else {"FLEX_MATRIX_LOCK": str(leg.lock)}
     with log.open("a") as handle:
         result = subprocess.run(
             # the environment's pytest script, not ``python -m pytest``: that would put the source tree on sys.path
-            [str(python.parent / "pytest"), *SUITE_ARGS, *leg.suites],
+            [str(python.parent / "pytest"), *SUITE_ARGS, *suites(leg)],
             cwd=ROOT,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "", **lock_env},
         )
     closing = log.read_text().strip().splitlines()[-1]
     print(f"[{leg.name}] environment {built:.0f}s, suite {time.monotonic() - started - built:.0f}s: {closing}")
+    if latest:
+        report_latest(leg, python, log, passed=result.returncode == 0)
     return result.returncode == 0
 
 
+def report_latest(leg: Environment, python: Path, log: Path, passed: bool) -> None:
+    """Print what a freshly resolved leg broke and which packages moved from its lock: the suspects."""
+    moved = differences(read_lock(leg.lock), installed(python))
+    print(
+        f"  {'passes' if passed else 'BREAKS'} on the newest releases; {len(moved)} package(s) differ from {leg.lock.name}"
+    )
+    failures = [line for line in log.read_text().splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    for line in failures:
+        print(f"  {line}")
+    for line in moved[:40]:
+        print(f"  moved: {line}")
+    if not passed:
+        print(f'  act on it: add a hold to [legs."{leg.name}"] in locks/environments.toml, or fix the provider')
+
+
 def main(argv: list[str]) -> int:
+    latest = "--latest" in argv
+    argv = [arg for arg in argv if arg != "--latest"]
     if not argv:
         sys.exit(__doc__)
     wheel = Path(argv[0]).resolve()
@@ -179,7 +172,7 @@ def main(argv: list[str]) -> int:
     unknown = names - {leg.name for leg in LEGS}
     if unknown:
         sys.exit(f"unknown leg(s) {sorted(unknown)}; the legs are {[leg.name for leg in LEGS]}")
-    results = [run_leg(leg, wheel) for leg in LEGS if not names or leg.name in names]
+    results = [run_leg(leg, wheel, latest) for leg in LEGS if not names or leg.name in names]
     return 0 if all(results) else 1
 
 
