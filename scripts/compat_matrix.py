@@ -102,9 +102,9 @@ def prepare(leg: Environment, wheel: Path, log: Path, latest: bool) -> Path:
             *leg.holds,
             log=log,
         )
-    else:
+    else:  # the lock, then the wheel fresh on every run (the environment is reused; a fresh --latest one has it)
         run(UV, "pip", "sync", "--python", target, leg.lock, log=log)
-    run(UV, "pip", "install", "--python", target, "--reinstall", "--no-deps", wheel, log=log)
+        run(UV, "pip", "install", "--python", target, "--reinstall", "--no-deps", wheel, log=log)
     run(UV, "pip", "check", "--python", target, log=log)
     with log.open("a") as handle:
         source = "newest releases within " + (" ".join(leg.holds) or "no holds") if latest else str(leg.lock)
