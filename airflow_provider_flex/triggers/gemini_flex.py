@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_flex.compat import push_xcom_from_trigger
+from airflow_provider_flex.compat import CONNECTION_READ_MODULES, import_off_the_loop, push_xcom_from_trigger
 from airflow_provider_flex.exceptions import FlexError, FlexResponseError, error_payload
 from airflow_provider_flex.media import media_locations
 from airflow_provider_flex.spend import SPEND_XCOM_KEY
 
 if TYPE_CHECKING:
     import jinja2
-
-
-async def import_off_the_loop(module: str) -> None:
-    """Import ``module`` in a thread the first time: the hook's modules take ~35 ms to import,
-    a stall every other trigger on the triggerer's shared loop would feel."""
-    if module not in sys.modules:
-        await asyncio.to_thread(importlib.import_module, module)
 
 
 class GeminiFlexGenerateContentTrigger(BaseTrigger):
@@ -108,7 +98,7 @@ class GeminiFlexGenerateContentTrigger(BaseTrigger):
         return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        await import_off_the_loop("airflow_provider_flex.hooks.gemini_flex")
+        await import_off_the_loop("airflow_provider_flex.hooks.gemini_flex", *CONNECTION_READ_MODULES)
         from airflow_provider_flex.hooks.gemini_flex import GeminiFlexHook
         from airflow_provider_flex.hooks.pacing import wait_for_loop_pass
         from airflow_provider_flex.hooks.request import FlexRequest

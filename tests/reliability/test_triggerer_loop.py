@@ -96,5 +96,7 @@ def test_a_trigger_waiting_in_the_flex_queue_leaves_a_timer_trigger_on_time(set_
     assert probe["timer_late_s"] < 0.5, probe
     assert probe["worst_lag_s"] < 0.5, probe
     # No step of ours computes on the loop: the SDK's first-use work (~0.2 s of CPU) runs in a thread
-    # (GeminiFlexHook.aprepare). Measured 15-25 ms; with it on the loop, ~0.4 s.
+    # (GeminiFlexHook.aprepare), and so do the first imports of ours and of Airflow's async connection read
+    # (compat.import_off_the_loop; with those on the loop, 45-60 ms). Measured 6-10 ms, idle or with three
+    # CPU burners beside it; with the SDK's work on the loop, ~0.4 s.
     assert probe["worst_busy_s"] < 0.04, probe
