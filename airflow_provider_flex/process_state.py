@@ -38,6 +38,10 @@ class ProcessState:
         self.start_gates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         #: (model, tier) pairs already logged as having no price.
         self.warned_unpriced: set[tuple[str, str]] = set()
+        #: model -> the context-cache minimum the API stated in a "too small" refusal (it beats the data).
+        self.cache_minimums: dict[str, int] = {}
+        #: (prices_file setting, its contents' fingerprint) -> the merged price table (read once).
+        self.price_tables: dict[tuple[str, bool], Any] = {}
         #: The opt-in ``[gemini_flex] triggerer_freeze_gc`` was looked at (and acted on) in this process.
         self.gc_freeze_checked = False
         #: glibc's mmap threshold was fixed for this process (see :func:`fix_mmap_threshold_once`).
@@ -53,6 +57,8 @@ class ProcessState:
             self.shared_links.clear()
             self.request_configs.clear()
             self.warned_unpriced.clear()
+            self.cache_minimums.clear()
+            self.price_tables.clear()
             self.gc_freeze_checked = False
             self.mmap_threshold_checked = False
         for client in clients:

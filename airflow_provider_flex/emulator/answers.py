@@ -136,11 +136,14 @@ def usage_metadata(request: GenerateRequest, answer: Answer | None, tier: str, v
             ]
         if answer.thoughts_tokens:
             usage["thoughtsTokenCount"] = answer.thoughts_tokens
-    usage["totalTokenCount"] = prompt + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]  # text and media together here
+    tool_use = request.tool_use_prompt_tokens if answer is not None else 0
+    if tool_use:
+        usage["toolUsePromptTokenCount"] = tool_use
+    usage["totalTokenCount"] = prompt + tool_use + (answer.output_tokens + answer.thoughts_tokens if answer else 0)
+    usage["promptTokensDetails"] = lm.tokens_by_modality(request.counted_parts)
     if answer is not None and answer.cached_tokens:
         usage["cachedContentTokenCount"] = answer.cached_tokens
-        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.cached_tokens}]
+        usage["cacheTokensDetails"] = lm.tokens_by_modality(request.counted_parts, first=answer.cached_tokens)
     if vertex:
         usage["trafficType"] = TRAFFIC_TYPES[tier]
     else:

@@ -12,6 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
+#: The 503 the API sends when a model has no capacity (the text seen in 2026 reports, status UNAVAILABLE).
+OVERLOADED_MESSAGE = (
+    "This model is currently experiencing high demand. Spikes in demand are usually temporary. Please try again later."
+)
+
 #: Tiers in the order a free slot goes to their waiting calls.
 TIER_PRIORITY: tuple[str, ...] = ("priority", "standard", "flex")
 
@@ -91,7 +96,7 @@ class Capacity:
             self._take()
             return
         if tier == "flex" and len(self.queues["flex"]) >= self.flex_queue_depth:
-            raise Shed("The model is overloaded. Please try again later.")
+            raise Shed(OVERLOADED_MESSAGE)
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         self.queues[tier].append(waiter)
         self.peak_queued = max(self.peak_queued, self.queued())

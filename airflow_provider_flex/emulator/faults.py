@@ -6,9 +6,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_flex.emulator.capacity import OVERLOADED_MESSAGE
+
 #: kind -> (HTTP code, API status, message) for faults that answer with an error.
 ERROR_FAULTS: dict[str, tuple[int, str, str]] = {
-    "unavailable": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    "unavailable": (503, "UNAVAILABLE", OVERLOADED_MESSAGE),
     "rate_limited": (429, "RESOURCE_EXHAUSTED", "You exceeded your current quota. Please retry later."),
     "internal": (500, "INTERNAL", "An internal error has occurred. Please retry."),
     "bad_gateway": (502, "UNAVAILABLE", "Bad gateway."),

@@ -71,10 +71,32 @@ def media_tokens(mime_type: str, data: bytes) -> int:
     if mime_type.startswith("image/"):
         size = image_size(data)
         return image_tokens(*size) if size else TOKENS_PER_TILE
+    if mime_type.startswith("audio/"):
+        return max(1, math.ceil(audio_seconds(mime_type, data) * AUDIO_TOKENS_PER_SECOND))
     if mime_type == "application/pdf":
         pages = len(re.findall(rb"/Type\s*/Page\b", data))
         return max(1, pages) * TOKENS_PER_TILE
     return TOKENS_PER_TILE
+
+
+#: "Gemini represents each second of audio as 32 tokens" (ai.google.dev/gemini-api/docs/audio, "Count tokens").
+AUDIO_TOKENS_PER_SECOND = 32
+#: The bit rate assumed for compressed audio whose length the emulator cannot read (128 kbit/s).
+COMPRESSED_AUDIO_BYTES_PER_SECOND = 16_000
+
+
+def audio_seconds(mime_type: str, data: bytes) -> float:
+    """Return an audio part's length in seconds: a WAV file's from its header, others from their size at 128 kbit/s."""
+    if mime_type in ("audio/wav", "audio/x-wav", "audio/wave") and data[:4] == b"RIFF":
+        import io
+        import wave
+
+        try:
+            with wave.open(io.BytesIO(data)) as sound:
+                return sound.getnframes() / float(sound.getframerate() or 1)
+        except (wave.Error, EOFError):
+            pass
+    return len(data) / COMPRESSED_AUDIO_BYTES_PER_SECOND
 
 
 def decode_inline(part: dict[str, Any]) -> tuple[str, bytes] | None:

@@ -80,18 +80,59 @@ def prompt_tokens(
 
     ``part_tokens`` counts a non-text part (an image, a file); NON_TEXT_PART_TOKENS each by default.
     """
-    total = 0
-    for block in (contents, system_instruction):
+    return sum(tokens for _, tokens in prompt_part_tokens(contents, system_instruction, part_tokens))
+
+
+def prompt_part_tokens(
+    contents: Any, system_instruction: Any = None, part_tokens: Callable[[Mapping[str, Any]], int] | None = None
+) -> list[tuple[str, int]]:
+    """Return each prompt part's modality (TEXT, IMAGE, AUDIO, VIDEO, DOCUMENT) and tokens, system instruction first.
+
+    The order is the prompt's: a cache (explicit, or the implicit cache's shared start) holds its first tokens.
+    """
+    counted: list[tuple[str, int]] = []
+    for block in (system_instruction, contents):
         for content in _as_list(block):
             parts = content.get("parts", []) if isinstance(content, Mapping) else []
             for part in _as_list(parts):
                 if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    total += count_tokens(part["text"])
+                    counted.append(("TEXT", count_tokens(part["text"])))
                 elif part_tokens is not None and isinstance(part, Mapping):
-                    total += part_tokens(part)
+                    counted.append((part_modality(part), part_tokens(part)))
                 else:
-                    total += NON_TEXT_PART_TOKENS
-    return total
+                    counted.append((part_modality(part), NON_TEXT_PART_TOKENS))
+    return counted
+
+
+#: The modality a MIME type's part is counted as in ``promptTokensDetails`` (the API's MediaModality).
+_MODALITY_BY_TYPE = (("image/", "IMAGE"), ("audio/", "AUDIO"), ("video/", "VIDEO"), ("application/pdf", "DOCUMENT"))
+
+
+def part_modality(part: Any) -> str:
+    """Return the ``MediaModality`` of a non-text part from its MIME type (``inlineData`` or ``fileData``)."""
+    if not isinstance(part, Mapping):
+        return "TEXT"
+    media = part.get("inlineData") or part.get("inline_data") or part.get("fileData") or part.get("file_data") or {}
+    mime = str(media.get("mimeType") or media.get("mime_type") or "") if isinstance(media, Mapping) else ""
+    for prefix, modality in _MODALITY_BY_TYPE:
+        if mime.startswith(prefix):
+            return modality
+    return "DOCUMENT" if mime else "TEXT"
+
+
+def tokens_by_modality(counted: list[tuple[str, int]], first: int | None = None) -> list[dict[str, Any]]:
+    """Return ``[{modality, tokenCount}]`` for the counted parts, or for their first ``first`` tokens only."""
+    totals: dict[str, int] = {}
+    left = first
+    for modality, tokens in counted:
+        take = tokens if left is None else min(tokens, left)
+        if take:
+            totals[modality] = totals.get(modality, 0) + take
+        if left is not None:
+            left -= take
+            if left <= 0:
+                break
+    return [{"modality": modality, "tokenCount": tokens} for modality, tokens in totals.items()]
 
 
 def parts_summary(contents: Any) -> list[dict[str, Any]]:

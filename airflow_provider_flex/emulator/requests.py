@@ -13,6 +13,12 @@ from airflow_provider_flex.emulator import model as lm
 from airflow_provider_flex.emulator.errors import ApiError
 
 SERVICE_TIER_HEADER = "x-gemini-service-tier"
+#: The tools the model runs itself (their results are fed back as ``toolUsePromptTokenCount``), in both spellings.
+BUILT_IN_TOOLS = frozenset(
+    {"googleSearch", "google_search", "codeExecution", "code_execution", "urlContext", "url_context"}
+)
+#: Prompt tokens one built-in tool's result adds (the emulator runs no tool: a fixed, documented figure).
+TOOL_RESULT_TOKENS = 256
 _TIER_ALIASES = {"flex": "flex", "standard": "standard", "priority": "priority", "unspecified": "standard"}
 
 
@@ -47,6 +53,7 @@ class GenerateRequest:
     thinking_budget: int | None
     response_modalities: tuple[str, ...] = ("TEXT",)
     part_tokens: Callable[[Mapping[str, Any]], int] | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
 
     @cached_property
     def prompt(self) -> str:
@@ -67,8 +74,18 @@ class GenerateRequest:
         return lm.parts_summary(self.contents)
 
     @cached_property
+    def counted_parts(self) -> list[tuple[str, int]]:
+        """Return each prompt part's modality and tokens, in prompt order."""
+        return lm.prompt_part_tokens(self.contents, self.system_instruction, self.part_tokens)
+
+    @cached_property
     def prompt_tokens(self) -> int:
-        return lm.prompt_tokens(self.contents, self.system_instruction, self.part_tokens)
+        return sum(tokens for _, tokens in self.counted_parts)
+
+    @cached_property
+    def tool_use_prompt_tokens(self) -> int:
+        """Return the tokens the built-in tools' results add to the prompt (``toolUsePromptTokenCount``)."""
+        return TOOL_RESULT_TOKENS * len([tool for tool in self.tools if BUILT_IN_TOOLS & set(tool)])
 
 
 def validate_contents(contents: Any) -> list[Any]:
@@ -130,4 +147,5 @@ def parse_generate_request(body: Any, part_tokens: Callable[[Mapping[str, Any]],
         thinking_budget=budget,
         response_modalities=tuple(str(m).upper() for m in modalities),
         part_tokens=part_tokens,
+        tools=tuple(tool for tool in body.get("tools") or [] if isinstance(tool, Mapping)),
     )

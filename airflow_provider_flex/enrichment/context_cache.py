@@ -31,7 +31,7 @@ from airflow_provider_flex.enrichment.shared_prompt import SharedPrefix, digest_
 from airflow_provider_flex.enrichment.store import OutputStore, location_digest
 from airflow_provider_flex.exceptions import FlexError
 from airflow_provider_flex.hooks.caches import CacheInfo, FlexCaches, is_gone
-from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost, min_cache_tokens
+from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost, min_cache_tokens, price_of
 
 #: TTL bounds (seconds), and how much longer than the expected run a cache is kept at first.
 MIN_TTL_S = 600.0
@@ -87,7 +87,7 @@ def plan_cache(
     if shared_tokens < minimum:
         return CachePlan(False, f"the shared part is {shared_tokens} tokens, under {model}'s minimum of {minimum}",
                          shared_tokens, ttl)  # fmt: skip
-    price = prices.get(model.removeprefix("models/"), {}).get(tier)
+    price = price_of(model, tier, prices)
     storage = cache_storage_cost(shared_tokens, ttl / 3600, model=model, prices=prices)
     if price is None or price.cached_input is None or storage is None:
         return CachePlan(False, f"no cached-token or storage price for {model} on {tier}", shared_tokens, ttl)

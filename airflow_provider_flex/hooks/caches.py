@@ -3,8 +3,8 @@
 A cache holds the part of a prompt many calls share (a system instruction, leading contents) for a
 TTL; calls that name it (``cached_content``) pay the cached-input price, about a tenth of the input
 price, for those tokens, and the cache's storage is billed per token-hour it is kept
-(``pricing.cache_storage_cost``). The API refuses a cache under the model's minimum (1,024 tokens,
-Pro 4,096) and a model without caching (400): :meth:`FlexCaches.create` raises
+(``pricing.cache_storage_cost``). The API refuses a cache under the model's minimum (``prices.json``;
+a refusal that states it teaches it to the process) and a model without caching (400): :meth:`FlexCaches.create` raises
 :class:`~airflow_provider_flex.exceptions.FlexRequestError` then, so a caller can go on uncached.
 
 Blocking calls, retried on 429/5xx/timeouts by the hook's retry policy (the same
@@ -15,6 +15,7 @@ them in a thread.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from airflow_provider_flex.hooks.retry import (
     plan_retry,
     translate_error,
 )
-from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost
+from airflow_provider_flex.pricing import TokenPrice, cache_storage_cost, learn_cache_minimum
 
 if TYPE_CHECKING:
     from google import genai
@@ -124,7 +125,13 @@ class FlexCaches:
             config["contents"] = contents
         if display_name:
             config["display_name"] = display_name
-        return cache_info(self._call(lambda c: c.caches.create(model=model, config=config)))
+        try:
+            return cache_info(self._call(lambda c: c.caches.create(model=model, config=config)))
+        except FlexRequestError as exc:
+            stated = stated_cache_minimum(str(exc))
+            if stated is not None:
+                learn_cache_minimum(model, stated)  # the API's own figure beats the data (pages disagree)
+            raise
 
     def get(self, name: str) -> CacheInfo | None:
         """Return the cache ``name``, or None when it is gone (deleted, expired)."""
@@ -184,6 +191,15 @@ class FlexCaches:
                 if delay is None:
                     raise capacity_error(failure, attempt, time.monotonic() - started) from exc
                 self._sleep(delay)
+
+
+_STATED_MINIMUM = re.compile(r"min_total_token_count=(\d+)")
+
+
+def stated_cache_minimum(message: str) -> int | None:
+    """Return the minimum a "Cached content is too small ... min_total_token_count=N" refusal states, or None."""
+    found = _STATED_MINIMUM.search(message)
+    return int(found.group(1)) if found else None
 
 
 def _duration(seconds: float) -> str:

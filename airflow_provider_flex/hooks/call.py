@@ -51,7 +51,7 @@ from airflow_provider_flex.hooks.tracing import (
     live_tracer,
     record_call_span,
 )
-from airflow_provider_flex.pricing import TokenPrice, cache_saving, usage_cost
+from airflow_provider_flex.pricing import SHIPPED, TokenPrice, bare_model_id, cache_saving, price_of, usage_cost
 from airflow_provider_flex.process_state import PROCESS
 
 if TYPE_CHECKING:
@@ -309,6 +309,7 @@ class FlexCall:
             tier=served_tier(headers, tier, getattr(raw.usage_metadata, "traffic_type", None)),
             images=images,
             problem=problem,
+            model_version=raw.model_version,
         )
         if problem is not None:
             raise problem.with_spend(response)
@@ -321,6 +322,7 @@ class FlexCall:
             finish_reason=assembly.finish_reason,
             usage=FlexUsage.from_metadata(assembly.usage_metadata),
             tier=assembly.tier or tier,
+            model_version=assembly.model_version,
         )
 
     def _response(
@@ -333,19 +335,21 @@ class FlexCall:
         tier: str,
         images: tuple[GeneratedImage, ...] = (),
         problem: FlexResponseError | None = None,
+        model_version: str | None = None,
     ) -> FlexResponse:
         if self.reservation is not None:
             self.limiter.correct_tokens(self.reservation, usage.prompt_tokens)
-        cost = usage_cost(usage, model=self.model, tier=tier, prices=self.prices)
-        if cost is None and (self.model, tier) not in PROCESS.warned_unpriced:
-            PROCESS.warned_unpriced.add((self.model, tier))
-            self.log.warning("No price for model %s on tier %s: cost_usd is None.", self.model, tier)
+        answered = answering_model(self.model, model_version, self.prices)
+        cost = usage_cost(usage, model=answered, tier=tier, prices=self.prices)
+        if cost is None and (answered, tier) not in PROCESS.warned_unpriced:
+            PROCESS.warned_unpriced.add((answered, tier))
+            self.log.warning("No price for model %s on tier %s: cost_usd is None (unpriced, not $0).", answered, tier)
         response = FlexResponse(
             text=text,
-            standard_cost_usd=usage_cost(usage, model=self.model, tier="standard", prices=self.prices),
-            cache_saved_usd=cache_saving(usage, model=self.model, tier=tier, prices=self.prices),
+            standard_cost_usd=usage_cost(usage, model=answered, tier="standard", prices=self.prices),
+            cache_saved_usd=cache_saving(usage, model=answered, tier=tier, prices=self.prices),
             parsed=parsed,
-            model=self.model,
+            model=answered,
             service_tier=tier,
             requested_tier=self.requested_tier,
             finish_reason=finish_reason,
@@ -362,7 +366,7 @@ class FlexCall:
             self.log.log(
                 self.pacer.log_level,
                 "Gemini call done: model=%s tier=%s tokens in=%d out=%d thoughts=%d cost=%s attempts=%d elapsed=%.2fs",
-                self.model,
+                answered,
                 tier,
                 usage.prompt_tokens,
                 usage.output_tokens,
@@ -374,9 +378,18 @@ class FlexCall:
         return response
 
 
+def answering_model(requested: str, model_version: str | None, prices: Mapping[str, Mapping[str, TokenPrice]]) -> str:
+    """Return the model a call is named and priced as: the answer's ``modelVersion`` when the table prices it,
+    else the requested model with an alias resolved to the model it stands behind."""
+    if model_version:
+        version = model_version.removeprefix("models/")
+        if version in prices or version in SHIPPED.raw["models"] or bare_model_id(requested) == version:
+            return version
+    return bare_model_id(requested)
+
+
 def price_note(model: str, prices: Mapping[str, Mapping[str, TokenPrice]]) -> str:
-    tiers = prices.get(model.removeprefix("models/"), {})
-    flex, standard = tiers.get("flex"), tiers.get("standard")
+    flex, standard = price_of(model, "flex", prices), price_of(model, "standard", prices)
     if not flex or not standard:
         return "no price known for this model"
     return (

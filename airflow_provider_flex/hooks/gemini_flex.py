@@ -36,7 +36,7 @@ from airflow_provider_flex.hooks.request import REQUEST_CONFIGS, FlexRequest, ch
 from airflow_provider_flex.hooks.results import FlexAsyncStream, FlexResponse, FlexStream, StreamAssembly
 from airflow_provider_flex.hooks.retry import FlexRetryPolicy, single_call_error
 from airflow_provider_flex.hooks.vertex import check_vertex_request
-from airflow_provider_flex.pricing import DEFAULT_PRICES, VERTEX_PRICES, TokenPrice
+from airflow_provider_flex.pricing import TokenPrice
 
 if TYPE_CHECKING:
     from google import genai
@@ -142,10 +142,13 @@ class GeminiFlexHook(MediaUploads, BaseHook):
 
     @property
     def price_table(self) -> Mapping[str, Mapping[str, TokenPrice]]:
-        """Return the prices this hook's calls are costed at: its own table, else the endpoint's defaults."""
+        """Return the prices this hook's calls are costed at: its own table, else the endpoint's defaults with the
+        team's ``[gemini_flex] prices_file`` merged over them (:mod:`~airflow_provider_flex.price_file`)."""
         if self.prices is not None:
             return self.prices
-        return VERTEX_PRICES if self.settings.vertex is not None else DEFAULT_PRICES
+        from airflow_provider_flex.price_file import price_table
+
+        return price_table(vertex=self.settings.vertex is not None)
 
     def get_conn(self) -> genai.Client:
         return self.client

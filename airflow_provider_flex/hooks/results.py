@@ -25,6 +25,12 @@ class FlexUsage:
     cached_tokens: int = 0
     total_tokens: int = 0
     image_output_tokens: int = 0
+    #: Prompt tokens that were audio (``promptTokensDetails``), and the cached ones among them
+    #: (``cacheTokensDetails``): audio input has its own price.
+    audio_prompt_tokens: int = 0
+    audio_cached_tokens: int = 0
+    #: ``toolUsePromptTokenCount``: tool results fed back to the model, billed as input.
+    tool_use_prompt_tokens: int = 0
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> FlexUsage:
@@ -33,11 +39,7 @@ class FlexUsage:
         prompt = metadata.prompt_token_count or 0
         output = metadata.candidates_token_count or 0
         thoughts = metadata.thoughts_token_count or 0
-        images = sum(
-            detail.token_count or 0
-            for detail in metadata.candidates_tokens_details or []
-            if str(getattr(detail.modality, "value", detail.modality)) == "IMAGE"
-        )
+        images = tokens_of_modality(metadata.candidates_tokens_details, "IMAGE")
         return cls(
             prompt_tokens=prompt,
             output_tokens=output,
@@ -45,12 +47,24 @@ class FlexUsage:
             cached_tokens=metadata.cached_content_token_count or 0,
             total_tokens=metadata.total_token_count or prompt + output + thoughts,
             image_output_tokens=images,
+            audio_prompt_tokens=tokens_of_modality(metadata.prompt_tokens_details, "AUDIO"),
+            audio_cached_tokens=tokens_of_modality(metadata.cache_tokens_details, "AUDIO"),
+            tool_use_prompt_tokens=getattr(metadata, "tool_use_prompt_token_count", None) or 0,
         )
 
     @property
     def billed_output_tokens(self) -> int:
         """Return output tokens billed at the text output price (thinking included, images not)."""
         return self.output_tokens - self.image_output_tokens + self.thoughts_tokens
+
+
+def tokens_of_modality(details: Any, modality: str) -> int:
+    """Return the tokens a ``*TokensDetails`` list (``{modality, tokenCount}`` entries) counts for ``modality``."""
+    return sum(
+        detail.token_count or 0
+        for detail in details or []
+        if str(getattr(detail.modality, "value", detail.modality)) == modality
+    )
 
 
 @dataclass(frozen=True)

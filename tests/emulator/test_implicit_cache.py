@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_flex.emulator.cache import MIN_PREFIX_TOKENS, shared_tokens
+from airflow_provider_flex.emulator.cache import min_prefix_tokens, shared_tokens
 
 FLASH = "gemini-2.5-flash"
 PRO = "gemini-2.5-pro"
@@ -44,4 +44,10 @@ def test_no_hit_below_the_models_minimum_or_when_the_cache_is_off(start_emulator
 def test_shared_tokens_count_whole_tokens_only():
     assert shared_tokens("alpha beta gamma", "alpha beta gamut") == 2  # "gam" is not a token of both
     assert shared_tokens("alpha beta", "alpha beta") == 2
-    assert MIN_PREFIX_TOKENS == 1024
+
+
+def test_prefix_minimums_follow_the_caching_page_of_july_2026():
+    # 2,048 for 2.5 Flash and Pro, 4,096 for 3.x Flash and 3.1 Pro (the English caching page of 2026-07-07)
+    assert min_prefix_tokens("gemini-2.5-flash") == min_prefix_tokens("models/gemini-2.5-pro") == 2048
+    assert min_prefix_tokens("gemini-3-flash-preview") == min_prefix_tokens("gemini-3.1-pro-preview") == 4096
+    assert min_prefix_tokens("gemini-flash-latest") == 4096  # the alias: 3.5 Flash's
