@@ -29,9 +29,20 @@ from typing import Any, NamedTuple
 DISCOUNTED_TIERS = ("flex", "batch")
 #: Whether the flex and batch discount also halves the cached-input price where an entry does not say.
 DISCOUNT_ON_CACHED_TOKENS = False
-#: The fewest tokens a context cache may hold when the data has no figure for a model (the caching page
-#: of 2026-07: 2,048 for 2.5 Flash and Pro, 4,096 for 3.x Flash and 3.1 Pro).
-DEFAULT_MIN_CACHE_TOKENS = 4096
+#: The fewest tokens a context cache may hold when the data has no figure for a model: the caching page up
+#: to May 2026 (1,024 for Flash models, 4,096 for Pro). The page of 2026-07 says 2,048 for 2.5 Flash and Pro
+#: and 4,096 for 3.x Flash and 3.1 Pro; a refusal that states the minimum teaches it (learn_cache_minimum).
+MIN_CACHE_TOKENS = 1024
+MIN_CACHE_TOKENS_PRO = 4096
+
+
+def published_cache_minimum(model: str, data: PriceData | None = None) -> int:
+    """Return ``model``'s cache minimum from the price data, else the rule of the caching page up to May 2026."""
+    bare = bare_model_id(model)
+    listed = (data or SHIPPED).min_cache_tokens.get(bare)
+    if listed is not None:
+        return listed
+    return MIN_CACHE_TOKENS_PRO if "-pro" in bare else MIN_CACHE_TOKENS
 
 
 class TokenPrice(NamedTuple):
@@ -177,10 +188,9 @@ VERTEX_PRICES: PriceMap = {model: dict(tiers) for model, tiers in DEFAULT_PRICES
 IMAGE_OUTPUT_TOKENS: Mapping[str, int] = SHIPPED.image_output_tokens
 #: The models that answer with images (``response_modalities`` including ``IMAGE``).
 IMAGE_MODELS: tuple[str, ...] = tuple(IMAGE_OUTPUT_TOKENS)
-#: The models the flex page lists today (none past its shutdown date), the emulator's default set.
-FLEX_MODELS: tuple[str, ...] = tuple(
-    model for model in SHIPPED.raw["models"] if SHIPPED.lifecycle.get(model, Lifecycle()).shutdown is None
-)
+#: The models of the price data, the emulator's default set (a shut-down model's calls are refused by the
+#: real API; its lifecycle entry says so).
+FLEX_MODELS: tuple[str, ...] = tuple(SHIPPED.raw["models"])
 #: Model aliases the API serves, and the model each stands behind (``modelVersion`` names the target).
 MODEL_ALIASES: Mapping[str, str] = SHIPPED.aliases
 
@@ -204,7 +214,7 @@ def min_cache_tokens(model: str, data: PriceData = SHIPPED) -> int:
 
     bare = bare_model_id(model)
     learned = PROCESS.cache_minimums.get(bare)
-    return learned if learned is not None else data.min_cache_tokens.get(bare, DEFAULT_MIN_CACHE_TOKENS)
+    return learned if learned is not None else published_cache_minimum(bare, data)
 
 
 def token_cost(

@@ -53,7 +53,7 @@ with DAG(
     tags=["gemini", "flex", "enrichment", "images"],
     params={
         "model": Param("gemini-2.5-flash", type="string", description="A flex-capable model that reads images"),
-        "image_model": Param("gemini-3-pro-image-preview", type="string", description="A flex-capable image model"),
+        "image_model": Param("gemini-2.5-flash-image", type="string", description="A flex-capable image model"),
         "gemini_flex_conn_id": Param("gemini_flex_default", type="string"),
         "sql_conn_id": Param("flex_demo_sqlite", type="string", description="Any common.sql DB-API connection"),
     },

@@ -1,8 +1,8 @@
 """The Gemini API's implicit prompt cache, as its caching page describes it.
 
 Implicit caching is on by default for 2.5 and newer models: a request whose prompt starts with the same
-tokens as a recent request to the same model, at least the model's minimum (the caching page of 2026-07:
-2,048 for 2.5 Flash and Pro, 4,096 for 3.x Flash and 3.1 Pro; ``prices.json`` holds them), may be served partly from cache. Hits show as ``usageMetadata.cachedContentTokenCount``, a
+tokens as a recent request to the same model, at least the model's minimum (``pricing.published_cache_minimum``:
+1,024 for Flash models, 4,096 for Pro, as the page said up to May 2026), may be served partly from cache. Hits show as ``usageMetadata.cachedContentTokenCount``, a
 part of ``promptTokenCount``, billed at the cached-input price. The API promises no hit, so ``hit_rate`` is
 the chance that a request with such a prefix gets one (its own random draws: the emulator's other draws,
 and so its shedding and faults, stay as they were). (ai.google.dev/gemini-api/docs/caching)
@@ -14,7 +14,7 @@ import random
 from collections import deque
 
 from airflow_provider_flex.emulator import model as lm
-from airflow_provider_flex.pricing import DEFAULT_MIN_CACHE_TOKENS, SHIPPED, bare_model_id
+from airflow_provider_flex.pricing import published_cache_minimum
 
 #: Earlier prompts a request is compared with (per API key and model), and how long one stays cached.
 RECENT_PROMPTS = 64
@@ -24,7 +24,7 @@ CACHE_LIFETIME_S = 300.0
 def min_prefix_tokens(model: str) -> int:
     """Return the shared leading tokens ``model`` needs before its implicit cache serves any (the published
     minimum: the server knows its own, it learns nothing from clients)."""
-    return SHIPPED.min_cache_tokens.get(bare_model_id(model), DEFAULT_MIN_CACHE_TOKENS)
+    return published_cache_minimum(model)
 
 
 def common_prefix_chars(first: str, second: str) -> int:

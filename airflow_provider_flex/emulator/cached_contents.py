@@ -4,7 +4,7 @@ A cache holds a model's system instruction and leading contents (tools too) for 
 or until an expiry time. A generate request names it with ``cachedContent`` and sends only the rest of
 its prompt; the cache's tokens are a part of ``promptTokenCount`` and show as ``cachedContentTokenCount``,
 billed at the cached-input price, and the cache's storage is billed per token-hour it is kept.
-Documented refusals: a cache under the model's minimum (2,048 for 2.5 Flash and Pro, 4,096 for 3.x) is a
+Documented refusals: a cache under the model's minimum (1,024 tokens for Flash, 4,096 for Pro) is a
 400; a request naming a cache may not also set ``systemInstruction``, ``tools`` or ``toolConfig``, nor
 name another model (400); a cache deleted or expired is gone (404).
 (ai.google.dev/gemini-api/docs/caching; python-genai ``caches.py`` for the wire shapes.)

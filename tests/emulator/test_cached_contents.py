@@ -71,7 +71,7 @@ def test_the_documented_refusals(emulator, client):
         _cache(client, model="gemini-2.5-pro")
     assert pro_small.value.code == 400
     with pytest.raises(errors.ClientError) as image_model:
-        _cache(client, model="gemini-3-pro-image-preview")
+        _cache(client, model="gemini-2.5-flash-image")
     assert image_model.value.code == 400 and "does not support" in image_model.value.message
     cache = _cache(client)
     with pytest.raises(errors.ClientError) as with_instruction:

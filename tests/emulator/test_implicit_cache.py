@@ -46,8 +46,6 @@ def test_shared_tokens_count_whole_tokens_only():
     assert shared_tokens("alpha beta", "alpha beta") == 2
 
 
-def test_prefix_minimums_follow_the_caching_page_of_july_2026():
-    # 2,048 for 2.5 Flash and Pro, 4,096 for 3.x Flash and 3.1 Pro (the English caching page of 2026-07-07)
-    assert min_prefix_tokens("gemini-2.5-flash") == min_prefix_tokens("models/gemini-2.5-pro") == 2048
-    assert min_prefix_tokens("gemini-3-flash-preview") == min_prefix_tokens("gemini-3.1-pro-preview") == 4096
-    assert min_prefix_tokens("gemini-flash-latest") == 4096  # the alias: 3.5 Flash's
+def test_prefix_minimums_follow_the_published_rule():
+    assert min_prefix_tokens("gemini-2.5-flash") == 1024 and min_prefix_tokens("models/gemini-2.5-pro") == 4096
+    assert min_prefix_tokens("gemini-flash-latest") == 1024  # the alias: 3.5 Flash's

@@ -111,7 +111,7 @@ def test_bad_input_fails_before_any_call(connection, tmp_path):
 
 
 def test_a_cache_the_api_refuses_leaves_the_run_uncached_with_one_warning(connection, tmp_path, times_logged):
-    summary = _operator(tmp_path, model="gemini-3-pro-image-preview").execute(context={})
+    summary = _operator(tmp_path, model="gemini-2.5-flash-image").execute(context={})
     assert summary["succeeded"] == 30 and connection.admin.caches()["created"] == 0
     assert "does not support cached content" in summary["context_cache"]["reason"]
     assert times_logged("The API refused a context cache") == 1

@@ -79,6 +79,9 @@ def test_structured_output_and_json_safe_dict(hook):
         "cached_tokens",
         "total_tokens",
         "image_output_tokens",
+        "audio_prompt_tokens",
+        "audio_cached_tokens",
+        "tool_use_prompt_tokens",
     }
     assert as_dict["images"] == []
 

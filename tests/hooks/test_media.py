@@ -19,7 +19,7 @@ from airflow_provider_flex.pricing import DEFAULT_PRICES, IMAGE_OUTPUT_TOKENS
 from tests.hooks.conftest import API_KEY, FAST, run_generate, run_stream
 
 MODES = ["sync", "async"]
-IMAGE_MODEL = "gemini-3-pro-image-preview"
+IMAGE_MODEL = "gemini-2.5-flash-image"
 
 
 @pytest.fixture
