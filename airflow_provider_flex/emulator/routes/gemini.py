@@ -58,6 +58,7 @@ from airflow_provider_flex.emulator.vertex import (
     VertexError,
     vertex_tier,
 )
+from airflow_provider_flex.pricing import MODEL_ALIASES
 
 API_VERSIONS = ("v1", "v1beta")
 
@@ -87,6 +88,7 @@ class GeminiApi:
         if version not in API_VERSIONS:
             raise ApiError(404, "NOT_FOUND", f"API version {version!r} is not served by this emulator.")
         model_id = model.removeprefix("models/")
+        model_id = MODEL_ALIASES.get(model_id, model_id)  # an alias answers as its target (``modelVersion``)
         if model_id not in self.config.models:
             raise ApiError(
                 404,
