@@ -1,10 +1,10 @@
 """The Gemini API's implicit prompt cache, as its caching page describes it.
 
 Implicit caching is on by default for 2.5 and newer models: a request whose prompt starts with the same
-tokens as a recent request to the same model, at least the model's minimum (``pricing.published_cache_minimum``:
-1,024 for Flash models, 4,096 for Pro, as the page said up to May 2026), may be served partly from cache. Hits show as ``usageMetadata.cachedContentTokenCount``, a
-part of ``promptTokenCount``, billed at the cached-input price. The API promises no hit, so ``hit_rate`` is
-the chance that a request with such a prefix gets one (its own random draws: the emulator's other draws,
+tokens as a recent request to the same model, at least the model's minimum
+(``pricing.published_cache_minimum``: 1,024 for Flash models, 4,096 for Pro, as the page said up to May 2026),
+may be served partly from cache. Hits show as ``usageMetadata.cachedContentTokenCount``, a part of
+``promptTokenCount``, billed at the cached-input price. The API promises no hit, so ``hit_rate`` is the chance that a request with such a prefix gets one (its own random draws: the emulator's other draws,
 and so its shedding and faults, stay as they were). (ai.google.dev/gemini-api/docs/caching)
 """
 

@@ -146,6 +146,11 @@ class GeminiFlexHook(MediaUploads, BaseHook):
         team's ``[gemini_flex] prices_file`` merged over them (:mod:`~airflow_provider_flex.price_file`)."""
         if self.prices is not None:
             return self.prices
+        return self._default_prices
+
+    @cached_property
+    def _default_prices(self) -> Mapping[str, Mapping[str, TokenPrice]]:
+        """Return the endpoint's prices with ``[gemini_flex] prices_file`` merged: read once per hook, not per call."""
         from airflow_provider_flex.price_file import price_table
 
         return price_table(vertex=self.settings.vertex is not None)
